@@ -1,0 +1,1 @@
+"""Checkpoint conversion between Hugging Face PyTorch weights and sparrow-jax."""

@@ -1,0 +1,42 @@
+"""Per-family key maps (see `convert.keymap`)."""
+
+from __future__ import annotations
+
+from convert.keymap import KeyMap
+
+TEXT = KeyMap(
+    prefixes=((("lm_head",), "lm_head"), (("layers",), "model.layers.{i}"), ((), "model")),
+    ignore=("lm_head.weight",),  # tied checkpoints may still store a copy of the embedding
+)
+
+LLAVA_ONEVISION = KeyMap(
+    prefixes=(
+        (("language_model", "lm_head"), "lm_head"),
+        (("language_model", "layers"), "model.language_model.layers.{i}"),
+        (("language_model",), "model.language_model"),
+        (("vision_tower", "layers"), "model.vision_tower.encoder.layers.{i}"),
+        (("vision_tower",), "model.vision_tower"),
+        ((), "model"),
+    ),
+    # The llava-hf releases (and transformers' own save_pretrained) use the older layout.
+    legacy=(
+        ("language_model.model.", "model.language_model."),
+        ("language_model.lm_head.", "lm_head."),
+        ("vision_tower.vision_model.", "model.vision_tower."),
+        ("vision_tower.", "model.vision_tower."),
+        ("multi_modal_projector.", "model.multi_modal_projector."),
+        ("image_newline", "model.image_newline"),
+    ),
+    ignore=("lm_head.weight",),
+)
+
+
+def keymap_for(config) -> KeyMap:
+    if config.model_type == "llava_onevision":
+        km = LLAVA_ONEVISION
+        tied = config.text.tie_word_embeddings
+    else:
+        km = TEXT
+        tied = config.tie_word_embeddings
+    # An untied model needs lm_head.weight, so only tied models may drop it.
+    return km if tied else KeyMap(km.prefixes, km.legacy, ())

@@ -1,0 +1,79 @@
+"""Our model configs -> HF `config.json` dictionaries (for `convert export`)."""
+
+from __future__ import annotations
+
+from sparrow_jax.config import LlavaOnevisionConfig, SiglipConfig, TextConfig
+
+
+def _rope(cfg: TextConfig) -> dict:
+    r = cfg.rope
+    params = {"rope_type": r.type, "rope_theta": r.theta}
+    if r.type in ("linear", "llama3"):
+        params["factor"] = r.factor
+    if r.type == "llama3":
+        params.update(
+            low_freq_factor=r.low_freq_factor,
+            high_freq_factor=r.high_freq_factor,
+            original_max_position_embeddings=r.original_max_position_embeddings,
+        )
+    return params
+
+
+def text_config(cfg: TextConfig) -> dict:
+    out = {
+        "model_type": cfg.model_type,
+        "architectures": ["Qwen2ForCausalLM" if cfg.model_type == "qwen2" else "LlamaForCausalLM"],
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "hidden_act": cfg.hidden_act,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "rope_parameters": _rope(cfg),
+        "max_position_embeddings": max(32768, cfg.rope.original_max_position_embeddings + 1),
+    }
+    if cfg.model_type == "llama":
+        if cfg.qkv_bias != cfg.o_bias:
+            raise ValueError("Llama has one attention_bias flag for q/k/v and o; this config differs")
+        out.update(attention_bias=cfg.qkv_bias, mlp_bias=cfg.mlp_bias)
+    return out
+
+
+def siglip_config(cfg: SiglipConfig) -> dict:
+    return {
+        "model_type": "siglip_vision_model",
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "image_size": cfg.image_size,
+        "patch_size": cfg.patch_size,
+        "num_channels": cfg.num_channels,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "hidden_act": cfg.hidden_act,
+        "vision_use_head": False,
+    }
+
+
+def hf_config(cfg) -> dict:
+    if isinstance(cfg, TextConfig):
+        return text_config(cfg)
+    if isinstance(cfg, LlavaOnevisionConfig):
+        return {
+            "model_type": "llava_onevision",
+            "architectures": ["LlavaOnevisionForConditionalGeneration"],
+            "text_config": text_config(cfg.text),
+            "vision_config": siglip_config(cfg.vision),
+            "video_token_index": cfg.video_token_id,
+            "image_token_index": cfg.image_token_id,
+            "vision_feature_layer": cfg.vision_feature_layer,
+            "vision_feature_select_strategy": cfg.vision_feature_select_strategy,
+            "multimodal_projector_bias": cfg.projector_bias,
+            "projector_hidden_act": cfg.projector_act,
+            "tie_word_embeddings": cfg.text.tie_word_embeddings,
+        }
+    raise TypeError(f"cannot export config type {type(cfg).__name__}")

@@ -1,0 +1,42 @@
+"""`convert target` (HF directory -> converted checkpoint) and `convert export` (back to HF)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from convert import hf_files
+from convert.families import keymap_for
+from convert.hf_config import hf_config
+from convert.keymap import export_params, import_params
+from sparrow_jax import checkpoint
+from sparrow_jax.config import config_from_hf
+from sparrow_jax.models import abstract_model
+
+DTYPES = ("float32", "bfloat16")
+
+
+def read_hf_config(src: Path) -> dict:
+    path = Path(src) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: --src must be a Hugging Face model directory")
+    return json.loads(path.read_text())
+
+
+def convert_target(src, dst, dtype: str = "float32") -> None:
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
+    config = config_from_hf(read_hf_config(src))
+    shapes = checkpoint.param_shapes(abstract_model(config))
+    with hf_files.open_checkpoint(src) as source:
+        params = import_params(source, shapes, keymap_for(config), dtype, progress=hf_files.iterate)
+    checkpoint.save(dst, config, params, dtype)
+
+
+def export(src, dst) -> None:
+    config, params, _ = checkpoint.load_params(src)
+    tensors = export_params(checkpoint.to_numpy(params), keymap_for(config))
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    hf_files.write_safetensors(tensors, dst)
+    (dst / "config.json").write_text(json.dumps(hf_config(config), indent=2))

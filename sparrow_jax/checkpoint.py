@@ -1,0 +1,77 @@
+"""Converted checkpoints: an Orbax parameter tree plus our `config.json`, loadable without torch.
+
+Layout of a converted directory:
+    config.json    our model config (sparrow_jax.config), with "dtype"
+    params/        Orbax checkpoint of the parameter tree (nested dict of arrays)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from sparrow_jax.config import load_config, save_config
+from sparrow_jax.models import abstract_model
+
+CONFIG = "config.json"
+PARAMS = "params"
+
+
+def param_shapes(model) -> dict:
+    """Nested dict of parameter shapes of a (possibly abstract) model."""
+    return jax.tree.map(lambda a: tuple(a.shape), nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+def save(directory, config, params: dict, dtype: str) -> None:
+    """Write `params` (nested dict of arrays) and `config` to `directory` (created; must not hold a checkpoint)."""
+    directory = Path(directory).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / PARAMS).exists():
+        raise FileExistsError(f"{directory / PARAMS} already exists; choose an empty --dst")
+    arrays = jax.tree.map(lambda a: jnp.asarray(a, dtype=dtype), params)
+    with ocp.StandardCheckpointer() as ckptr:  # Orbax writes to a temp dir and renames: atomic
+        ckptr.save(directory / PARAMS, arrays)
+    save_config(config, directory / CONFIG)
+    meta = json.loads((directory / CONFIG).read_text())
+    meta["dtype"] = dtype
+    (directory / CONFIG).write_text(json.dumps(meta, indent=2))
+
+
+def load_params(directory, dtype: str | None = None) -> tuple[object, dict, str]:
+    """(config, params as a nested dict of jax arrays, dtype name) of a converted checkpoint."""
+    directory = Path(directory).absolute()
+    if not (directory / CONFIG).is_file() or not (directory / PARAMS).is_dir():
+        raise FileNotFoundError(
+            f"{directory} is not a converted checkpoint (expected {CONFIG} and {PARAMS}/); "
+            "create one with `python -m convert target --src HF_DIR --dst OUT_DIR`"
+        )
+    config = load_config(directory / CONFIG)
+    stored = json.loads((directory / CONFIG).read_text()).get("dtype", "float32")
+    dtype = dtype or stored
+    abstract = jax.tree.map(
+        lambda shape: jax.ShapeDtypeStruct(shape, jnp.dtype(stored)),
+        param_shapes(abstract_model(config)),
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
+    with ocp.StandardCheckpointer() as ckptr:
+        params = ckptr.restore(directory / PARAMS, abstract)
+    return config, jax.tree.map(lambda a: a.astype(dtype), params), dtype
+
+
+def load(directory, dtype: str | None = None):
+    """Load a converted checkpoint into its model (an `nnx.Module`), parameters in `dtype` (default: as stored)."""
+    config, params, dtype = load_params(directory, dtype)
+    model = abstract_model(config, dtype=jnp.dtype(dtype))
+    nnx.replace_by_pure_dict(state := nnx.state(model), params)
+    nnx.update(model, state)
+    return model
+
+
+def to_numpy(params: dict) -> dict:
+    return jax.tree.map(np.asarray, params)

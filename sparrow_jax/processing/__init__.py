@@ -1,0 +1,1 @@
+"""Numpy input preprocessing (pixels and prompt token expansion) matching Hugging Face processors."""
