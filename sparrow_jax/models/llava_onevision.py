@@ -64,16 +64,16 @@ class LlavaOnevision(nnx.Module):
         newline = jnp.broadcast_to(self.image_newline[...].astype(x.dtype), (b, 1, x.shape[-1]))
         return jnp.concatenate([x, newline], axis=1)
 
-    def embed(self, input_ids, pixel_values_videos=None):
+    def embed(self, input_ids, video=None):
         """Token embeddings with each row's video tokens replaced, in order, by that row's video features.
 
         The caller guarantees (see `sparrow_jax.inputs`) that every row holds exactly as many video
         tokens as its video has features.
         """
         embeds = self.language_model.embed(input_ids)
-        if pixel_values_videos is None:
+        if video is None:
             return embeds
-        feats = self.video_features(pixel_values_videos).astype(embeds.dtype)
+        feats = self.video_features(video).astype(embeds.dtype)
         is_video = input_ids == self.config.video_token_id
         idx = jnp.clip(jnp.cumsum(is_video, axis=1) - 1, 0, feats.shape[1] - 1)
         gathered = jnp.take_along_axis(feats, idx[..., None], axis=1)

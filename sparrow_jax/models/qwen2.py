@@ -56,7 +56,9 @@ class DecoderLM(nnx.Module):
     def lm(self) -> "DecoderLM":
         return self
 
-    def embed(self, input_ids, **_):
+    def embed(self, input_ids, video=None):
+        if video is not None:
+            raise ValueError("a text-only model cannot take a video")
         return self.embed_tokens(input_ids)
 
     def logits(self, hidden):

@@ -1,0 +1,5 @@
+"""Inference: `infer.generate(target, prompts, video=...)`."""
+
+from infer.generation import GenerateOutput, generate
+
+__all__ = ["GenerateOutput", "generate"]

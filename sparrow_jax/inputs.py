@@ -1,0 +1,77 @@
+"""Host-side (numpy) preparation of a batch of prompts for a target, before anything is jitted.
+
+Prompts are right-padded to a bucketed length so that few shapes are compiled; each row keeps its
+true length. Video inputs are validated against the placeholder tokens here, with a clear error,
+never deep inside XLA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from sparrow_jax.config import LlavaOnevisionConfig, TextConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptBatch:
+    input_ids: np.ndarray  # [B, L] int32, right-padded
+    lengths: np.ndarray  # [B] int32
+    positions: np.ndarray  # [B, L] int32 rotary positions of the prompt tokens
+    rope_delta: np.ndarray  # [B] int32: position of a token at cache slot s is s + rope_delta
+    video: np.ndarray | None = None  # [B, T, S, S, 3] float32 model pixels (channels-last)
+
+    @property
+    def batch(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def bucket(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def prepare(config, prompts: Sequence[Sequence[int]], video=None, *, pad_id: int = 0, multiple: int = 64) -> PromptBatch:
+    """Pad `prompts` (one token list per row, video placeholders already expanded) into a PromptBatch."""
+    rows = [np.asarray(p, dtype=np.int64).reshape(-1) for p in prompts]
+    if not rows or any(len(r) == 0 for r in rows):
+        raise ValueError("every prompt needs at least one token")
+    lengths = np.array([len(r) for r in rows], np.int32)
+    width = bucket(int(lengths.max()), multiple)
+    ids = np.full((len(rows), width), pad_id, np.int32)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+    if isinstance(config, LlavaOnevisionConfig):
+        video = _check_video(config, rows, video)
+    elif not isinstance(config, TextConfig):
+        raise TypeError(f"unsupported target config {type(config).__name__}")
+    elif video is not None:
+        raise ValueError("this target is text-only; it cannot take a video")
+    positions = np.broadcast_to(np.arange(width, dtype=np.int32), ids.shape).copy()
+    return PromptBatch(ids, lengths, positions, np.zeros(len(rows), np.int32), video)
+
+
+def _check_video(config: LlavaOnevisionConfig, rows, video):
+    counts = [int(np.sum(r == config.video_token_id)) for r in rows]
+    if any(int(np.sum(r == config.image_token_id)) for r in rows):
+        raise ValueError("image inputs are not supported yet; pass the image as a one-frame video")
+    if video is None:
+        if any(counts):
+            raise ValueError(f"prompts hold video tokens ({counts} per row) but no video was given")
+        return None
+    video = np.asarray(video, np.float32)
+    size = config.vision.image_size
+    if video.ndim != 5 or video.shape[0] != len(rows) or video.shape[2:] != (size, size, 3):
+        raise ValueError(
+            f"video must be preprocessed pixels [batch={len(rows)}, frames, {size}, {size}, 3], got {video.shape}"
+        )
+    need = config.num_video_tokens(video.shape[1])
+    for i, c in enumerate(counts):
+        if c != need:
+            raise ValueError(
+                f"row {i}: the prompt has {c} video tokens but a {video.shape[1]}-frame video needs {need} "
+                f"({video.shape[1]} x {config.pooled_grid ** 2} + 1 newline); expand the placeholder with "
+                "sparrow_jax.processing.llava_onevision.expand_video_placeholder"
+            )
+    return video

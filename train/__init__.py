@@ -1,0 +1,1 @@
+"""Training of Sparrow drafts (`python -m train.main`): arrives with the training milestone."""
