@@ -23,14 +23,14 @@ def read_hf_config(src: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def convert_target(src, dst, dtype: str = "float32") -> None:
+def convert_target(src, dst, dtype: str = "float32", overwrite: bool = False) -> None:
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
     config = config_from_hf(read_hf_config(src))
     shapes = checkpoint.param_shapes(abstract_model(config))
     with hf_files.open_checkpoint(src) as source:
         params = import_params(source, shapes, keymap_for(config), dtype, progress=hf_files.iterate)
-    checkpoint.save(dst, config, params, dtype)
+    checkpoint.save(dst, config, params, dtype, overwrite=overwrite)
 
 
 def export(src, dst) -> None:

@@ -28,15 +28,17 @@ def param_shapes(model) -> dict:
     return jax.tree.map(lambda a: tuple(a.shape), nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 
-def save(directory, config, params: dict, dtype: str) -> None:
-    """Write `params` (nested dict of arrays) and `config` to `directory` (created; must not hold a checkpoint)."""
+def save(directory, config, params: dict, dtype: str, overwrite: bool = False) -> None:
+    """Write `params` (nested dict of arrays) and `config` to `directory`.
+
+    An existing checkpoint there is an error unless `overwrite`."""
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
-    if (directory / PARAMS).exists():
-        raise FileExistsError(f"{directory / PARAMS} already exists; choose an empty --dst")
+    if (directory / PARAMS).exists() and not overwrite:
+        raise FileExistsError(f"{directory / PARAMS} already exists; choose an empty --dst or pass --overwrite")
     arrays = jax.tree.map(lambda a: jnp.asarray(a, dtype=dtype), params)
     with ocp.StandardCheckpointer() as ckptr:  # Orbax writes to a temp dir and renames: atomic
-        ckptr.save(directory / PARAMS, arrays)
+        ckptr.save(directory / PARAMS, arrays, force=overwrite)
     save_config(config, directory / CONFIG)
     meta = json.loads((directory / CONFIG).read_text())
     meta["dtype"] = dtype
