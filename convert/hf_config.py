@@ -34,7 +34,8 @@ def text_config(cfg: TextConfig) -> dict:
         "hidden_act": cfg.hidden_act,
         "tie_word_embeddings": cfg.tie_word_embeddings,
         "rope_parameters": _rope(cfg),
-        "max_position_embeddings": max(32768, cfg.rope.original_max_position_embeddings + 1),
+        "max_position_embeddings": cfg.max_position_embeddings
+        or max(32768, cfg.rope.original_max_position_embeddings + 1),
     }
     if cfg.model_type == "llama":
         if cfg.qkv_bias != cfg.o_bias:

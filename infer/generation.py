@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
-from sparrow_jax.inputs import PromptBatch, bucket, prepare
+from sparrow_jax.inputs import PromptBatch, bucket, pad_to, prepare
 from sparrow_jax.kv_cache import KVCache
 from sparrow_jax.sampling import SamplingConfig, sample
 
@@ -41,15 +41,26 @@ class _Loop:
     key: jax.Array
 
 
-@partial(jax.jit, static_argnames=("graphdef", "capacity"))
-def _prefill(graphdef, state, ids, lengths, positions, video, capacity):
+@partial(jax.jit, static_argnames=("graphdef", "capacity", "chunk"))
+def _prefill(graphdef, state, ids, lengths, positions, video, capacity, chunk):
+    """Prefill in chunks of `chunk` tokens: attention scores are [chunk, capacity], never [L, capacity],
+    which is what keeps a 25k-token video prompt within memory."""
     target = nnx.merge(graphdef, state)
     cfg = target.lm.config
-    b = ids.shape[0]
+    b, width = ids.shape
     cache = KVCache.create(cfg.num_layers, b, capacity, cfg.num_kv_heads, cfg.head_dim, target.lm.dtype)
-    out = target.decode(target.embed(ids, video), positions, cache=cache)
-    last = out.hidden[jnp.arange(b), lengths - 1]
-    return target.logits(last), out.cache.replace(lengths=lengths)
+    split = lambda x, axis: jnp.moveaxis(x.reshape(*x.shape[:axis], width // chunk, chunk, *x.shape[axis + 1 :]), axis, 0)
+    embeds = split(target.embed(ids, video), 1)  # [n, B, chunk, H]
+    pos = split(positions, positions.ndim - 1)  # [n, ..., B, chunk]
+
+    def step(cache, xs):
+        out = target.decode(xs[0], xs[1], cache=cache)
+        return out.cache.advance(chunk), out.hidden
+
+    cache, hidden = jax.lax.scan(step, cache, (embeds, pos))
+    hidden = jnp.moveaxis(hidden, 0, 1).reshape(b, width, -1)
+    last = hidden[jnp.arange(b), lengths - 1]
+    return target.logits(last), cache.replace(lengths=lengths)
 
 
 @partial(jax.jit, static_argnames=("graphdef", "max_new", "sampling"), donate_argnames=("cache",))
@@ -108,6 +119,7 @@ def generate(
     seed: int = 0,
     capacity: int | None = None,
     prompt_bucket: int = 64,
+    prefill_chunk: int = 512,
 ) -> GenerateOutput:
     """Generate up to `max_new_tokens` per row with `target` (a loaded model, see `sparrow_jax.load`).
 
@@ -115,7 +127,8 @@ def generate(
       or a `PromptBatch`. video: [B, T, S, S, 3] preprocessed pixels for video targets.
     A row stops after any token in `eos_token_id`. Greedy at temperature 0, else sampling with
     temperature / top-k / top-p. `capacity` (KV slots per row) defaults to the padded prompt length
-    plus max_new_tokens, rounded up so that similar requests share one compiled program.
+    plus max_new_tokens, rounded up so that similar requests share one compiled program. Prompts longer
+    than `prefill_chunk` are prefilled chunk by chunk (padded to a multiple of it) to bound memory.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -123,7 +136,12 @@ def generate(
     batch = prompts if isinstance(prompts, PromptBatch) else prepare(
         target.config, prompts, video, pad_id=pad_id, multiple=prompt_bucket
     )
+    if prompt_bucket < 1 or prefill_chunk < 1:
+        raise ValueError("prompt_bucket and prefill_chunk must be >= 1")
+    if batch.input_ids.shape[1] > prefill_chunk:
+        batch = pad_to(batch, bucket(batch.input_ids.shape[1], prefill_chunk), pad_id)
     width = batch.input_ids.shape[1]
+    chunk = min(width, prefill_chunk)
     need = width + max_new_tokens
     capacity = bucket(need, 128) if capacity is None else capacity
     if capacity < need:
@@ -139,7 +157,7 @@ def generate(
     video_arg = None if batch.video is None else jnp.asarray(batch.video, target.lm.dtype)
     logits, cache = _prefill(
         graphdef, state, jnp.asarray(batch.input_ids), jnp.asarray(batch.lengths), jnp.asarray(batch.positions),
-        video_arg, capacity,
+        video_arg, capacity, chunk,
     )
     jax.block_until_ready(logits)
     t1 = time.perf_counter()

@@ -76,6 +76,7 @@ class TextConfig:
     tie_word_embeddings: bool = False
     hidden_act: str = "silu"
     model_type: str = "qwen2"
+    max_position_embeddings: int | None = None  # informational; kept so export round-trips it
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
@@ -114,6 +115,7 @@ class TextConfig:
                 tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
                 hidden_act=hf.get("hidden_act", "silu"),
                 model_type=model_type,
+                max_position_embeddings=hf.get("max_position_embeddings"),
             )
         except KeyError as e:
             raise ConfigError(f"text config is missing required key {e.args[0]!r}") from None

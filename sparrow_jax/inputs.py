@@ -32,6 +32,16 @@ def bucket(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def pad_to(batch: PromptBatch, width: int, pad_id: int = 0) -> PromptBatch:
+    """The same batch right-padded to `width` tokens; padded positions continue each row's positions."""
+    extra = width - batch.input_ids.shape[1]
+    if extra < 0:
+        raise ValueError(f"cannot pad a batch of width {batch.input_ids.shape[1]} to {width}")
+    ids = np.pad(batch.input_ids, ((0, 0), (0, extra)), constant_values=pad_id)
+    tail = batch.positions[..., -1:] + np.arange(1, extra + 1, dtype=batch.positions.dtype)
+    return dataclasses.replace(batch, input_ids=ids, positions=np.concatenate([batch.positions, tail], axis=-1))
+
+
 def prepare(config, prompts: Sequence[Sequence[int]], video=None, *, pad_id: int = 0, multiple: int = 64) -> PromptBatch:
     """Pad `prompts` (one token list per row, video placeholders already expanded) into a PromptBatch."""
     rows = [np.asarray(p, dtype=np.int64).reshape(-1) for p in prompts]

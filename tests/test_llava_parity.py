@@ -17,7 +17,9 @@ def test_vision_tower(llava):
     pix_t, pix = random_video(np.random.default_rng(1), 1, 3)
     ref = hf.model.vision_tower(pix_t[0], output_hidden_states=True).hidden_states
     for n in range(len(ref)):
-        assert maxdiff(ours.vision_tower(jnp.asarray(pix[0]), n), ref[n]) < TOL, f"after {n} layers"
+        diff = maxdiff(ours.vision_tower(jnp.asarray(pix[0]), n), ref[n])
+        print(f"SigLIP tower after {n} layers max abs diff: {diff:.2e}")
+        assert diff < TOL, f"after {n} layers"
 
 
 def test_video_features_projector_pooling_newline(llava):
@@ -26,6 +28,7 @@ def test_video_features_projector_pooling_newline(llava):
     ref = hf.model.get_video_features(pix_t, return_dict=True).pooler_output
     got = ours.video_features(jnp.asarray(pix))
     assert got.shape == tuple(ref.shape) == (2, 3 * 3 * 3 + 1, 64)
+    print(f"video features (projector, pooling, newline) max abs diff: {maxdiff(got, ref):.2e}")
     assert maxdiff(got, ref) < TOL
 
 
@@ -45,6 +48,7 @@ def test_one_decoder_layer(llava):
         ours.lm.layers, lambda layer, h, _: (layer(h, ocos, osin, kv_cache.causal_mask(2, 7))[0], None),
         jnp.asarray(x), None, 1, 2,
     )
+    print(f"one Qwen2 decoder layer max abs diff: {maxdiff(out, ref):.2e}")
     assert maxdiff(out, ref) < TOL
 
 
