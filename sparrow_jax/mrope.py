@@ -19,16 +19,9 @@ import numpy as np
 
 def _blocks(ids: np.ndarray, token_ids: tuple[int, int]):
     """Maximal runs of image/video placeholder tokens: [(token, start, end)] in prompt order."""
-    is_vis = np.isin(ids, token_ids)
-    # A run starts where the token is a placeholder and differs from the previous token.
-    starts = np.flatnonzero(is_vis & np.concatenate([[True], ids[1:] != ids[:-1]]))
-    out = []
-    for s in starts:
-        e = s
-        while e < len(ids) and ids[e] == ids[s]:
-            e += 1
-        out.append((int(ids[s]), int(s), int(e)))
-    return out
+    edges = np.flatnonzero(np.diff(ids)) + 1  # starts of runs of equal tokens
+    starts, ends = np.concatenate([[0], edges]), np.concatenate([edges, [len(ids)]])
+    return [(int(ids[s]), int(s), int(e)) for s, e in zip(starts, ends) if ids[s] in token_ids]
 
 
 def _as_grids(grid, name) -> np.ndarray:
