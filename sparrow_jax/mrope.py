@@ -3,10 +3,12 @@
 Position ids are data-dependent index math, so they are computed on the host in numpy before jit
 (`mrope_positions`, `batch_mrope_positions`); cos/sin are computed inside jit (`mrope_cos_sin`).
 
-We follow the ORIGINAL Qwen2.5-VL rule (transformers 4.49-4.57 `get_rope_index`, vLLM): text after
-a vision block starts at max(all positions so far) + 1. transformers 5.x instead advances by
-max(h, w) / merge after a block, ignoring the temporal axis, which differs after a video whose
-scaled temporal index exceeds its spatial extent (see tests/test_mrope.py).
+We follow the ORIGINAL Qwen2.5-VL rule (transformers 4.57.x `get_rope_index`, vLLM): text after
+a vision block starts at max(all positions so far) + 1. transformers 5.23 instead advances by
+max(h, w) / merge after a block, ignoring the temporal axis; the two differ after a video whose
+largest temporal index (t-1) * second_per_grid_t * tokens_per_second is >= max(h, w) / merge.
+Temporal indices are floor(t_idx * second_per_grid_t * tokens_per_second) in float, as vLLM and 5.23
+do (4.57.1 casts second_per_grid_t to int first, so e.g. 0.5 s would give all-zero indices there).
 """
 
 from __future__ import annotations
