@@ -10,6 +10,8 @@ def _rope(cfg: TextConfig) -> dict:
     params = {"rope_type": r.type, "rope_theta": r.theta}
     if r.type in ("linear", "llama3"):
         params["factor"] = r.factor
+    if cfg.mrope_section is not None:
+        params["mrope_section"] = list(cfg.mrope_section)
     if r.type == "llama3":
         params.update(
             low_freq_factor=r.low_freq_factor,

@@ -69,7 +69,11 @@ def load_params(directory, dtype: str | None = None) -> tuple[object, dict, str]
 def load(directory, dtype: str | None = None):
     """Load a converted checkpoint into its model (an `nnx.Module`), parameters in `dtype` (default: as stored)."""
     config, params, dtype = load_params(directory, dtype)
-    model = abstract_model(config, dtype=jnp.dtype(dtype))
+    return assign(abstract_model(config, dtype=jnp.dtype(dtype)), params)
+
+
+def assign(model, params: dict):
+    """Put `params` (nested dict of arrays, the model's own structure) into `model`; returns it."""
     nnx.replace_by_pure_dict(state := nnx.state(model), params)
     nnx.update(model, state)
     return model

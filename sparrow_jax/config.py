@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 ROPE_TYPES = ("default", "linear", "llama3")
+TEXT_TYPES = ("qwen2", "llama", "qwen2_5_vl_text")  # the last: Qwen2 layers with M-RoPE
 
 
 class ConfigError(ValueError):
@@ -77,6 +78,7 @@ class TextConfig:
     hidden_act: str = "silu"
     model_type: str = "qwen2"
     max_position_embeddings: int | None = None  # informational; kept so export round-trips it
+    mrope_section: tuple[int, ...] | None = None  # Qwen2.5-VL multimodal RoPE: frequencies per (t, h, w)
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
@@ -87,18 +89,24 @@ class TextConfig:
         )
         _require(self.head_dim % 2 == 0, f"head_dim must be even for RoPE, got {self.head_dim}")
         _require(self.hidden_act == "silu", f"hidden_act {self.hidden_act!r} is not supported (only 'silu')")
-        _require(self.model_type in ("qwen2", "llama"), f"text model_type {self.model_type!r} is not supported")
+        _require(self.model_type in TEXT_TYPES, f"text model_type {self.model_type!r} is not supported")
+        if self.mrope_section is not None:
+            _require(
+                sum(self.mrope_section) == self.head_dim // 2,
+                f"mrope_section {self.mrope_section} must sum to head_dim/2 = {self.head_dim // 2}",
+            )
 
     @classmethod
     def from_hf(cls, hf: dict) -> "TextConfig":
         model_type = hf.get("model_type", "qwen2")
-        _require(model_type in ("qwen2", "llama"), f"text model_type {model_type!r} is not supported (qwen2, llama)")
+        _require(model_type in TEXT_TYPES, f"text model_type {model_type!r} is not supported {TEXT_TYPES}")
         if hf.get("use_sliding_window"):
             raise ConfigError("use_sliding_window=True is not supported; the Qwen2 checkpoints used here have it off")
         try:
             heads = int(hf["num_attention_heads"])
             hidden = int(hf["hidden_size"])
-            is_qwen2 = model_type == "qwen2"
+            is_qwen2 = model_type != "llama"
+            mrope = (hf.get("rope_parameters") or hf.get("rope_scaling") or {}).get("mrope_section")
             return cls(
                 vocab_size=int(hf["vocab_size"]),
                 hidden_size=hidden,
@@ -116,6 +124,7 @@ class TextConfig:
                 hidden_act=hf.get("hidden_act", "silu"),
                 model_type=model_type,
                 max_position_embeddings=hf.get("max_position_embeddings"),
+                mrope_section=tuple(int(x) for x in mrope) if mrope else None,
             )
         except KeyError as e:
             raise ConfigError(f"text config is missing required key {e.args[0]!r}") from None
@@ -247,7 +256,9 @@ def _from_tree(cls, tree: dict):
         if f.name not in tree:
             continue
         sub = {"rope": RopeConfig, "text": TextConfig, "vision": SiglipConfig}.get(f.name)
-        kw[f.name] = _from_tree(sub, tree[f.name]) if sub else tree[f.name]
+        value = tree[f.name]
+        # JSON has no tuples; configs must stay hashable (they are static under jit).
+        kw[f.name] = _from_tree(sub, value) if sub else tuple(value) if isinstance(value, list) else value
     return cls(**kw)
 
 

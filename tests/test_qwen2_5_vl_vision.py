@@ -74,7 +74,7 @@ def towers():
         for name, p in hf.named_parameters():
             p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name or "ln_q" in name else 0.1 * torch.randn_like(p))
     ours_cfg = Qwen25VisionConfig.from_hf(cfg.to_dict())
-    ours = Qwen25Vision(ours_cfg, rngs=nnx.Rngs(0))
+    ours = nnx.eval_shape(lambda: Qwen25Vision(ours_cfg, rngs=nnx.Rngs(0)))  # shapes only: no random init
     params = hf_to_ours(hf.state_dict(), ours_cfg)
     state = nnx.state(ours, nnx.Param)
     want = jax.tree.map(lambda a: a.shape, nnx.to_pure_dict(state))

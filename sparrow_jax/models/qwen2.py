@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from sparrow_jax import kv_cache, rope
+from sparrow_jax import kv_cache, mrope, rope
 from sparrow_jax.attention import Attention
 from sparrow_jax.config import TextConfig
 from sparrow_jax.kv_cache import KVCache
@@ -65,16 +65,25 @@ class DecoderLM(nnx.Module):
         return self.embed_tokens.attend(hidden) if self.lm_head is None else self.lm_head(hidden)
 
     def cos_sin(self, positions):
-        return rope.cos_sin(rope.inv_freq(self.config.rope, self.config.head_dim), positions, self.dtype)
+        """positions [B,N] (1-D RoPE), or for M-RoPE models [3,B,N]; [B,N] there means text (all axes equal)."""
+        cfg = self.config
+        freq = rope.inv_freq(cfg.rope, cfg.head_dim)
+        if cfg.mrope_section is None:
+            return rope.cos_sin(freq, positions, self.dtype)
+        if positions.ndim == 2:
+            positions = jnp.broadcast_to(positions, (3, *positions.shape))
+        return mrope.mrope_cos_sin(freq, positions, cfg.mrope_section, self.dtype)
 
     def decode(self, embeds, positions, *, cache: KVCache | None = None, mask=None, capture=()) -> LMOutput:
         """Run the decoder over N new tokens.
 
-        embeds [B,N,H]; positions [B,N] int. `mask` [B,N,N] says which new tokens see which (default
+        embeds [B,N,H]; positions [B,N] int ([3,B,N] for M-RoPE). `mask` [B,N,N] says which new tokens see which (default
         causal). With `cache`, new keys/values are written at each row's length and the committed cache
         is visible to every new token; the caller commits with `cache.advance(n)`.
         """
         b, n, _ = embeds.shape
+        if positions.shape[-2:] != (b, n):
+            raise ValueError(f"positions {tuple(positions.shape)} do not match embeds {tuple(embeds.shape)}")
         cfg = self.config
         capture = sorted({int(k) for k in capture})
         if any(not 0 <= k <= cfg.num_layers for k in capture):

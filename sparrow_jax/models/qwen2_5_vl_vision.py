@@ -253,6 +253,6 @@ class Qwen25Vision(nnx.Module):
         return self.merger(x)[plan.reverse]
 
     def __call__(self, pixel_values, grid_thw):
-        """pixel_values [N, C*tp*p*p], grid_thw host int array [n, 3] -> merged features [N / m^2, out_hidden_size],
-        in input order (HF `pooler_output`, what `get_video_features` splits per video)."""
+        """pixel_values [N, C*tp*p*p], grid_thw host int array [n, 3] -> merged features
+        [N / m^2, out_hidden_size] in input order (HF `pooler_output`, which `get_video_features` splits)."""
         return self.forward(pixel_values, vision_plan(grid_thw, self.config))
