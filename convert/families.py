@@ -31,9 +31,30 @@ LLAVA_ONEVISION = KeyMap(
 )
 
 
+QWEN2_5_VL = KeyMap(
+    prefixes=(
+        (("language_model", "lm_head"), "lm_head"),
+        (("language_model", "layers"), "model.language_model.layers.{i}"),
+        (("language_model",), "model.language_model"),
+        (("visual", "blocks"), "model.visual.blocks.{i}"),
+        (("visual", "merger", "mlp_0"), "model.visual.merger.mlp.0"),
+        (("visual", "merger", "mlp_2"), "model.visual.merger.mlp.2"),
+        (("visual",), "model.visual"),
+    ),
+    # The Qwen releases (and transformers' save_pretrained) use `visual.*` and `model.*` for the LM.
+    legacy=(
+        ("model.language_model.", "model.language_model."),
+        ("model.visual.", "model.visual."),
+        ("visual.", "model.visual."),
+        ("model.", "model.language_model."),
+    ),
+    ignore=("lm_head.weight",),
+)
+
+
 def keymap_for(config) -> KeyMap:
-    if config.model_type == "llava_onevision":
-        km = LLAVA_ONEVISION
+    if config.model_type in ("llava_onevision", "qwen2_5_vl"):
+        km = LLAVA_ONEVISION if config.model_type == "llava_onevision" else QWEN2_5_VL
         tied = config.text.tie_word_embeddings
     else:
         km = TEXT

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sparrow_jax.config import LlavaOnevisionConfig, SiglipConfig, TextConfig
+from sparrow_jax.config import LlavaOnevisionConfig, Qwen25VisionConfig, Qwen25VLConfig, SiglipConfig, TextConfig
 
 
 def _rope(cfg: TextConfig) -> dict:
@@ -24,7 +24,7 @@ def _rope(cfg: TextConfig) -> dict:
 def text_config(cfg: TextConfig) -> dict:
     out = {
         "model_type": cfg.model_type,
-        "architectures": ["Qwen2ForCausalLM" if cfg.model_type == "qwen2" else "LlamaForCausalLM"],
+        "architectures": ["LlamaForCausalLM" if cfg.model_type == "llama" else "Qwen2ForCausalLM"],
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "intermediate_size": cfg.intermediate_size,
@@ -62,6 +62,26 @@ def siglip_config(cfg: SiglipConfig) -> dict:
     }
 
 
+def qwen_vision_config(cfg: Qwen25VisionConfig, tokens_per_second: float) -> dict:
+    return {
+        "model_type": "qwen2_5_vl_vision",
+        "depth": cfg.depth,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_heads": cfg.num_heads,
+        "out_hidden_size": cfg.out_hidden_size,
+        "in_channels": cfg.in_channels,
+        "patch_size": cfg.patch_size,
+        "temporal_patch_size": cfg.temporal_patch_size,
+        "spatial_merge_size": cfg.spatial_merge_size,
+        "window_size": cfg.window_size,
+        "fullatt_block_indexes": list(cfg.fullatt_block_indexes),
+        "hidden_act": cfg.hidden_act,
+        "tokens_per_second": int(tokens_per_second) if float(tokens_per_second).is_integer() else tokens_per_second,
+        "rope_parameters": {"rope_type": "axial", "rope_theta": cfg.rope_theta},
+    }
+
+
 def hf_config(cfg) -> dict:
     if isinstance(cfg, TextConfig):
         return text_config(cfg)
@@ -77,6 +97,19 @@ def hf_config(cfg) -> dict:
             "vision_feature_select_strategy": cfg.vision_feature_select_strategy,
             "multimodal_projector_bias": cfg.projector_bias,
             "projector_hidden_act": cfg.projector_act,
+            "tie_word_embeddings": cfg.text.tie_word_embeddings,
+        }
+    if isinstance(cfg, Qwen25VLConfig):
+        text = text_config(cfg.text)
+        text.pop("architectures")
+        return {
+            "model_type": "qwen2_5_vl",
+            "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+            "text_config": text,
+            "vision_config": qwen_vision_config(cfg.vision, cfg.tokens_per_second),
+            "video_token_id": cfg.video_token_id,
+            "image_token_id": cfg.image_token_id,
+            "vision_start_token_id": cfg.vision_start_token_id,
             "tie_word_embeddings": cfg.text.tie_word_embeddings,
         }
     raise TypeError(f"cannot export config type {type(cfg).__name__}")

@@ -4,7 +4,8 @@ Our leaf path ('language_model', 'layers', 'self_attn', 'q_proj', 'kernel') beco
 (1) replacing the longest matching path prefix with the family's HF prefix (`{i}` = layer index for
 stacked layers), (2) dotting the rest, (3) renaming the leaf (kernel/scale/embedding -> weight).
 Tensor layouts differ only in two ways: linear kernels are transposed ([in, out] vs torch's
-[out, in]) and the patch convolution is channels-last ([p, p, C, D] vs [D, C, p, p]).
+[out, in]) and convolution kernels put the output channel last ([p, p, C, D] vs [D, C, p, p] in 2-D;
+[C, tp, p, p, D] vs [D, C, tp, p, p] in 3-D).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def to_ours(path: tuple[str, ...], w: np.ndarray) -> np.ndarray:
         return w.T
     if path[-1] == "kernel" and w.ndim == 4:  # conv [D, C, p, p] -> [p, p, C, D]
         return w.transpose(2, 3, 1, 0)
+    if path[-1] == "kernel" and w.ndim == 5:  # conv3d [D, C, tp, p, p] -> [C, tp, p, p, D]
+        return w.transpose(1, 2, 3, 4, 0)
     return w
 
 
@@ -58,6 +61,8 @@ def to_hf(path: tuple[str, ...], a: np.ndarray) -> np.ndarray:
         return a.T
     if path[-1] == "kernel" and a.ndim == 4:
         return a.transpose(3, 2, 0, 1)
+    if path[-1] == "kernel" and a.ndim == 5:
+        return a.transpose(4, 0, 1, 2, 3)
     return a
 
 

@@ -154,7 +154,7 @@ def generate(
     graphdef, state = nnx.split(target)
 
     t0 = time.perf_counter()
-    video_arg = None if batch.video is None else jnp.asarray(batch.video, target.lm.dtype)
+    video_arg = jax.tree.map(jnp.asarray, batch.video)  # models cast pixels to their own dtype
     logits, cache = _prefill(
         graphdef, state, jnp.asarray(batch.input_ids), jnp.asarray(batch.lengths), jnp.asarray(batch.positions),
         video_arg, capacity, chunk,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,93 @@ class SiglipConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class Qwen25VisionConfig:
+    depth: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    out_hidden_size: int
+    in_channels: int = 3
+    patch_size: int = 14
+    temporal_patch_size: int = 2
+    spatial_merge_size: int = 2
+    window_size: int = 112
+    fullatt_block_indexes: tuple[int, ...] = (7, 15, 23, 31)
+    hidden_act: str = "silu"
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6  # HF hard-codes 1e-6 in every vision RMSNorm; not read from config.json
+
+    def __post_init__(self):
+        object.__setattr__(self, "fullatt_block_indexes", tuple(int(i) for i in self.fullatt_block_indexes))
+        for name in ("depth", "hidden_size", "intermediate_size", "num_heads", "out_hidden_size", "in_channels",
+                     "patch_size", "temporal_patch_size", "spatial_merge_size", "window_size"):
+            _require(getattr(self, name) > 0, f"qwen2.5-vl vision {name} must be positive, got {getattr(self, name)}")
+        _require(self.hidden_size % self.num_heads == 0,
+                 f"vision hidden_size {self.hidden_size} must be a multiple of num_heads {self.num_heads}")
+        # h and w each rotate a quarter-head of frequencies, repeated twice over the head.
+        _require(self.head_dim % 4 == 0, f"vision head_dim must be a multiple of 4 for 2-D RoPE, got {self.head_dim}")
+        _require(self.window_merged >= 1,
+                 f"window_size {self.window_size} must be at least spatial_merge_size * patch_size "
+                 f"= {self.spatial_merge_size * self.patch_size}")
+        bad = [i for i in self.fullatt_block_indexes if not 0 <= i < self.depth]
+        _require(not bad, f"fullatt_block_indexes {bad} are outside [0, depth={self.depth})")
+        _require(self.hidden_act == "silu", f"vision hidden_act {self.hidden_act!r} is not supported (only 'silu')")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def window_merged(self) -> int:
+        """Window side in merged tokens (HF `vit_merger_window_size`)."""
+        return self.window_size // self.spatial_merge_size // self.patch_size
+
+    @property
+    def patch_dim(self) -> int:
+        """Length of one flattened patch row of `pixel_values`: C * tp * p * p."""
+        return self.in_channels * self.temporal_patch_size * self.patch_size**2
+
+    @classmethod
+    def from_hf(cls, hf: dict) -> "Qwen25VisionConfig":
+        """From a `vision_config` dict: transformers 5.x names or the original release's (in_chans, ...)."""
+
+        def side(name, default):
+            v = hf.get(name, default)
+            if isinstance(v, (list, tuple)):
+                if len(set(v)) != 1:
+                    raise ConfigError(f"vision {name} {v} must be a single int (non-uniform sizes are not supported)")
+                v = v[0]
+            return int(v)
+
+        def pick(*names, default=None):
+            for n in names:
+                if n in hf:
+                    return hf[n]
+            if default is None:
+                raise ConfigError(f"vision config is missing {names[0]!r}")
+            return default
+
+        rope_params = hf.get("rope_parameters") or {}
+        _require(rope_params.get("rope_type", "axial") == "axial",
+                 f"vision rope_type {rope_params.get('rope_type')!r} is not supported (only 'axial')")
+        return cls(
+            depth=int(pick("depth", "num_hidden_layers")),
+            hidden_size=int(pick("hidden_size")),
+            intermediate_size=int(pick("intermediate_size")),
+            num_heads=int(pick("num_heads", "num_attention_heads")),
+            out_hidden_size=int(pick("out_hidden_size")),
+            in_channels=int(pick("in_channels", "in_chans", default=3)),
+            patch_size=side("patch_size", 14),
+            temporal_patch_size=side("temporal_patch_size", 2),
+            spatial_merge_size=int(hf.get("spatial_merge_size", 2)),
+            window_size=int(hf.get("window_size", 112)),
+            fullatt_block_indexes=tuple(hf.get("fullatt_block_indexes", (7, 15, 23, 31))),
+            hidden_act=hf.get("hidden_act", "silu"),
+            rope_theta=float(rope_params.get("rope_theta", hf.get("rope_theta", 10000.0))),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class LlavaOnevisionConfig:
     text: TextConfig
     vision: SiglipConfig
@@ -233,7 +321,50 @@ class LlavaOnevisionConfig:
         )
 
 
-TARGET_CONFIGS = {"qwen2": TextConfig, "llama": TextConfig, "llava_onevision": LlavaOnevisionConfig}
+@dataclasses.dataclass(frozen=True)
+class Qwen25VLConfig:
+    text: TextConfig
+    vision: Qwen25VisionConfig
+    video_token_id: int
+    image_token_id: int
+    vision_start_token_id: int
+    tokens_per_second: float = 2.0
+    model_type: str = "qwen2_5_vl"
+
+    def __post_init__(self):
+        _require(self.text.mrope_section is not None, "qwen2_5_vl text config needs rope mrope_section")
+        _require(
+            self.vision.out_hidden_size == self.text.hidden_size,
+            f"vision out_hidden_size {self.vision.out_hidden_size} != text hidden_size {self.text.hidden_size}",
+        )
+
+    def num_video_tokens(self, grid_thw) -> int:
+        t, h, w = (int(x) for x in grid_thw)
+        return t * h * w // self.vision.spatial_merge_size**2
+
+    @classmethod
+    def from_hf(cls, hf: dict) -> "Qwen25VLConfig":
+        text_hf = dict(hf.get("text_config") or hf)  # 4.x configs keep text fields at the top level
+        text_hf["model_type"] = "qwen2_5_vl_text"
+        if hf.get("tie_word_embeddings") is not None:
+            text_hf.setdefault("tie_word_embeddings", hf["tie_word_embeddings"])
+        vision_hf = hf["vision_config"]
+        return cls(
+            text=TextConfig.from_hf(text_hf),
+            vision=Qwen25VisionConfig.from_hf(vision_hf),
+            video_token_id=int(hf.get("video_token_id", 151656)),
+            image_token_id=int(hf.get("image_token_id", 151655)),
+            vision_start_token_id=int(hf.get("vision_start_token_id", 151652)),
+            tokens_per_second=float(vision_hf.get("tokens_per_second", 2)),
+        )
+
+
+TARGET_CONFIGS = {
+    "qwen2": TextConfig,
+    "llama": TextConfig,
+    "llava_onevision": LlavaOnevisionConfig,
+    "qwen2_5_vl": Qwen25VLConfig,
+}
 
 
 def config_from_hf(hf: dict):
@@ -252,10 +383,11 @@ def _to_tree(obj):
 
 def _from_tree(cls, tree: dict):
     kw = {}
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name not in tree:
             continue
-        sub = {"rope": RopeConfig, "text": TextConfig, "vision": SiglipConfig}.get(f.name)
+        sub = hints[f.name] if dataclasses.is_dataclass(hints[f.name]) else None
         value = tree[f.name]
         # JSON has no tuples; configs must stay hashable (they are static under jit).
         kw[f.name] = _from_tree(sub, value) if sub else tuple(value) if isinstance(value, list) else value

@@ -12,7 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from sparrow_jax.config import LlavaOnevisionConfig, TextConfig
+from sparrow_jax.config import LlavaOnevisionConfig, Qwen25VLConfig, TextConfig
+from sparrow_jax.models.qwen2_5_vl import VideoInput
+from sparrow_jax.mrope import batch_mrope_positions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +23,8 @@ class PromptBatch:
     lengths: np.ndarray  # [B] int32
     positions: np.ndarray  # [B, L] int32 rotary positions of the prompt tokens
     rope_delta: np.ndarray  # [B] int32: position of a token at cache slot s is s + rope_delta
-    video: np.ndarray | None = None  # [B, T, S, S, 3] float32 model pixels (channels-last)
+    # LLaVA-OneVision: [B, T, S, S, 3] float32 pixels (channels-last); Qwen2.5-VL: a VideoInput
+    video: object | None = None
 
     @property
     def batch(self) -> int:
@@ -52,14 +55,43 @@ def prepare(config, prompts: Sequence[Sequence[int]], video=None, *, pad_id: int
     ids = np.full((len(rows), width), pad_id, np.int32)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = r
-    if isinstance(config, LlavaOnevisionConfig):
+    positions = np.broadcast_to(np.arange(width, dtype=np.int32), ids.shape).copy()
+    deltas = np.zeros(len(rows), np.int32)
+    if isinstance(config, Qwen25VLConfig):
+        video, positions, deltas = _qwen_video(config, rows, video, width)
+    elif isinstance(config, LlavaOnevisionConfig):
         video = _check_video(config, rows, video)
     elif not isinstance(config, TextConfig):
         raise TypeError(f"unsupported target config {type(config).__name__}")
     elif video is not None:
         raise ValueError("this target is text-only; it cannot take a video")
-    positions = np.broadcast_to(np.arange(width, dtype=np.int32), ids.shape).copy()
-    return PromptBatch(ids, lengths, positions, np.zeros(len(rows), np.int32), video)
+    return PromptBatch(ids, lengths, positions, deltas, video)
+
+
+def _qwen_video(config: Qwen25VLConfig, rows, video, width):
+    """Qwen2.5-VL: `video` is one (pixel_values, grid_thw, second_per_grid_t) per row (or None per row),
+    as `sparrow_jax.processing.qwen2_5_vl.preprocess_video` returns. M-RoPE positions by the original rule."""
+    videos = [None] * len(rows) if video is None else list(video)
+    if len(videos) != len(rows):
+        raise ValueError(f"got {len(videos)} videos for {len(rows)} prompts (use None for a row without video)")
+    grids = [None if v is None else [np.asarray(v[1], np.int64).reshape(3)] for v in videos]
+    secs = [None if v is None else [float(v[2])] for v in videos]
+    positions, deltas = batch_mrope_positions(
+        rows, None, grids, secs, pad_to=width, image_token_id=config.image_token_id,
+        video_token_id=config.video_token_id, vision_start_token_id=config.vision_start_token_id,
+        spatial_merge_size=config.vision.spatial_merge_size, tokens_per_second=config.tokens_per_second,
+    )
+    present = [v for v in videos if v is not None]
+    for i, v in enumerate(videos):
+        if v is not None and np.shape(v[0])[0] != int(np.prod(grids[i][0])):
+            raise ValueError(f"row {i}: pixel_values has {np.shape(v[0])[0]} patches but grid_thw "
+                             f"{grids[i][0].tolist()} needs {int(np.prod(grids[i][0]))}")
+    vinput = None
+    if present:
+        vinput = VideoInput.build(
+            np.concatenate([v[0] for v in present]), np.stack([g[0] for g in grids if g is not None]), config
+        )
+    return vinput, positions.astype(np.int32), deltas.astype(np.int32)
 
 
 def _check_video(config: LlavaOnevisionConfig, rows, video):

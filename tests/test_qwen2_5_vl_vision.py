@@ -51,7 +51,7 @@ def hf_to_ours(state_dict, cfg: Qwen25VisionConfig) -> dict:
 
     params = {
         # Conv3d [D, C, tp, p, p] -> [C*tp*p*p, D], matching the flattened patch rows.
-        "patch_embed": {"proj": {"kernel": sd.pop("patch_embed.proj.weight").reshape(cfg.hidden_size, -1).T}},
+        "patch_embed": {"proj": {"kernel": sd.pop("patch_embed.proj.weight").transpose(1, 2, 3, 4, 0)}},
         "blocks": jax.tree.map(lambda *a: np.stack(a), *[block(i) for i in range(cfg.depth)]),
         "merger": {
             "ln_q": {"scale": sd.pop("merger.ln_q.weight")},

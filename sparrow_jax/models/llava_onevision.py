@@ -11,6 +11,7 @@ from flax import nnx
 
 from sparrow_jax.config import LlavaOnevisionConfig
 from sparrow_jax.layers import Dense, param
+from sparrow_jax.models.multimodal import scatter_features
 from sparrow_jax.models.qwen2 import DecoderLM, LMOutput
 from sparrow_jax.models.siglip import SiglipVision
 
@@ -73,11 +74,8 @@ class LlavaOnevision(nnx.Module):
         embeds = self.language_model.embed(input_ids)
         if video is None:
             return embeds
-        feats = self.video_features(video).astype(embeds.dtype)
-        is_video = input_ids == self.config.video_token_id
-        idx = jnp.clip(jnp.cumsum(is_video, axis=1) - 1, 0, feats.shape[1] - 1)
-        gathered = jnp.take_along_axis(feats, idx[..., None], axis=1)
-        return jnp.where(is_video[..., None], gathered, embeds)
+        feats = self.video_features(video)
+        return scatter_features(embeds, input_ids == self.config.video_token_id, feats.reshape(-1, feats.shape[-1]))
 
     def logits(self, hidden):
         return self.language_model.logits(hidden)

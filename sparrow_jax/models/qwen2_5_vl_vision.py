@@ -7,7 +7,6 @@ the host in numpy from `grid_thw` by `vision_plan`; the device graph only gather
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -17,95 +16,8 @@ from flax import nnx
 
 from sparrow_jax import rope
 from sparrow_jax.attention import attend
-from sparrow_jax.config import ConfigError, RopeConfig, _require
-from sparrow_jax.layers import Dense, RMSNorm, SwiGLU, scan_layers, stacked
-
-
-@dataclasses.dataclass(frozen=True)
-class Qwen25VisionConfig:
-    depth: int
-    hidden_size: int
-    intermediate_size: int
-    num_heads: int
-    out_hidden_size: int
-    in_channels: int = 3
-    patch_size: int = 14
-    temporal_patch_size: int = 2
-    spatial_merge_size: int = 2
-    window_size: int = 112
-    fullatt_block_indexes: tuple[int, ...] = (7, 15, 23, 31)
-    hidden_act: str = "silu"
-    rope_theta: float = 10000.0
-    rms_norm_eps: float = 1e-6  # HF hard-codes 1e-6 in every vision RMSNorm; not read from config.json
-
-    def __post_init__(self):
-        object.__setattr__(self, "fullatt_block_indexes", tuple(int(i) for i in self.fullatt_block_indexes))
-        for name in ("depth", "hidden_size", "intermediate_size", "num_heads", "out_hidden_size", "in_channels",
-                     "patch_size", "temporal_patch_size", "spatial_merge_size", "window_size"):
-            _require(getattr(self, name) > 0, f"qwen2.5-vl vision {name} must be positive, got {getattr(self, name)}")
-        _require(self.hidden_size % self.num_heads == 0,
-                 f"vision hidden_size {self.hidden_size} must be a multiple of num_heads {self.num_heads}")
-        # h and w each rotate a quarter-head of frequencies, repeated twice over the head.
-        _require(self.head_dim % 4 == 0, f"vision head_dim must be a multiple of 4 for 2-D RoPE, got {self.head_dim}")
-        _require(self.window_merged >= 1,
-                 f"window_size {self.window_size} must be at least spatial_merge_size * patch_size "
-                 f"= {self.spatial_merge_size * self.patch_size}")
-        bad = [i for i in self.fullatt_block_indexes if not 0 <= i < self.depth]
-        _require(not bad, f"fullatt_block_indexes {bad} are outside [0, depth={self.depth})")
-        _require(self.hidden_act == "silu", f"vision hidden_act {self.hidden_act!r} is not supported (only 'silu')")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
-    def window_merged(self) -> int:
-        """Window side in merged tokens (HF `vit_merger_window_size`)."""
-        return self.window_size // self.spatial_merge_size // self.patch_size
-
-    @property
-    def patch_dim(self) -> int:
-        """Length of one flattened patch row of `pixel_values`: C * tp * p * p."""
-        return self.in_channels * self.temporal_patch_size * self.patch_size**2
-
-    @classmethod
-    def from_hf(cls, hf: dict) -> "Qwen25VisionConfig":
-        """From a `vision_config` dict: transformers 5.x names or the original release's (in_chans, ...)."""
-
-        def side(name, default):
-            v = hf.get(name, default)
-            if isinstance(v, (list, tuple)):
-                if len(set(v)) != 1:
-                    raise ConfigError(f"vision {name} {v} must be a single int (non-uniform sizes are not supported)")
-                v = v[0]
-            return int(v)
-
-        def pick(*names, default=None):
-            for n in names:
-                if n in hf:
-                    return hf[n]
-            if default is None:
-                raise ConfigError(f"vision config is missing {names[0]!r}")
-            return default
-
-        rope_params = hf.get("rope_parameters") or {}
-        _require(rope_params.get("rope_type", "axial") == "axial",
-                 f"vision rope_type {rope_params.get('rope_type')!r} is not supported (only 'axial')")
-        return cls(
-            depth=int(pick("depth", "num_hidden_layers")),
-            hidden_size=int(pick("hidden_size")),
-            intermediate_size=int(pick("intermediate_size")),
-            num_heads=int(pick("num_heads", "num_attention_heads")),
-            out_hidden_size=int(pick("out_hidden_size")),
-            in_channels=int(pick("in_channels", "in_chans", default=3)),
-            patch_size=side("patch_size", 14),
-            temporal_patch_size=side("temporal_patch_size", 2),
-            spatial_merge_size=int(hf.get("spatial_merge_size", 2)),
-            window_size=int(hf.get("window_size", 112)),
-            fullatt_block_indexes=tuple(hf.get("fullatt_block_indexes", (7, 15, 23, 31))),
-            hidden_act=hf.get("hidden_act", "silu"),
-            rope_theta=float(rope_params.get("rope_theta", hf.get("rope_theta", 10000.0))),
-        )
+from sparrow_jax.config import Qwen25VisionConfig, RopeConfig
+from sparrow_jax.layers import Dense, RMSNorm, SwiGLU, param, scan_layers, stacked
 
 
 class VisionPlan(NamedTuple):
@@ -156,14 +68,23 @@ def vision_plan(grid_thw, config: Qwen25VisionConfig) -> VisionPlan:
     )
 
 
+class Conv3dKernel(nnx.Module):
+    """Conv3d weight kept as [C, tp, p, p, D] (torch's [D, C, tp, p, p] with D moved last)."""
+
+    def __init__(self, cfg: Qwen25VisionConfig, *, dtype, rngs: nnx.Rngs):
+        shape = (cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size, cfg.patch_size, cfg.hidden_size)
+        self.kernel = param(rngs, shape, (None, None, None, None, "embed"), dtype)
+
+
 class PatchEmbed(nnx.Module):
     """Conv3d with kernel = stride = (tp, p, p), no bias, as a matmul over HF's flattened patch rows."""
 
     def __init__(self, cfg: Qwen25VisionConfig, *, dtype, rngs: nnx.Rngs):
-        self.proj = Dense(cfg.patch_dim, cfg.hidden_size, (None, "embed"), bias=False, dtype=dtype, rngs=rngs)
+        self.proj = Conv3dKernel(cfg, dtype=dtype, rngs=rngs)
 
     def __call__(self, pixel_values):
-        return self.proj(pixel_values.astype(self.proj.kernel.dtype))
+        k = self.proj.kernel[...]
+        return pixel_values.astype(k.dtype) @ k.reshape(-1, k.shape[-1])
 
 
 class VisionAttention(nnx.Module):
