@@ -102,7 +102,7 @@ def _check_video(config: LlavaOnevisionConfig, rows, video):
         if any(counts):
             raise ValueError(f"prompts hold video tokens ({counts} per row) but no video was given")
         return None
-    video = np.asarray(video, np.float32)
+    video = np.asarray(video, np.float32)  # also stacks a list of per-row [T, S, S, 3] videos
     size = config.vision.image_size
     if video.ndim != 5 or video.shape[0] != len(rows) or video.shape[2:] != (size, size, 3):
         raise ValueError(

@@ -101,3 +101,18 @@ def test_chunked_prefill_gives_the_same_tokens(llava, batch):
     ref = infer.generate(ours, prompts, pix, max_new_tokens=10).texts()
     for chunk in (8, 16, 20):  # 20 does not divide the 64-wide bucket: the batch is re-padded to 80
         assert infer.generate(ours, prompts, pix, max_new_tokens=10, prefill_chunk=chunk).texts() == ref
+
+
+def test_video_prompt_front_end_for_llava(llava):
+    """The family-agnostic front end: raw frames + one placeholder -> expanded ids and pixels."""
+    from sparrow_jax.processing import video_prompt
+    from sparrow_jax.processing.llava_onevision import preprocess_video
+
+    ours = llava[3]
+    cfg = ours.config
+    frames = np.random.default_rng(0).integers(0, 256, (3, 20, 30, 3), dtype=np.uint8)
+    ids, pixels = video_prompt(cfg, [5, cfg.video_token_id, 6], frames)
+    assert len(ids) == 2 + cfg.num_video_tokens(3) and np.array_equal(pixels, preprocess_video(frames, 35))
+    rows = infer.generate(ours, [ids, ids[1:]], [pixels, pixels], max_new_tokens=4).texts()
+    stacked = infer.generate(ours, [ids, ids[1:]], np.stack([pixels, pixels]), max_new_tokens=4).texts()
+    assert rows == stacked

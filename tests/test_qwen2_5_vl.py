@@ -127,3 +127,22 @@ def test_grid_that_does_not_match_placeholders_is_a_clear_error(qwen):
         infer.generate(ours, [ids], [(video((2, 6, 8), 0), (2, 6, 8), 1.0)], max_new_tokens=2)
     with pytest.raises(ValueError, match=r"row 0: pixel_values has 20 patches but grid_thw \[2, 4, 4\] needs 32"):
         infer.generate(ours, [ids], [(video((2, 4, 4), 0)[:20], (2, 4, 4), 1.0)], max_new_tokens=2)
+
+
+def test_frames_to_logits_through_video_prompt_matches_hf(qwen):
+    """uint8 frames -> our preprocessing -> both models: the same logits (pixels are checked against
+    HF's processor in test_processing_qwen2_5_vl)."""
+    from sparrow_jax.processing import video_prompt
+
+    hf, _, _, ours = qwen
+    frames = np.random.default_rng(9).integers(0, 256, (5, 60, 90, 3), dtype=np.uint8)  # odd count, non-square
+    ids, (pix, grid, sec) = video_prompt(ours.config, [3, 4, VS, VID, VE, 5], frames, fps=2.0)
+    assert grid.tolist()[0] == 3 and sec == 1.0  # 5 frames padded to 6: t = 3
+    batch = prepare(ours.config, [ids], [(pix, grid, sec)], multiple=1)
+    with torch.no_grad():
+        ref = hf(
+            input_ids=torch.from_numpy(ids[None].astype(np.int64)), pixel_values_videos=torch.from_numpy(pix),
+            video_grid_thw=torch.from_numpy(grid[None]), position_ids=torch.from_numpy(batch.positions.astype(np.int64)),
+        ).logits.numpy()
+    got = np.asarray(ours(jnp.asarray(batch.input_ids), batch.video, jnp.asarray(batch.positions)))
+    assert np.abs(got - ref).max() < 1e-4

@@ -1,1 +1,36 @@
-"""Numpy input preprocessing (pixels and prompt token expansion) matching Hugging Face processors."""
+"""Video preprocessing per target family, and one entry point that picks the family from the config.
+
+    ids, video = video_prompt(target.config, prompt_ids, frames)   # any supported target
+    infer.generate(target, [ids], [video])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sparrow_jax.config import LlavaOnevisionConfig, Qwen25VLConfig
+from sparrow_jax.processing import llava_onevision, qwen2_5_vl
+from sparrow_jax.processing.common import expand_video_placeholder
+
+
+def video_prompt(config, prompt_ids, frames, *, fps: float | None = None):
+    """A prompt with one video placeholder token plus that video's uint8 frames [T, H, W, 3] ->
+    (prompt ids with the placeholder expanded, the row's video input for `infer.generate`).
+
+    `fps` is the frame rate of the given (already sampled) frames; Qwen2.5-VL uses it for M-RoPE time.
+    """
+    if isinstance(config, LlavaOnevisionConfig):
+        pixels = llava_onevision.preprocess_video(frames, config.vision.image_size)
+        n = config.num_video_tokens(len(pixels))
+        return expand_video_placeholder(prompt_ids, config.video_token_id, n), pixels
+    if isinstance(config, Qwen25VLConfig):
+        v = config.vision
+        video = qwen2_5_vl.preprocess_video(
+            frames, patch_size=v.patch_size, temporal_patch_size=v.temporal_patch_size,
+            merge_size=v.spatial_merge_size, fps=fps,
+        )
+        return expand_video_placeholder(prompt_ids, config.video_token_id, config.num_video_tokens(video[1])), video
+    raise ValueError(f"target {type(config).__name__} does not take video")
+
+
+__all__ = ["video_prompt", "expand_video_placeholder"]

@@ -21,13 +21,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image
 
-# Shared with LLaVA-OneVision. TODO: move these and `expand_video_placeholder` to a shared processing module.
-from sparrow_jax.processing.llava_onevision import (  # noqa: F401  (re-exported)
+from sparrow_jax.processing.common import (  # noqa: F401  (re-exported for callers of this family)
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
+    check_frames,
     expand_video_placeholder,
+    resize_rescale_normalize,
 )
 
 # Qwen2VLImageProcessorPil.size = {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 1280}
@@ -95,19 +95,6 @@ def smart_resize(
     return h_bar, w_bar
 
 
-def _resize_rescale_normalize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 `[T, H, W, 3]` -> float32 `[T, height, width, 3]`, with HF PIL-backend arithmetic."""
-    # HF hands uint8 straight to PIL (no rescale round trip), resizes there, and gets uint8 back.
-    size = (width, height)  # PIL takes (width, height)
-    resized = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BICUBIC)) for f in frames])
-    # image_transforms.rescale: upcast to float64, multiply by 1/255, then downcast to float32.
-    x = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)
-    # image_transforms.normalize: float32 mean/std arrays, (x - mean) / std computed in float32.
-    mean = np.array(OPENAI_CLIP_MEAN, dtype=np.float32)
-    std = np.array(OPENAI_CLIP_STD, dtype=np.float32)
-    return (x - mean) / std
-
-
 def preprocess_video(
     frames: np.ndarray,
     *,
@@ -128,15 +115,7 @@ def preprocess_video(
     - `second_per_grid_t`: `temporal_patch_size / fps`; `fps` is the frame rate of the frames given (after any
       sampling) and defaults, as in HF, to 24 when unknown.
     """
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must have shape [T, H, W, 3], got shape {frames.shape}")
-    if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8, got dtype {frames.dtype} (shape {frames.shape})")
-    if frames.shape[0] < 1:
-        raise ValueError(f"frames must hold at least one frame, got shape {frames.shape}")
-    if frames.shape[1] < 1 or frames.shape[2] < 1:
-        raise ValueError(f"frames must have non-empty height and width, got shape {frames.shape}")
+    frames = check_frames(frames)
     patch_size = _positive_int("patch_size", patch_size)
     temporal_patch_size = _positive_int("temporal_patch_size", temporal_patch_size)
     merge_size = _positive_int("merge_size", merge_size)
@@ -146,7 +125,7 @@ def preprocess_video(
 
     num_frames, height, width = frames.shape[:3]
     h, w = smart_resize(height, width, patch_size * merge_size, min_pixels=min_pixels, max_pixels=max_pixels)
-    x = _resize_rescale_normalize(frames, h, w)  # [T, h, w, C]
+    x = resize_rescale_normalize(frames, h, w)  # [T, h, w, C]
 
     # Qwen2VLVideoProcessor.patchify: pad with copies of the last frame, then flatten in merge-window order.
     if pad := -num_frames % temporal_patch_size:
