@@ -1,8 +1,8 @@
 """Declarative mapping between our parameter tree and HF state-dict keys.
 
 Our leaf path ('language_model', 'layers', 'self_attn', 'q_proj', 'kernel') becomes an HF key by
-(1) replacing the longest matching path prefix with the family's HF prefix (`{i}` = layer index for
-stacked layers), (2) dotting the rest, (3) renaming the leaf (kernel/scale/embedding -> weight).
+(1) replacing the longest matching path prefix with the family's HF prefix (`{i}` = index along the
+stacked layer axis, `{i1}` = that index + 1 for stacks that start at HF layer 1), (2) dotting the rest, (3) renaming the leaf (kernel/scale/embedding -> weight).
 Tensor layouts differ only in two ways: linear kernels are transposed ([in, out] vs torch's
 [out, in]) and convolution kernels put the output channel last ([p, p, C, D] vs [D, C, p, p] in 2-D;
 [C, tp, p, p, D] vs [D, C, tp, p, p] in 3-D).
@@ -32,12 +32,13 @@ class KeyMap:
             if path[: len(ours)] == ours:
                 rest = list(path[len(ours) :])
                 rest[-1] = LEAF_TO_HF.get(rest[-1], rest[-1])
-                return ".".join(([hf.format(i=layer)] if hf else []) + rest)
+                prefix = hf.format(i=layer, i1=None if layer is None else layer + 1)
+                return ".".join(([prefix] if prefix else []) + rest)
         raise ConversionError(f"no HF key rule for parameter {'/'.join(path)}")
 
     def is_stacked(self, path: tuple[str, ...]) -> bool:
         best = max((p for p in self.prefixes if path[: len(p[0])] == p[0]), key=lambda p: len(p[0]))
-        return "{i}" in best[1]
+        return "{i" in best[1]
 
     def current_name(self, key: str) -> str:
         for old, new in self.legacy:

@@ -36,18 +36,19 @@ class Attention(nnx.Module):
         self.v_proj = Dense(h, nkv * d, ("embed", "kv_heads"), bias=cfg.qkv_bias, dtype=dtype, rngs=rngs)
         self.o_proj = Dense(nq * d, h, ("q_heads", "embed"), bias=cfg.o_bias, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cos, sin, mask, kv=None, lengths=None):
+    def __call__(self, x, cos, sin, mask, kv=None, where=None):
         """x [B,N,H]. Without `kv`: attend among the N tokens under `mask` [B,N,N].
 
-        With `kv` = (k_cache, v_cache) of one layer: write the new keys/values at `lengths` and attend
-        over the whole cache under `mask` [B,N,capacity]. Returns (out, new kv or None).
+        With `kv` = (k_cache, v_cache) of one layer: write the new keys/values at `where` (see
+        `kv_cache.write`) and attend over the whole cache under `mask` [B,N,capacity].
+        Returns (out, new kv or None).
         """
         heads = lambda y, n: y.reshape(*y.shape[:-1], n, -1)
         q = rope.apply(heads(self.q_proj(x), self.heads), cos, sin)
         k = rope.apply(heads(self.k_proj(x), self.kv_heads), cos, sin)
         v = heads(self.v_proj(x), self.kv_heads)
         if kv is not None:
-            kv = kv_cache.write(*kv, k, v, lengths)
+            kv = kv_cache.write(*kv, k, v, where)
             k, v = kv
         out = attend(q, k, v, mask, self.scale)
         return self.o_proj(out.reshape(*out.shape[:-2], -1)), kv

@@ -359,20 +359,53 @@ class Qwen25VLConfig:
         )
 
 
-TARGET_CONFIGS = {
+@dataclasses.dataclass(frozen=True)
+class DraftConfig:
+    """A Sparrow / EAGLE-1/2 draft: fc over [norm(embed(t+1)), h_t], then decoder layers (layer 0 without
+    input norm). The target's embedding and lm_head are shared, never copied.
+
+    `window` W: text slots of the VATA ring-buffer cache; `pinned` S: leading prompt slots always kept.
+    With W + S >= the text length, attention is exactly the released (all-text) Sparrow behaviour."""
+
+    layers: TextConfig  # the draft's decoder layers; vocab_size and hidden_size are the target's
+    window: int = 1024
+    pinned: int = 0
+    embed_norm: bool = True  # Sparrow normalises the token embedding before the fc; EAGLE-1/2 does not
+    model_type: str = "sparrow_draft"
+
+    def __post_init__(self):
+        _require(self.window >= 1, f"draft window must be >= 1, got {self.window}")
+        _require(self.pinned >= 0, f"draft pinned slots must be >= 0, got {self.pinned}")
+
+    @classmethod
+    def from_hf(cls, hf: dict, *, window: int = 1024, pinned: int = 0, embed_norm: bool = True,
+                qkv_bias: bool | None = None) -> "DraftConfig":
+        """From a released draft's Llama/Qwen2-style config.json. q/k/v bias is decided by the weights
+        when known (`qkv_bias`); the config's own flags are not reliable across releases."""
+        hf = dict(hf)
+        if hf.get("model_type") not in TEXT_TYPES:
+            hf["model_type"] = "qwen2" if qkv_bias else "llama"
+        layers = TextConfig.from_hf(hf)
+        if qkv_bias is not None:
+            layers = dataclasses.replace(layers, qkv_bias=qkv_bias)
+        return cls(layers=layers, window=window, pinned=pinned, embed_norm=embed_norm)
+
+
+CONFIGS = {
     "qwen2": TextConfig,
     "llama": TextConfig,
     "llava_onevision": LlavaOnevisionConfig,
     "qwen2_5_vl": Qwen25VLConfig,
+    "sparrow_draft": DraftConfig,
 }
 
 
 def config_from_hf(hf: dict):
     """Model config for an HF `config.json` dictionary, dispatched on its `model_type`."""
     model_type = hf.get("model_type")
-    if model_type not in TARGET_CONFIGS:
-        raise ConfigError(f"model_type {model_type!r} is not supported (supported: {sorted(TARGET_CONFIGS)})")
-    return TARGET_CONFIGS[model_type].from_hf(hf)
+    if model_type not in CONFIGS:
+        raise ConfigError(f"model_type {model_type!r} is not supported (supported: {sorted(CONFIGS)})")
+    return CONFIGS[model_type].from_hf(hf)
 
 
 def _to_tree(obj):
@@ -401,6 +434,6 @@ def save_config(config, path: Path) -> None:
 def load_config(path: Path):
     tree = json.loads(Path(path).read_text())
     model_type = tree.get("model_type")
-    if model_type not in TARGET_CONFIGS:
+    if model_type not in CONFIGS:
         raise ConfigError(f"{path}: model_type {model_type!r} is not supported")
-    return _from_tree(TARGET_CONFIGS[model_type], tree)
+    return _from_tree(CONFIGS[model_type], tree)

@@ -33,16 +33,22 @@ class KVCache:
         return self.replace(lengths=self.lengths + jnp.asarray(n, jnp.int32))
 
 
-def write(cache_k, cache_v, k, v, lengths):
-    """Write new k/v [B, N, Hkv, D] into one layer's cache [B, C, Hkv, D] at each row's length."""
+def write(cache_k, cache_v, k, v, where):
+    """Write new k/v [B, N, Hkv, D] into one layer's cache [B, C, Hkv, D].
 
-    def row(ck, cv, nk, nv, start):
-        return (
-            jax.lax.dynamic_update_slice(ck, nk.astype(ck.dtype), (start, 0, 0)),
-            jax.lax.dynamic_update_slice(cv, nv.astype(cv.dtype), (start, 0, 0)),
-        )
+    `where` [B]: each row's N entries go to consecutive slots from there (the target's cache);
+    `where` [B, N]: entry i of row b goes to slot where[b, i] (the draft's ring buffer).
+    """
 
-    return jax.vmap(row)(cache_k, cache_v, k, v, lengths)
+    def row(ck, cv, nk, nv, at):
+        if at.ndim == 0:
+            return (
+                jax.lax.dynamic_update_slice(ck, nk.astype(ck.dtype), (at, 0, 0)),
+                jax.lax.dynamic_update_slice(cv, nv.astype(cv.dtype), (at, 0, 0)),
+            )
+        return ck.at[at].set(nk.astype(ck.dtype)), cv.at[at].set(nv.astype(cv.dtype))
+
+    return jax.vmap(row)(cache_k, cache_v, k, v, where)
 
 
 def causal_mask(batch: int, n: int):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from sparrow_jax.config import LlavaOnevisionConfig, Qwen25VLConfig, TextConfig
+from sparrow_jax.config import DraftConfig, LlavaOnevisionConfig, Qwen25VLConfig, TextConfig
 
 
 def build_model(config, *, dtype=jnp.float32, rngs: nnx.Rngs | None = None):
     """A randomly initialised model of the family `config` describes."""
+    from sparrow_jax.models.draft import SparrowDraft
     from sparrow_jax.models.llava_onevision import LlavaOnevision
     from sparrow_jax.models.qwen2 import DecoderLM
     from sparrow_jax.models.qwen2_5_vl import Qwen25VL
@@ -17,6 +18,8 @@ def build_model(config, *, dtype=jnp.float32, rngs: nnx.Rngs | None = None):
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     if isinstance(config, LlavaOnevisionConfig):
         return LlavaOnevision(config, dtype=dtype, rngs=rngs)
+    if isinstance(config, DraftConfig):
+        return SparrowDraft(config, dtype=dtype, rngs=rngs)
     if isinstance(config, Qwen25VLConfig):
         return Qwen25VL(config, dtype=dtype, rngs=rngs)
     if isinstance(config, TextConfig):

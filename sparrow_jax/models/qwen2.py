@@ -32,9 +32,9 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype=dtype)
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cos, sin, mask, kv=None, lengths=None):
+    def __call__(self, x, cos, sin, mask, kv=None, where=None):
         h = self.input_layernorm(x) if self.input_layernorm is not None else x
-        a, kv = self.self_attn(h, cos, sin, mask, kv, lengths)
+        a, kv = self.self_attn(h, cos, sin, mask, kv, where)
         x = x + a
         return x + self.mlp(self.post_attention_layernorm(x)), kv
 

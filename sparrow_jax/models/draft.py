@@ -1,0 +1,51 @@
+"""The Sparrow draft (EAGLE-1/2 shape): fc over [norm(embed(token t+1)), h_t], then decoder layers.
+
+It owns no embedding and no lm_head: callers pass the target's token embeddings in and read logits
+through the target's lm_head, so the two are shared, never copied. It has no final norm.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from sparrow_jax import rope
+from sparrow_jax.config import DraftConfig
+from sparrow_jax.layers import Dense, RMSNorm, scan_layers, stacked
+from sparrow_jax.models.qwen2 import DecoderLayer
+
+
+class SparrowDraft(nnx.Module):
+    def __init__(self, cfg: DraftConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        t = cfg.layers
+        self.config = cfg
+        self.dtype = dtype
+        self.input_layernorm = RMSNorm(t.hidden_size, t.rms_norm_eps, dtype=dtype) if cfg.embed_norm else None
+        self.fc = Dense(2 * t.hidden_size, t.hidden_size, ("mlp", "embed"), bias=True, dtype=dtype, rngs=rngs)
+        self.first = DecoderLayer(t, dtype=dtype, rngs=rngs, input_norm=False)  # layer 0 has no input norm
+        self.rest = stacked(lambda r: DecoderLayer(t, dtype=dtype, rngs=r), t.num_layers - 1, rngs) if t.num_layers > 1 else None
+
+    def __call__(self, token_embeds, hidden, positions, mask, kv=None, where=None):
+        """token_embeds: the target's embedding of token t+1 [B,N,H]; hidden: h_t [B,N,H] (the target's
+        final normed state, or the draft's own output when drafting ahead); positions [B,N].
+
+        Without `kv`, `mask` is [B,N,N]. With `kv` = (k, v) [layers, B, C, Hkv, D], the new entries are
+        written at `where` (see `kv_cache.write`) and `mask` is [B,N,C]. Returns (out [B,N,H], kv)."""
+        e = token_embeds.astype(self.dtype)
+        if self.input_layernorm is not None:
+            e = self.input_layernorm(e)
+        x = self.fc(jnp.concatenate([e, hidden.astype(self.dtype)], axis=-1))
+        t = self.config.layers
+        cos, sin = rope.cos_sin(rope.inv_freq(t.rope, t.head_dim), positions, self.dtype)
+        first_kv = None if kv is None else (kv[0][0], kv[1][0])
+        x, first_kv = self.first(x, cos, sin, mask, first_kv, where)
+        ks, vs = ([first_kv[0][None]], [first_kv[1][None]]) if kv is not None else ([], [])
+        if self.rest is not None:
+            xs = None if kv is None else (kv[0][1:], kv[1][1:])
+            x, rest_kv = scan_layers(
+                self.rest, lambda layer, h, lkv: layer(h, cos, sin, mask, lkv, where), x, xs, 0, t.num_layers - 1
+            )
+            if kv is not None:
+                ks.append(rest_kv[0])
+                vs.append(rest_kv[1])
+        return x, (None if kv is None else (jnp.concatenate(ks), jnp.concatenate(vs)))
