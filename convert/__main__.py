@@ -1,10 +1,11 @@
-"""python -m convert {target,export} ...: import HF checkpoints, export them back."""
+"""python -m convert {target,draft,export} ...: import HF checkpoints, export them back."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from convert.draft import convert_draft
 from convert.target import DTYPES, convert_target, export
 
 
@@ -16,6 +17,14 @@ def main(argv=None) -> int:
     t.add_argument("--dst", required=True, help="output directory (Orbax params + config.json)")
     t.add_argument("--dtype", default="float32", choices=DTYPES)
     t.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --dst")
+    d = sub.add_parser("draft", help="released Sparrow / EAGLE-1/2 draft directory -> converted draft checkpoint")
+    d.add_argument("--src", required=True, help="HF draft directory (config.json + pytorch_model.bin or safetensors)")
+    d.add_argument("--target", required=True, help="the converted target (output of `convert target`) it drafts for")
+    d.add_argument("--dst", required=True, help="output directory (Orbax params + config.json)")
+    d.add_argument("--window", type=int, default=1024, help="text slots of the draft's ring-buffer KV cache")
+    d.add_argument("--pinned", type=int, default=0, help="leading prompt slots the draft cache always keeps")
+    d.add_argument("--dtype", default="float32", choices=DTYPES)
+    d.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --dst")
     e = sub.add_parser("export", help="converted checkpoint -> HF directory (safetensors)")
     e.add_argument("--src", required=True, help="converted checkpoint directory")
     e.add_argument("--dst", required=True, help="output HF directory")
@@ -23,6 +32,11 @@ def main(argv=None) -> int:
     try:
         if args.command == "target":
             convert_target(args.src, args.dst, args.dtype, args.overwrite)
+        elif args.command == "draft":
+            dropped = convert_draft(args.src, args.target, args.dst, args.window, args.pinned, args.dtype,
+                                    args.overwrite)
+            if dropped:
+                print(f"note: dropped {', '.join(dropped)}: the draft uses the target's own", file=sys.stderr)
         else:
             export(args.src, args.dst)
     except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError) as e:

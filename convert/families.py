@@ -52,7 +52,18 @@ QWEN2_5_VL = KeyMap(
 )
 
 
+# The released Sparrow / EAGLE-1/2 draft: top-level `input_layernorm` (Sparrow only) and `fc`, then
+# `layers.0` (no input_layernorm) and `layers.1..` (our stacked `rest`). It shares the target's
+# embedding and lm_head, so copies of them in the checkpoint are dropped (and never exported).
+DRAFT = KeyMap(
+    prefixes=((("rest",), "layers.{i1}"), (("first",), "layers.0"), ((), "")),
+    ignore=("embed_tokens.weight", "lm_head.weight"),
+)
+
+
 def keymap_for(config) -> KeyMap:
+    if config.model_type == "sparrow_draft":
+        return DRAFT
     if config.model_type in ("llava_onevision", "qwen2_5_vl"):
         km = LLAVA_ONEVISION if config.model_type == "llava_onevision" else QWEN2_5_VL
         tied = config.text.tie_word_embeddings

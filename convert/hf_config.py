@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from sparrow_jax.config import LlavaOnevisionConfig, Qwen25VisionConfig, Qwen25VLConfig, SiglipConfig, TextConfig
+import dataclasses
+
+from sparrow_jax.config import (
+    DraftConfig,
+    LlavaOnevisionConfig,
+    Qwen25VisionConfig,
+    Qwen25VLConfig,
+    SiglipConfig,
+    TextConfig,
+)
 
 
 def _rope(cfg: TextConfig) -> dict:
@@ -82,7 +91,21 @@ def qwen_vision_config(cfg: Qwen25VisionConfig, tokens_per_second: float) -> dic
     }
 
 
+def draft_config(cfg: DraftConfig) -> dict:
+    """The released drafts' Llama/Qwen2-style config.json. q/k/v bias without o/mlp bias is Qwen2's
+    layout, so such drafts get model_type "qwen2"; the rest "llama" with its attention_bias flag.
+    "architectures" stays LlamaForCausalLM, as in EAGLE's releases (the draft is no causal LM of
+    its own: it has no embedding or lm_head)."""
+    t = cfg.layers
+    qwen2_style = t.qkv_bias and not t.o_bias and not t.mlp_bias
+    out = text_config(dataclasses.replace(t, model_type="qwen2" if qwen2_style else "llama"))
+    out["architectures"] = ["LlamaForCausalLM"]
+    return out
+
+
 def hf_config(cfg) -> dict:
+    if isinstance(cfg, DraftConfig):
+        return draft_config(cfg)
     if isinstance(cfg, TextConfig):
         return text_config(cfg)
     if isinstance(cfg, LlavaOnevisionConfig):

@@ -15,16 +15,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
-from sparrow_jax.inputs import PromptBatch, bucket, pad_to, prepare
+from sparrow_jax.inputs import PromptBatch, bucket, pad_to, prepare, text_positions
 from sparrow_jax.kv_cache import KVCache
 from sparrow_jax.sampling import SamplingConfig, sample
+from sparrow_jax.spec.loop import spec_decode
+from sparrow_jax.spec.tree import TreeShape
 
 
 @dataclasses.dataclass
 class GenerateOutput:
     tokens: np.ndarray  # [B, max_new_tokens] int32; positions past a row's length hold pad_id
     lengths: np.ndarray  # [B] generated tokens per row, a final EOS included
-    stats: dict  # prefill_s, decode_s, new_tokens, cycles, tau, decode_tokens_per_s
+    stats: dict  # prefill_s, decode_s, new_tokens, cycles, tau, acceptance, decode_tokens_per_s
 
     def texts(self) -> list[list[int]]:
         return [t[:n].tolist() for t, n in zip(self.tokens, self.lengths)]
@@ -41,8 +43,8 @@ class _Loop:
     key: jax.Array
 
 
-@partial(jax.jit, static_argnames=("graphdef", "capacity", "chunk"))
-def _prefill(graphdef, state, ids, lengths, positions, video, capacity, chunk):
+@partial(jax.jit, static_argnames=("graphdef", "capacity", "chunk", "with_hidden"))
+def _prefill(graphdef, state, ids, lengths, positions, video, capacity, chunk, with_hidden=False):
     """Prefill in chunks of `chunk` tokens: attention scores are [chunk, capacity], never [L, capacity],
     which is what keeps a 25k-token video prompt within memory."""
     target = nnx.merge(graphdef, state)
@@ -60,7 +62,20 @@ def _prefill(graphdef, state, ids, lengths, positions, video, capacity, chunk):
     cache, hidden = jax.lax.scan(step, cache, (embeds, pos))
     hidden = jnp.moveaxis(hidden, 0, 1).reshape(b, width, -1)
     last = hidden[jnp.arange(b), lengths - 1]
-    return target.logits(last), cache.replace(lengths=lengths)
+    return target.logits(last), cache.replace(lengths=lengths), (hidden if with_hidden else None)
+
+
+@partial(
+    jax.jit,
+    static_argnames=("graphdef", "dgraphdef", "max_new", "sampling", "shape", "chunk"),
+    donate_argnames=("cache",),
+)
+def _spec(graphdef, state, dgraphdef, dstate, logits, cache, hidden, ids, text_index, text_len, rope_delta,
+          stop_ids, key, pad_id, max_new, sampling, shape, chunk):
+    return spec_decode(
+        nnx.merge(graphdef, state), nnx.merge(dgraphdef, dstate), logits, cache, hidden, ids, text_index, text_len,
+        rope_delta, stop_ids, key, pad_id, max_new, sampling, shape, chunk,
+    )
 
 
 @partial(jax.jit, static_argnames=("graphdef", "max_new", "sampling"), donate_argnames=("cache",))
@@ -120,6 +135,9 @@ def generate(
     capacity: int | None = None,
     prompt_bucket: int = 64,
     prefill_chunk: int = 512,
+    draft=None,
+    tree: TreeShape | None = None,
+    draft_chunk: int = 64,
 ) -> GenerateOutput:
     """Generate up to `max_new_tokens` per row with `target` (a loaded model, see `sparrow_jax.load`).
 
@@ -129,6 +147,11 @@ def generate(
     temperature / top-k / top-p. `capacity` (KV slots per row) defaults to the padded prompt length
     plus max_new_tokens, rounded up so that similar requests share one compiled program. Prompts longer
     than `prefill_chunk` are prefilled chunk by chunk (padded to a multiple of it) to bound memory.
+
+    With `draft` (a loaded Sparrow draft) decoding is speculative and lossless: the draft proposes a
+    `tree` (default: the EAGLE-2 budget top_k 8, depth 3, 30 tokens at temperature 0; a chain of 5 at
+    temperature > 0, `TreeShape.chain(k)`), the target verifies it in one forward. The draft reads only
+    the prompt's text positions (`draft_chunk` pairs per prefill step), never the visual tokens.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -142,7 +165,11 @@ def generate(
         batch = pad_to(batch, bucket(batch.input_ids.shape[1], prefill_chunk), pad_id)
     width = batch.input_ids.shape[1]
     chunk = min(width, prefill_chunk)
-    need = width + max_new_tokens
+    if draft is not None:
+        tree = tree or (TreeShape() if sampling.greedy else TreeShape.chain(5))
+        _check_draft(target, draft)
+    # Speculation writes a whole tree past the committed tokens and may commit a path past max_new.
+    need = width + max_new_tokens + (0 if draft is None else tree.total + tree.max_depth)
     capacity = bucket(need, 128) if capacity is None else capacity
     if capacity < need:
         raise ValueError(
@@ -155,26 +182,48 @@ def generate(
 
     t0 = time.perf_counter()
     video_arg = jax.tree.map(jnp.asarray, batch.video)  # models cast pixels to their own dtype
-    logits, cache = _prefill(
-        graphdef, state, jnp.asarray(batch.input_ids), jnp.asarray(batch.lengths), jnp.asarray(batch.positions),
-        video_arg, capacity, chunk,
+    ids = jnp.asarray(batch.input_ids)
+    logits, cache, hidden = _prefill(
+        graphdef, state, ids, jnp.asarray(batch.lengths), jnp.asarray(batch.positions), video_arg, capacity, chunk,
+        with_hidden=draft is not None,
     )
     jax.block_until_ready(logits)
     t1 = time.perf_counter()
-    tokens, lengths, steps, _ = _decode(
-        graphdef, state, logits, cache, jnp.asarray(batch.rope_delta), stop_ids, jax.random.key(seed),
-        jnp.int32(pad_id), max_new_tokens, sampling,
-    )
-    tokens, lengths, steps = jax.device_get((tokens, lengths, steps))
+    rope_delta, key = jnp.asarray(batch.rope_delta), jax.random.key(seed)
+    if draft is None:
+        tokens, lengths, _, _ = _decode(
+            graphdef, state, logits, cache, rope_delta, stop_ids, key, jnp.int32(pad_id), max_new_tokens, sampling
+        )
+        cycles, accepted = lengths - 1, jnp.zeros((len(batch.lengths), 0), jnp.int32)
+    else:
+        text_index, text_len = text_positions(batch, target.config, draft_chunk)
+        dgraphdef, dstate = nnx.split(draft)
+        tokens, lengths, cycles, accepted, _ = _spec(
+            graphdef, state, dgraphdef, dstate, logits, cache, hidden, ids, jnp.asarray(text_index),
+            jnp.asarray(text_len), rope_delta, stop_ids, key, jnp.int32(pad_id), max_new_tokens, sampling, tree,
+            draft_chunk,
+        )
+    tokens, lengths, cycles, accepted = jax.device_get((tokens, lengths, cycles, accepted))
     t2 = time.perf_counter()
-    new = int(lengths.sum())
+    new, n_cycles = int(lengths.sum()), int(cycles.sum())
     stats = {
         "prefill_s": t1 - t0,
         "decode_s": t2 - t1,
         "new_tokens": new,
-        "cycles": int(steps),
-        "tau": 1.0,
+        "cycles": n_cycles,
+        # Tokens per draft-verify cycle, bonus included; the first token comes from prefill.
+        "tau": (new - len(lengths)) / max(n_cycles, 1),
+        "acceptance": (accepted.sum(0) / max(n_cycles, 1)).tolist(),  # P(accepted path reaches depth d)
         "decode_tokens_per_s": new / max(t2 - t1, 1e-9),
     }
     return GenerateOutput(np.asarray(tokens), np.asarray(lengths), stats)
+
+
+def _check_draft(target, draft) -> None:
+    lm, d = target.lm.config, draft.config.layers
+    for name in ("hidden_size", "vocab_size"):
+        if getattr(lm, name) != getattr(d, name):
+            raise ValueError(
+                f"draft built for another target: draft {name} {getattr(d, name)} != target {name} {getattr(lm, name)}"
+            )
 

@@ -35,6 +35,25 @@ def bucket(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def visual_token_ids(config) -> tuple[int, ...]:
+    """Placeholder tokens whose positions the draft never sees (VATA)."""
+    if isinstance(config, (LlavaOnevisionConfig, Qwen25VLConfig)):
+        return (config.video_token_id, config.image_token_id)
+    return ()
+
+
+def text_positions(batch: PromptBatch, config, multiple: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the prompt positions that are not visual placeholders, left-aligned and padded (with
+    the last one) to a multiple of `multiple`: (index [B, T] int32, count [B] int32)."""
+    visual = np.isin(batch.input_ids, visual_token_ids(config))
+    keep = [np.flatnonzero(~visual[b, : batch.lengths[b]]) for b in range(batch.batch)]
+    if any(len(k) == 0 for k in keep):
+        raise ValueError("a prompt has no text tokens; the draft needs at least one")
+    width = bucket(max(len(k) for k in keep), multiple)
+    index = np.stack([np.pad(k, (0, width - len(k)), mode="edge") for k in keep]).astype(np.int32)
+    return index, np.array([len(k) for k in keep], np.int32)
+
+
 def pad_to(batch: PromptBatch, width: int, pad_id: int = 0) -> PromptBatch:
     """The same batch right-padded to `width` tokens; padded positions continue each row's positions."""
     extra = width - batch.input_ids.shape[1]

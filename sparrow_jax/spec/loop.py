@@ -1,0 +1,152 @@
+"""The speculative decode loop: draft prefill over the prompt's text, then one `lax.while_loop` of
+draft (tree) -> verify (one target forward with the tree mask) -> accept -> compact -> commit.
+
+Everything is static-shape: the target writes all N tree nodes after each row's committed length and
+the accepted path is gathered back to consecutive slots; the draft writes speculative nodes to scratch
+slots and commits the accepted pairs (target hidden state of a token, next token) to its ring.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from sparrow_jax.kv_cache import KVCache
+from sparrow_jax.sampling import SamplingConfig, sample
+from sparrow_jax.spec import verify
+from sparrow_jax.spec.tree import TreeShape, draft_tree
+from sparrow_jax.spec.window_cache import WindowCache
+
+
+@struct.dataclass
+class SpecState:
+    cache: KVCache
+    dcache: WindowCache
+    last_out: jax.Array  # [B, H] draft output at the last committed pair
+    root: jax.Array  # [B] last token the target produced (not yet in any cache)
+    tokens: jax.Array  # [B, max_new + max_depth + 1]
+    n_out: jax.Array  # [B]
+    done: jax.Array  # [B]
+    cycles: jax.Array  # [B]
+    accepted: jax.Array  # [B, max_depth] cycles whose accepted path reached depth d + 1
+    key: jax.Array
+
+
+def _draft_forward(draft, target, dcache: WindowCache, tokens, hidden, positions, slots, scratch_visible):
+    mask = dcache.mask(positions, scratch_visible)
+    out, (k, v) = draft(target.lm.embed_tokens(tokens), hidden, positions, mask, (dcache.k, dcache.v), slots)
+    return out, dcache.replace(k=k, v=v)
+
+
+def _commit(draft, target, dcache: WindowCache, tokens, hidden, valid):
+    """Append pairs (hidden_i, tokens_i) where `valid` [B, n] (a prefix per row) to the draft's ring."""
+    slots, positions, dcache = dcache.commit_slots(tokens.shape[1], valid)
+    none = jnp.zeros(tokens.shape + (dcache.scratch,), bool)
+    out, dcache = _draft_forward(draft, target, dcache, tokens, hidden, positions, slots, none)
+    return out, dcache.replace(count=dcache.count + jnp.sum(valid, axis=1, dtype=jnp.int32))
+
+
+def draft_prefill(draft, target, dcache: WindowCache, hidden, ids, text_index, text_len, first, chunk: int):
+    """Commit the prompt's text pairs (h_t, next text token); the last pair takes the first generated
+    token. Runs in chunks of `chunk` pairs. Returns (draft output at the last pair [B, H], dcache)."""
+    b, t = text_index.shape
+    h = jnp.take_along_axis(hidden, text_index[..., None], axis=1)
+    nxt = jnp.take_along_axis(ids, text_index, axis=1)
+    nxt = jnp.concatenate([nxt[:, 1:], nxt[:, -1:]], axis=1)  # token of the next text position
+    j = jnp.arange(t)
+    nxt = jnp.where(j[None] == (text_len - 1)[:, None], first[:, None], nxt)
+    valid = j[None] < text_len[:, None]
+    split = lambda x: jnp.moveaxis(x.reshape(b, t // chunk, chunk, *x.shape[2:]), 1, 0)  # noqa: E731
+
+    def step(dc, xs):
+        out, dc = _commit(draft, target, dc, *xs)
+        return dc, out
+
+    dcache, outs = jax.lax.scan(step, dcache, (split(nxt), split(h), split(valid)))
+    outs = jnp.moveaxis(outs, 0, 1).reshape(b, t, -1)
+    return jnp.take_along_axis(outs, (text_len - 1)[:, None, None], axis=1)[:, 0], dcache
+
+
+def _compact(cache: KVCache, path, n_nodes: int):
+    """Move the accepted nodes' k/v (slots length + path[i]) to slots length + i."""
+
+    def row(k, v, start, p):  # k: [L, C, Hkv, D]
+        blk_k = jax.lax.dynamic_slice_in_dim(k, start, n_nodes, axis=1)
+        blk_v = jax.lax.dynamic_slice_in_dim(v, start, n_nodes, axis=1)
+        k = jax.lax.dynamic_update_slice_in_dim(k, blk_k[:, p], start, axis=1)
+        v = jax.lax.dynamic_update_slice_in_dim(v, blk_v[:, p], start, axis=1)
+        return k, v
+
+    k, v = jax.vmap(row, in_axes=(1, 1, 0, 0), out_axes=(1, 1))(cache.k, cache.v, cache.lengths, path)
+    return cache.replace(k=k, v=v)
+
+
+def spec_decode(target, draft, logits, cache, hidden, ids, text_index, text_len, rope_delta, stop_ids, key,
+                pad_id, max_new: int, sampling: SamplingConfig, shape: TreeShape, chunk: int):
+    """Speculative decoding after the target's prefill (`logits` at each row's last prompt token,
+    `hidden` [B, L, H] the target's final hidden states of the prompt). Pure: call under jit."""
+    b = logits.shape[0]
+    dmax = shape.max_depth
+    is_stop = lambda t: jnp.any(t[..., None] == stop_ids, axis=-1)  # noqa: E731
+    key, k0 = jax.random.split(key)
+    first = sample(k0, logits, sampling)
+    dcache = WindowCache.create(draft.config, b, max(chunk, dmax + 1), shape.scratch, draft.dtype)
+    last_out, dcache = draft_prefill(draft, target, dcache, hidden, ids, text_index, text_len, first, chunk)
+    state = SpecState(
+        cache=cache, dcache=dcache, last_out=last_out, root=first,
+        tokens=jnp.full((b, max_new + dmax + 1), pad_id, jnp.int32).at[:, 0].set(first),
+        n_out=jnp.ones((b,), jnp.int32), done=is_stop(first) | (max_new <= 1),
+        cycles=jnp.zeros((b,), jnp.int32), accepted=jnp.zeros((b, dmax), jnp.int32), key=key,
+    )
+    logits_fn = target.logits
+    i = jnp.arange(dmax + 1)
+
+    def body(s: SpecState) -> SpecState:
+        key, k_draft, k_accept = jax.random.split(s.key, 3)
+        dc = s.dcache
+        scratch0 = dc.pinned + dc.ring
+
+        def step(tokens, hid, positions, index, visible):
+            nonlocal dc
+            slots = jnp.broadcast_to(scratch0 + index, tokens.shape)
+            out, dc = _draft_forward(draft, target, dc, tokens, hid, positions, slots, visible)
+            return out
+
+        tree = draft_tree(step, logits_fn, s.root, s.last_out, dc.count, shape, sampling, k_draft)
+        positions = s.cache.lengths[:, None] + tree.depth + rope_delta[:, None]
+        out = target.decode(target.embed(tree.tokens), positions, cache=s.cache, mask=tree.mask)
+        vlogits = target.logits(out.hidden)
+        if sampling.greedy:
+            n, path, bonus = verify.greedy(tree, vlogits, dmax)
+        else:
+            n, path, bonus = verify.sample_chain(tree, vlogits, sampling, k_accept)
+
+        # Tokens of this cycle: the accepted draft tokens, then the bonus token.
+        nxt = jnp.take_along_axis(tree.tokens, jnp.concatenate([path[:, 1:], path[:, -1:]], axis=1), axis=1)
+        seq = jnp.where(i < n[:, None], nxt, jnp.where(i == n[:, None], bonus[:, None], pad_id))
+        active = ~s.done
+        stops = is_stop(seq) & (i <= n[:, None])
+        first_stop = jnp.where(jnp.any(stops, axis=1), jnp.argmax(stops, axis=1), dmax + 1)
+        count = jnp.minimum(jnp.minimum(n + 1, first_stop + 1), max_new - s.n_out)
+        count = jnp.where(active, count, 0)
+        written = jnp.where(i < count[:, None], seq, pad_id)
+        tokens = jax.vmap(lambda buf, w, at: jax.lax.dynamic_update_slice(buf, w, (at,)))(s.tokens, written, s.n_out)
+        n_out = s.n_out + count
+        done = s.done | (active & ((first_stop < n + 1) | (n_out >= max_new)))
+
+        cache = _compact(out.cache, path, tree.tokens.shape[1]).advance(jnp.where(active, n + 1, 0))
+        pair_hidden = jnp.take_along_axis(out.hidden, path[..., None], axis=1)
+        commit_valid = (i <= n[:, None]) & active[:, None]
+        outs, dcache = _commit(draft, target, dc, seq, pair_hidden, commit_valid)
+        last = jnp.take_along_axis(outs, n[:, None, None], axis=1)[:, 0]
+        return SpecState(
+            cache=cache, dcache=dcache, last_out=jnp.where(active[:, None], last, s.last_out),
+            root=jnp.where(active, bonus, s.root), tokens=tokens, n_out=n_out, done=done,
+            cycles=s.cycles + active.astype(jnp.int32),
+            accepted=s.accepted + (active[:, None] & (n[:, None] >= jnp.arange(1, dmax + 1))).astype(jnp.int32),
+            key=key,
+        )
+
+    final = jax.lax.while_loop(lambda s: ~jnp.all(s.done), body, state)
+    return final.tokens[:, :max_new], final.n_out, final.cycles, final.accepted, final.cache

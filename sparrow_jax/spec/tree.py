@@ -1,0 +1,141 @@
+"""Static-budget draft trees (EAGLE-2 style) built by a proposer's draft step.
+
+A tree has N = `total` nodes: node 0 is the root (the last token the target produced), the others are
+draft candidates in topological order (parents before children). Drafting: the root's draft state
+gives `top_k` level-1 candidates; each of `depth` expansion steps runs the draft once over the
+`top_k` best frontier nodes (by cumulative log-probability) and scores their `top_k` children; the
+final tree keeps the `total - 1` best candidates of all. A chain of K tokens is the case top_k = 1,
+depth = K - 1, total = K + 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from sparrow_jax.sampling import SamplingConfig, log_probs
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeShape:
+    top_k: int = 8
+    depth: int = 3
+    total: int = 30
+
+    def __post_init__(self):
+        if self.top_k < 1 or self.depth < 0:
+            raise ValueError(f"tree needs top_k >= 1 and depth >= 0, got top_k={self.top_k} depth={self.depth}")
+        if not 2 <= self.total <= self.candidates + 1:
+            raise ValueError(
+                f"tree total_tokens {self.total} must be in [2, {self.candidates + 1}] for top_k={self.top_k}, "
+                f"depth={self.depth}"
+            )
+
+    @classmethod
+    def chain(cls, k: int) -> "TreeShape":
+        """A chain of k draft tokens."""
+        return cls(top_k=1, depth=k - 1, total=k + 1)
+
+    @property
+    def is_chain(self) -> bool:
+        return self.top_k == 1
+
+    @property
+    def candidates(self) -> int:
+        return self.top_k + self.depth * self.top_k**2
+
+    @property
+    def max_depth(self) -> int:
+        """Deepest draft level; an accepted path holds at most this many draft tokens."""
+        return self.depth + 1
+
+    @property
+    def scratch(self) -> int:
+        """Draft-cache slots the speculative nodes of one cycle occupy."""
+        return max(self.depth * self.top_k, 1)
+
+    def candidate_depth(self) -> np.ndarray:
+        return np.concatenate([np.ones(self.top_k, np.int32)] + [np.full(self.top_k**2, s + 1, np.int32) for s in range(1, self.depth + 1)])
+
+
+@struct.dataclass
+class Tree:
+    tokens: jax.Array  # [B, N] node tokens; node 0 = root
+    parent: jax.Array  # [B, N] parent node (root: 0)
+    depth: jax.Array  # [B, N] (root: 0)
+    mask: jax.Array  # [B, N, N] ancestor-or-self
+    valid: jax.Array  # [B, N] False for a node whose parent was not kept (cannot be accepted)
+    q: jax.Array | None = None  # [B, N, V] draft distribution each node was sampled from (T > 0 chains)
+
+
+def _pick(key, logits, k: int, sampling: SamplingConfig):
+    """(tokens [..., k], log-prob scores [..., k], distribution or None) of a node's children."""
+    if sampling.greedy:
+        lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        scores, tokens = jax.lax.top_k(lp, k)
+        return tokens.astype(jnp.int32), scores, None
+    lp = log_probs(logits, sampling)
+    tokens = jax.random.categorical(key, lp, axis=-1)[..., None].astype(jnp.int32)
+    return tokens, jnp.take_along_axis(lp, tokens, axis=-1), jnp.exp(lp)
+
+
+def draft_tree(step, logits_fn, root, root_out, count, shape: TreeShape, sampling: SamplingConfig, key):
+    """Grow a tree from the root's draft output `root_out` [B, H].
+
+    step(tokens [B,k], hidden [B,k,H], positions [B,k], scratch_index [k], scratch_visible [B,k,T]) -> out [B,k,H]
+    runs the draft on frontier nodes (writing their k/v to scratch slots); `count` [B] is the draft
+    position of the first speculative level. Returns a Tree with the root token `root` [B].
+    """
+    if not sampling.greedy and not shape.is_chain:
+        raise ValueError("sampling (temperature > 0) supports chain drafting only; pass a chain (top_k=1)")
+    k, b = shape.top_k, root.shape[0]
+    keys = jax.random.split(key, shape.depth + 1)
+    tok, score, q = _pick(keys[0], logits_fn(root_out), k, sampling)
+    cand_tok, cand_score, cand_parent, cand_q = [tok], [score], [jnp.full((b, k), -1, jnp.int32)], [q]
+    front_tok, front_score, front_cand = tok, score, jnp.broadcast_to(jnp.arange(k), (b, k))
+    front_hidden = jnp.broadcast_to(root_out[:, None], (b, k, root_out.shape[-1]))
+    front_anc = jnp.zeros((b, k, shape.scratch), bool)
+    for s in range(1, shape.depth + 1):
+        index = (s - 1) * k + jnp.arange(k)
+        visible = front_anc | jax.nn.one_hot(index, shape.scratch, dtype=bool)[None]
+        out = step(front_tok, front_hidden, jnp.broadcast_to((count + s - 1)[:, None], (b, k)), index, visible)
+        ctok, cscore, cq = _pick(keys[s], logits_fn(out), k, sampling)  # [B, k, k]
+        base = k + (s - 1) * k * k
+        scores = (front_score[..., None] + cscore).reshape(b, k * k)
+        toks = ctok.reshape(b, k * k)
+        cand_tok.append(toks)
+        cand_score.append(scores)
+        cand_parent.append(jnp.repeat(front_cand, k, axis=1))
+        cand_q.append(None if cq is None else cq.reshape(b, k * k, -1))
+        if s < shape.depth:
+            front_score, idx = jax.lax.top_k(scores, k)
+            front_tok = jnp.take_along_axis(toks, idx, axis=1)
+            front_cand = base + idx
+            front_hidden = jnp.take_along_axis(out, (idx // k)[..., None], axis=1)
+            front_anc = jnp.take_along_axis(visible, (idx // k)[..., None], axis=1)
+
+    tok_all, score_all, parent_all = (jnp.concatenate(x, axis=1) for x in (cand_tok, cand_score, cand_parent))
+    n = shape.total
+    # top_k prefers lower indices on ties, and parents precede children with no lower score: the kept
+    # set is closed under ancestors. Sorting restores topological order.
+    sel = jnp.sort(jax.lax.top_k(score_all, n - 1)[1], axis=1)
+    pcand = jnp.take_along_axis(parent_all, sel, axis=1)
+    match = sel[:, None, :] == pcand[:, :, None]  # [B, n-1, n-1]
+    found = jnp.any(match, axis=-1)
+    parent = jnp.concatenate([jnp.zeros((b, 1), jnp.int32), jnp.where(found, jnp.argmax(match, -1) + 1, 0)], axis=1)
+    valid = jnp.concatenate([jnp.ones((b, 1), bool), found | (pcand < 0)], axis=1)
+    depth = jnp.concatenate([jnp.zeros((b, 1), jnp.int32), jnp.asarray(shape.candidate_depth())[sel]], axis=1)
+    tokens = jnp.concatenate([root[:, None], jnp.take_along_axis(tok_all, sel, axis=1)], axis=1)
+    eye = jnp.broadcast_to(jnp.eye(n, dtype=bool), (b, n, n))
+    mask = eye
+    for _ in range(shape.max_depth):
+        mask = eye | jnp.take_along_axis(mask, parent[..., None], axis=1)
+    q = None
+    if not sampling.greedy:  # chain: every candidate is kept, in order
+        q_all = jnp.concatenate(cand_q, axis=1)
+        q = jnp.concatenate([jnp.zeros_like(q_all[:, :1]), q_all], axis=1)
+    return Tree(tokens=tokens, parent=parent, depth=depth, mask=mask, valid=valid, q=q)

@@ -1,0 +1,69 @@
+"""VATA window cache of the draft: a static ring buffer of text slots with stored positions.
+
+Layout of the slot axis (size S + R + T + 1):
+    [0, S)          pinned: draft positions < S (the start of the prompt), never evicted
+    [S, S + R)      ring: position p >= S lives in slot S + (p - S) % R; R = W + M
+    [S + R, +T)     scratch: this cycle's speculative nodes, visible to their descendants only
+    last            trash: writes of padding entries land here and are never read
+A query at draft position q sees ring entries with q - W < p <= q (the window) plus the pinned ones.
+The ring holds M slots more than the window so that a forward writing up to M entries never evicts
+an entry one of its own queries still needs. The cost of a draft step depends on S + W + M + T only:
+neither on the number of visual tokens (the draft never holds them) nor on the sequence length.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class WindowCache:
+    k: jax.Array  # [layers, B, S + R + T + 1, Hkv, D]
+    v: jax.Array
+    pos: jax.Array  # [B, S + R] draft position held by each pinned/ring slot, -1 if empty
+    count: jax.Array  # [B] committed draft positions
+    pinned: int = struct.field(pytree_node=False)
+    window: int = struct.field(pytree_node=False)
+    ring: int = struct.field(pytree_node=False)
+    scratch: int = struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, cfg, batch: int, max_write: int, scratch: int, dtype) -> "WindowCache":
+        t = cfg.layers
+        ring = cfg.window + max_write
+        slots = cfg.pinned + ring + scratch + 1
+        shape = (t.num_layers, batch, slots, t.num_kv_heads, t.head_dim)
+        return cls(
+            jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.full((batch, cfg.pinned + ring), -1, jnp.int32),
+            jnp.zeros((batch,), jnp.int32), cfg.pinned, cfg.window, ring, scratch,
+        )
+
+    @property
+    def trash(self) -> int:
+        return self.pinned + self.ring + self.scratch
+
+    def ring_slot(self, p):
+        return jnp.where(p < self.pinned, p, self.pinned + (p - self.pinned) % self.ring)
+
+    def ring_visible(self, q):
+        """[B, N, S + R]: committed entries visible to queries at draft positions q [B, N]."""
+        p = self.pos[:, None, :]
+        q = q[..., None]
+        return (p >= 0) & (p <= q) & ((p < self.pinned) | (p > q - self.window))
+
+    def commit_slots(self, n_new: int, valid):
+        """Slots and positions for n_new entries after the committed ones; invalid ones go to trash.
+        Returns (slots [B, n], positions [B, n], cache with `pos` updated; count not yet advanced)."""
+        positions = self.count[:, None] + jnp.arange(n_new)
+        slots = jnp.where(valid, self.ring_slot(positions), self.trash)
+        b = jnp.arange(self.pos.shape[0])[:, None]
+        pos_slots = jnp.where(valid, slots, self.pos.shape[1])  # out of range: dropped by the scatter
+        pos = self.pos.at[b, pos_slots].set(positions, mode="drop")
+        return slots, positions, self.replace(pos=pos)
+
+    def mask(self, q, scratch_visible):
+        """[B, N, all slots] for queries at positions q [B, N] seeing `scratch_visible` [B, N, T]."""
+        trash = jnp.zeros(q.shape + (1,), bool)
+        return jnp.concatenate([self.ring_visible(q), scratch_visible, trash], axis=-1)
