@@ -19,6 +19,7 @@ from sparrow_jax.inputs import PromptBatch, bucket, pad_to, prepare, text_positi
 from sparrow_jax.kv_cache import KVCache
 from sparrow_jax.sampling import SamplingConfig, sample
 from sparrow_jax.spec.loop import spec_decode
+from sparrow_jax.spec.proposer import SparrowProposer
 from sparrow_jax.spec.tree import TreeShape
 
 
@@ -65,16 +66,12 @@ def _prefill(graphdef, state, ids, lengths, positions, video, capacity, chunk, w
     return target.logits(last), cache.replace(lengths=lengths), (hidden if with_hidden else None)
 
 
-@partial(
-    jax.jit,
-    static_argnames=("graphdef", "dgraphdef", "max_new", "sampling", "shape", "chunk"),
-    donate_argnames=("cache",),
-)
-def _spec(graphdef, state, dgraphdef, dstate, logits, cache, hidden, ids, text_index, text_len, rope_delta,
-          stop_ids, key, pad_id, max_new, sampling, shape, chunk):
+@partial(jax.jit, static_argnames=("graphdef", "max_new", "sampling"), donate_argnames=("cache",))
+def _spec(graphdef, state, proposer, logits, cache, hidden, ids, text_index, text_len, rope_delta, stop_ids, key,
+          pad_id, max_new, sampling):
     return spec_decode(
-        nnx.merge(graphdef, state), nnx.merge(dgraphdef, dstate), logits, cache, hidden, ids, text_index, text_len,
-        rope_delta, stop_ids, key, pad_id, max_new, sampling, shape, chunk,
+        nnx.merge(graphdef, state), proposer, logits, cache, hidden, ids, text_index, text_len, rope_delta,
+        stop_ids, key, pad_id, max_new, sampling,
     )
 
 
@@ -148,7 +145,8 @@ def generate(
     plus max_new_tokens, rounded up so that similar requests share one compiled program. Prompts longer
     than `prefill_chunk` are prefilled chunk by chunk (padded to a multiple of it) to bound memory.
 
-    With `draft` (a loaded Sparrow draft) decoding is speculative and lossless: the draft proposes a
+    With `draft` (a loaded Sparrow draft, or any proposer of `sparrow_jax.spec.proposer`) decoding is
+    speculative and lossless: the draft proposes a
     `tree` (default: the EAGLE-2 budget top_k 8, depth 3, 30 tokens at temperature 0; a chain of 5 at
     temperature > 0, `TreeShape.chain(k)`), the target verifies it in one forward. The draft reads only
     the prompt's text positions (`draft_chunk` pairs per prefill step), never the visual tokens.
@@ -165,9 +163,11 @@ def generate(
         batch = pad_to(batch, bucket(batch.input_ids.shape[1], prefill_chunk), pad_id)
     width = batch.input_ids.shape[1]
     chunk = min(width, prefill_chunk)
-    if draft is not None:
-        tree = tree or (TreeShape() if sampling.greedy else TreeShape.chain(5))
+    if draft is not None and not hasattr(draft, "propose"):  # a draft model: wrap it as the Sparrow proposer
         _check_draft(target, draft)
+        tree = tree or (TreeShape() if sampling.greedy else TreeShape.chain(5))
+        draft = SparrowProposer.create(draft, tree, sampling, draft_chunk)
+    tree = None if draft is None else draft.shape
     # Speculation writes a whole tree past the committed tokens and may commit a path past max_new.
     need = width + max_new_tokens + (0 if draft is None else tree.total + tree.max_depth)
     capacity = bucket(need, 128) if capacity is None else capacity
@@ -197,11 +197,9 @@ def generate(
         cycles, accepted = lengths - 1, jnp.zeros((len(batch.lengths), 0), jnp.int32)
     else:
         text_index, text_len = text_positions(batch, target.config, draft_chunk)
-        dgraphdef, dstate = nnx.split(draft)
         tokens, lengths, cycles, accepted, _ = _spec(
-            graphdef, state, dgraphdef, dstate, logits, cache, hidden, ids, jnp.asarray(text_index),
-            jnp.asarray(text_len), rope_delta, stop_ids, key, jnp.int32(pad_id), max_new_tokens, sampling, tree,
-            draft_chunk,
+            graphdef, state, draft, logits, cache, hidden, ids, jnp.asarray(text_index), jnp.asarray(text_len),
+            rope_delta, stop_ids, key, jnp.int32(pad_id), max_new_tokens, sampling,
         )
     tokens, lengths, cycles, accepted = jax.device_get((tokens, lengths, cycles, accepted))
     t2 = time.perf_counter()

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import nnx, struct
+from flax import struct
 
 from sparrow_jax.kv_cache import KVCache
 from sparrow_jax.sampling import SamplingConfig, sample
 from sparrow_jax.spec import verify
-from sparrow_jax.spec.tree import TreeShape, draft_tree
-from sparrow_jax.spec.window_cache import WindowCache
+from sparrow_jax.spec.tree import TreeShape
 
 
 @struct.dataclass
 class SpecState:
     cache: KVCache
-    dcache: WindowCache
-    last_out: jax.Array  # [B, H] draft output at the last committed pair
+    proposer: object  # the proposer's own state
     root: jax.Array  # [B] last token the target produced (not yet in any cache)
     tokens: jax.Array  # [B, max_new + max_depth + 1]
     n_out: jax.Array  # [B]
@@ -31,41 +29,6 @@ class SpecState:
     cycles: jax.Array  # [B]
     accepted: jax.Array  # [B, max_depth] cycles whose accepted path reached depth d + 1
     key: jax.Array
-
-
-def _draft_forward(draft, target, dcache: WindowCache, tokens, hidden, positions, slots, scratch_visible):
-    mask = dcache.mask(positions, scratch_visible)
-    out, (k, v) = draft(target.lm.embed_tokens(tokens), hidden, positions, mask, (dcache.k, dcache.v), slots)
-    return out, dcache.replace(k=k, v=v)
-
-
-def _commit(draft, target, dcache: WindowCache, tokens, hidden, valid):
-    """Append pairs (hidden_i, tokens_i) where `valid` [B, n] (a prefix per row) to the draft's ring."""
-    slots, positions, dcache = dcache.commit_slots(tokens.shape[1], valid)
-    none = jnp.zeros(tokens.shape + (dcache.scratch,), bool)
-    out, dcache = _draft_forward(draft, target, dcache, tokens, hidden, positions, slots, none)
-    return out, dcache.replace(count=dcache.count + jnp.sum(valid, axis=1, dtype=jnp.int32))
-
-
-def draft_prefill(draft, target, dcache: WindowCache, hidden, ids, text_index, text_len, first, chunk: int):
-    """Commit the prompt's text pairs (h_t, next text token); the last pair takes the first generated
-    token. Runs in chunks of `chunk` pairs. Returns (draft output at the last pair [B, H], dcache)."""
-    b, t = text_index.shape
-    h = jnp.take_along_axis(hidden, text_index[..., None], axis=1)
-    nxt = jnp.take_along_axis(ids, text_index, axis=1)
-    nxt = jnp.concatenate([nxt[:, 1:], nxt[:, -1:]], axis=1)  # token of the next text position
-    j = jnp.arange(t)
-    nxt = jnp.where(j[None] == (text_len - 1)[:, None], first[:, None], nxt)
-    valid = j[None] < text_len[:, None]
-    split = lambda x: jnp.moveaxis(x.reshape(b, t // chunk, chunk, *x.shape[2:]), 1, 0)  # noqa: E731
-
-    def step(dc, xs):
-        out, dc = _commit(draft, target, dc, *xs)
-        return dc, out
-
-    dcache, outs = jax.lax.scan(step, dcache, (split(nxt), split(h), split(valid)))
-    outs = jnp.moveaxis(outs, 0, 1).reshape(b, t, -1)
-    return jnp.take_along_axis(outs, (text_len - 1)[:, None, None], axis=1)[:, 0], dcache
 
 
 def _compact(cache: KVCache, path, n_nodes: int):
@@ -82,38 +45,27 @@ def _compact(cache: KVCache, path, n_nodes: int):
     return cache.replace(k=k, v=v)
 
 
-def spec_decode(target, draft, logits, cache, hidden, ids, text_index, text_len, rope_delta, stop_ids, key,
-                pad_id, max_new: int, sampling: SamplingConfig, shape: TreeShape, chunk: int):
+def spec_decode(target, proposer, logits, cache, hidden, ids, text_index, text_len, rope_delta, stop_ids, key,
+                pad_id, max_new: int, sampling: SamplingConfig):
     """Speculative decoding after the target's prefill (`logits` at each row's last prompt token,
     `hidden` [B, L, H] the target's final hidden states of the prompt). Pure: call under jit."""
     b = logits.shape[0]
+    shape: TreeShape = proposer.shape
     dmax = shape.max_depth
     is_stop = lambda t: jnp.any(t[..., None] == stop_ids, axis=-1)  # noqa: E731
     key, k0 = jax.random.split(key)
     first = sample(k0, logits, sampling)
-    dcache = WindowCache.create(draft.config, b, max(chunk, dmax + 1), shape.scratch, draft.dtype)
-    last_out, dcache = draft_prefill(draft, target, dcache, hidden, ids, text_index, text_len, first, chunk)
     state = SpecState(
-        cache=cache, dcache=dcache, last_out=last_out, root=first,
+        cache=cache, proposer=proposer.start(target, hidden, ids, text_index, text_len, first), root=first,
         tokens=jnp.full((b, max_new + dmax + 1), pad_id, jnp.int32).at[:, 0].set(first),
         n_out=jnp.ones((b,), jnp.int32), done=is_stop(first) | (max_new <= 1),
         cycles=jnp.zeros((b,), jnp.int32), accepted=jnp.zeros((b, dmax), jnp.int32), key=key,
     )
-    logits_fn = target.logits
     i = jnp.arange(dmax + 1)
 
     def body(s: SpecState) -> SpecState:
         key, k_draft, k_accept = jax.random.split(s.key, 3)
-        dc = s.dcache
-        scratch0 = dc.pinned + dc.ring
-
-        def step(tokens, hid, positions, index, visible):
-            nonlocal dc
-            slots = jnp.broadcast_to(scratch0 + index, tokens.shape)
-            out, dc = _draft_forward(draft, target, dc, tokens, hid, positions, slots, visible)
-            return out
-
-        tree = draft_tree(step, logits_fn, s.root, s.last_out, dc.count, shape, sampling, k_draft)
+        tree, pstate = proposer.propose(target, s.proposer, s.root, s.n_out, k_draft)
         positions = s.cache.lengths[:, None] + tree.depth + rope_delta[:, None]
         out = target.decode(target.embed(tree.tokens), positions, cache=s.cache, mask=tree.mask)
         vlogits = target.logits(out.hidden)
@@ -137,13 +89,10 @@ def spec_decode(target, draft, logits, cache, hidden, ids, text_index, text_len,
 
         cache = _compact(out.cache, path, tree.tokens.shape[1]).advance(jnp.where(active, n + 1, 0))
         pair_hidden = jnp.take_along_axis(out.hidden, path[..., None], axis=1)
-        commit_valid = (i <= n[:, None]) & active[:, None]
-        outs, dcache = _commit(draft, target, dc, seq, pair_hidden, commit_valid)
-        last = jnp.take_along_axis(outs, n[:, None, None], axis=1)[:, 0]
+        pstate = proposer.commit(target, pstate, seq, pair_hidden, (i <= n[:, None]) & active[:, None], n)
         return SpecState(
-            cache=cache, dcache=dcache, last_out=jnp.where(active[:, None], last, s.last_out),
-            root=jnp.where(active, bonus, s.root), tokens=tokens, n_out=n_out, done=done,
-            cycles=s.cycles + active.astype(jnp.int32),
+            cache=cache, proposer=pstate, root=jnp.where(active, bonus, s.root), tokens=tokens, n_out=n_out,
+            done=done, cycles=s.cycles + active.astype(jnp.int32),
             accepted=s.accepted + (active[:, None] & (n[:, None] >= jnp.arange(1, dmax + 1))).astype(jnp.int32),
             key=key,
         )

@@ -1,0 +1,137 @@
+"""Speculative decoding is lossless: greedy equals the target's own greedy decoding token for token
+(chain and trees, ragged batches, EOS inside accepted blocks), sampling reproduces the target's
+distribution; the draft's cache never holds visual tokens and its size does not depend on them."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import random_video
+from test_llava_parity import video_prompt
+
+import infer
+from sparrow_jax.config import DraftConfig
+from sparrow_jax.kv_cache import causal_mask
+from sparrow_jax.models import build_model
+from sparrow_jax.sampling import SamplingConfig
+from sparrow_jax.spec.proposer import OracleProposer, SparrowProposer
+from sparrow_jax.spec.tree import TreeShape
+
+MAX_NEW = 20
+
+
+def make_draft(target, window=1024, pinned=0, seed=0):
+    from flax import nnx
+
+    from sparrow_jax.config import TextConfig
+
+    lm = target.lm.config
+    layers = TextConfig(vocab_size=lm.vocab_size, hidden_size=lm.hidden_size, intermediate_size=96, num_layers=1,
+                        num_heads=4, num_kv_heads=2, head_dim=16)
+    return build_model(DraftConfig(layers, window=window, pinned=pinned), rngs=nnx.Rngs(seed))
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(11)
+    prompts = [video_prompt(rng, 2, 4, 9), video_prompt(rng, 2, 7, 3)]
+    _, pix = random_video(rng, 2, 2)
+    return prompts, pix
+
+
+@pytest.fixture(scope="module")
+def greedy_ref(llava, batch):
+    return infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW).texts()
+
+
+@pytest.mark.parametrize("tree", [TreeShape.chain(1), TreeShape.chain(4), TreeShape(4, 2, 12), TreeShape()],
+                         ids=["chain1", "chain4", "tree4x2", "eagle2"])
+def test_sparrow_draft_greedy_is_lossless(llava, batch, greedy_ref, tree):
+    target = llava[3]
+    out = infer.generate(target, *batch, max_new_tokens=MAX_NEW, draft=make_draft(target, window=8), tree=tree)
+    assert out.texts() == greedy_ref
+    assert out.stats["cycles"] >= 1 and len(out.stats["acceptance"]) == tree.max_depth
+
+
+def oracle(reference, tree, poison=None):
+    ref = jnp.asarray(np.array([r[1:] + [0] * 8 for r in reference], np.int32))
+    poison = jnp.zeros(ref.shape, bool) if poison is None else jnp.asarray(poison[:, : ref.shape[1]])
+    return OracleProposer(ref, poison, 128, tree)
+
+
+def test_oracle_full_acceptance_reaches_max_tau(llava, batch, greedy_ref):
+    tree = TreeShape(top_k=2, depth=3, total=8)  # chain of 4 + 3 wrong siblings
+    out = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, draft=oracle(greedy_ref, tree))
+    assert out.texts() == greedy_ref
+    # 19 tokens after the first, 5 per cycle: 4 cycles per row, the last one truncated at max_new.
+    assert out.stats["cycles"] == 8
+    assert out.stats["acceptance"][:3] == [1.0, 1.0, 1.0]
+
+
+def test_partial_acceptance_and_ragged_rows_stay_lossless(llava, batch, greedy_ref):
+    tree = TreeShape(top_k=2, depth=3, total=8)
+    poison = np.random.default_rng(0).random((2, 64)) < 0.3
+    out = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, draft=oracle(greedy_ref, tree, poison))
+    assert out.texts() == greedy_ref
+    assert 1.0 < out.stats["tau"] < 5.0
+
+
+def test_eos_inside_an_accepted_block(llava, batch, greedy_ref):
+    tree = TreeShape(top_k=1, depth=4, total=6)
+    eos = greedy_ref[1][7]  # falls inside row 1's second block of 5
+    ref = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, eos_token_id=eos)
+    out = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, eos_token_id=eos, draft=oracle(greedy_ref, tree))
+    assert out.texts() == ref.texts()
+    assert list(out.lengths) == list(ref.lengths) and out.texts()[1][-1] == eos
+    assert np.all(out.tokens[1, out.lengths[1]:] == 0)
+
+
+def test_draft_cache_holds_text_only_and_does_not_grow_with_video(llava):
+    """Structural VATA check: the draft's cache and per-step shapes are the same for 1 and 6 frames."""
+    target = llava[3]
+    draft = make_draft(target, window=16, pinned=2)
+    prop = SparrowProposer.create(draft, TreeShape.chain(3), SamplingConfig(), chunk=8)
+    rng = np.random.default_rng(2)
+    shapes = []
+    for frames in (1, 6):
+        ids = video_prompt(rng, frames, 5, 4)
+        text = np.flatnonzero(ids != 120)
+        hidden = jnp.asarray(rng.standard_normal((1, len(ids), 64)), jnp.float32)
+        index = np.pad(text, (0, -len(text) % 8), mode="edge")[None]
+        state = jax.jit(lambda h, i, ix, n, f: prop.start(target, h, i, ix, n, f))(
+            hidden, jnp.asarray(ids[None]), jnp.asarray(index), jnp.asarray([len(text)]), jnp.asarray([5]))
+        shapes.append(state.dcache.k.shape)
+        assert int(state.dcache.count[0]) == len(text) == 9  # only text positions entered the draft
+        # S + (W + M) + T + 1 slots: 2 + (16 + 8) + 2 + 1
+        assert state.dcache.k.shape[2] == 29
+    assert shapes[0] == shapes[1]
+
+
+def test_full_window_equals_attention_over_all_text(llava):
+    """With W >= text length the window cache is exactly causal attention over the text pairs."""
+    target = llava[3]
+    draft = make_draft(target, window=64)
+    prop = SparrowProposer.create(draft, TreeShape.chain(2), SamplingConfig(), chunk=4)
+    rng = np.random.default_rng(3)
+    ids = video_prompt(rng, 1, 6, 5)
+    text = np.flatnonzero(ids != 120)
+    hidden = jnp.asarray(rng.standard_normal((1, len(ids), 64)), jnp.float32)
+    index = np.pad(text, (0, -len(text) % 4), mode="edge")[None]
+    state = prop.start(target, hidden, jnp.asarray(ids[None]), jnp.asarray(index), jnp.asarray([len(text)]),
+                       jnp.asarray([7]))
+    nxt = np.append(ids[text][1:], 7)
+    embeds = target.lm.embed_tokens(jnp.asarray(nxt[None]))
+    full, _ = draft(embeds, hidden[:, text], jnp.arange(len(text))[None], causal_mask(1, len(text)))
+    np.testing.assert_allclose(np.asarray(state.last_out[0]), np.asarray(full[0, -1]), atol=1e-5)
+
+
+def test_incompatible_draft_is_a_clear_error(llava, batch):
+    from flax import nnx
+
+    from sparrow_jax.config import TextConfig
+
+    layers = TextConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
+                        num_kv_heads=2, head_dim=16)
+    bad = build_model(DraftConfig(layers), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="draft built for another target: draft hidden_size 32 != target hidden_size 64"):
+        infer.generate(llava[3], *batch, max_new_tokens=4, draft=bad)
