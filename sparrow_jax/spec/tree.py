@@ -80,7 +80,7 @@ def _pick(key, logits, k: int, sampling: SamplingConfig):
         return tokens.astype(jnp.int32), scores, None
     lp = log_probs(logits, sampling)
     tokens = jax.random.categorical(key, lp, axis=-1)[..., None].astype(jnp.int32)
-    return tokens, jnp.take_along_axis(lp, tokens, axis=-1), jnp.exp(lp)
+    return tokens, jnp.take_along_axis(lp, tokens, axis=-1), jnp.exp(lp)[..., None, :]  # q per child
 
 
 def draft_tree(step, logits_fn, root, root_out, count, shape: TreeShape, sampling: SamplingConfig, key):
