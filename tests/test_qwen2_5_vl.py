@@ -146,3 +146,31 @@ def test_frames_to_logits_through_video_prompt_matches_hf(qwen):
         ).logits.numpy()
     got = np.asarray(ours(jnp.asarray(batch.input_ids), batch.video, jnp.asarray(batch.positions)))
     assert np.abs(got - ref).max() < 1e-4
+
+
+def test_speculative_greedy_is_lossless_on_qwen(qwen):
+    """Tree verification on M-RoPE: node positions are slot + depth + rope delta on all three axes."""
+    from flax import nnx
+
+    from sparrow_jax.config import DraftConfig, TextConfig
+    from sparrow_jax.models import build_model
+    from sparrow_jax.spec.tree import TreeShape
+
+    ours = qwen[3]
+    rng = np.random.default_rng(21)
+    grids = [(2, 6, 8), (2, 4, 4)]
+    prompts = [prompt(rng, 4, grids[0], 6), prompt(rng, 9, grids[1], 3)]
+    videos = [(video(g, 30 + i), g, 4.0) for i, g in enumerate(grids)]  # 4 s per grid: deltas matter
+    ref = infer.generate(ours, prompts, videos, max_new_tokens=16).texts()
+    layers = TextConfig(vocab_size=160, hidden_size=64, intermediate_size=96, num_layers=1, num_heads=4,
+                        num_kv_heads=2, head_dim=16)
+    draft = build_model(DraftConfig(layers, window=8), rngs=nnx.Rngs(1))
+    for tree in (TreeShape.chain(3), TreeShape(4, 2, 10)):
+        assert infer.generate(ours, prompts, videos, max_new_tokens=16, draft=draft, tree=tree).texts() == ref
+    # The oracle's paths are accepted, so accepted tokens' k/v (computed at tree positions) are reused.
+    from sparrow_jax.spec.proposer import OracleProposer
+
+    reference = jnp.asarray(np.array([r[1:] + [0] * 8 for r in ref], np.int32))
+    orc = OracleProposer(reference, jnp.zeros(reference.shape, bool), 160, TreeShape(2, 3, 7))
+    out = infer.generate(ours, prompts, videos, max_new_tokens=16, draft=orc)
+    assert out.texts() == ref and out.stats["tau"] > 3
