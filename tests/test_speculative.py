@@ -135,3 +135,38 @@ def test_incompatible_draft_is_a_clear_error(llava, batch):
     bad = build_model(DraftConfig(layers), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="draft built for another target: draft hidden_size 32 != target hidden_size 64"):
         infer.generate(llava[3], *batch, max_new_tokens=4, draft=bad)
+
+
+def test_batch_of_one_and_ragged_batch_of_three(llava):
+    target = llava[3]
+    rng = np.random.default_rng(5)
+    prompts = [video_prompt(rng, 1, 3, 2), video_prompt(rng, 1, 9, 6), video_prompt(rng, 1, 5, 12)]
+    _, pix = random_video(rng, 3, 1)
+    draft = make_draft(target, window=8)
+    for rows in (slice(0, 1), slice(0, 3)):
+        ref = infer.generate(target, prompts[rows], pix[rows], max_new_tokens=12).texts()
+        for tree in (TreeShape.chain(3), TreeShape(3, 2, 9)):
+            got = infer.generate(target, prompts[rows], pix[rows], max_new_tokens=12, draft=draft, tree=tree)
+            assert got.texts() == ref
+        full = oracle(ref, TreeShape(2, 2, 6))
+        assert infer.generate(target, prompts[rows], pix[rows], max_new_tokens=12, draft=full).texts() == ref
+
+
+def test_always_wrong_proposer_accepts_nothing(llava, batch, greedy_ref):
+    tree = TreeShape(top_k=2, depth=2, total=6)
+    wrong = oracle(greedy_ref, tree, poison=np.ones((2, 64), bool))
+    out = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, draft=wrong)
+    assert out.texts() == greedy_ref
+    assert out.stats["tau"] == 1.0 and out.stats["acceptance"] == [0.0, 0.0, 0.0]
+
+
+def test_speculative_calls_in_one_bucket_compile_once(llava, batch):
+    from infer import generation
+
+    target = llava[3]
+    draft = make_draft(target, window=8)
+    prompts, pix = batch
+    infer.generate(target, prompts, pix, max_new_tokens=6, draft=draft, tree=TreeShape.chain(2))
+    before = generation._spec._cache_size()
+    infer.generate(target, [p[1:] for p in prompts], pix, max_new_tokens=6, draft=draft, tree=TreeShape.chain(2))
+    assert generation._spec._cache_size() == before
