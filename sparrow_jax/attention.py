@@ -1,4 +1,10 @@
-"""Grouped-query attention with rotary embeddings over an optional static KV cache."""
+"""Grouped-query attention with rotary embeddings, optionally over a static KV cache.
+
+With a cache, attention runs over [cache ; new entries] with an online softmax, so the new keys and
+values need not be written first (the caller writes them once, for all layers) and the target's
+cache is read block by block only up to the longest row: a decode step costs what the rows hold,
+not what the cache could hold.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sparrow_jax import kv_cache, rope
+from sparrow_jax import rope
 from sparrow_jax.config import TextConfig
 from sparrow_jax.layers import Dense
+
+NEG = -1e30  # masked score: finite, so fully masked padding rows stay finite
+
+
+def _scores(q5, k, scale):
+    """q5 [B,N,Hkv,G,D], k [B,S,Hkv,D] -> float32 [B,Hkv,G,N,S]."""
+    return jnp.einsum("bnhgd,bshd->bhgns", q5, k, preferred_element_type=jnp.float32) * scale
 
 
 def attend(q, k, v, mask, scale: float):
@@ -17,14 +30,61 @@ def attend(q, k, v, mask, scale: float):
     Softmax in float32, probabilities cast back to the value dtype (as HF eager attention)."""
     b, n, hq, d = q.shape
     hkv = k.shape[2]
-    q = q.reshape(b, n, hkv, hq // hkv, d)
-    scores = jnp.einsum("bnhgd,bshd->bhgns", q, k, preferred_element_type=jnp.float32) * scale
-    # A large finite negative (not -inf) keeps fully masked padding rows finite.
+    scores = _scores(q.reshape(b, n, hkv, hq // hkv, d), k, scale)
     if mask is not None:
-        scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+        scores = jnp.where(mask[:, None, None], scores, NEG)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bhgns,bshd->bnhgd", probs, v)
-    return out.reshape(b, n, hq, d)
+    out = jnp.einsum("bhgns,bshd->bhgnd", probs, v)
+    return jnp.moveaxis(out, 3, 1).reshape(b, n, hq, d)
+
+
+def _merge(state, s, v):
+    """Online-softmax update of (max, sum, acc) with masked scores s [B,h,g,N,S] over values v."""
+    m, l, acc = state
+    m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+    corr = jnp.exp(m - m_new)
+    p = jnp.exp(s - m_new[..., None])
+    acc = acc * corr[..., None] + jnp.einsum("bhgns,bshd->bhgnd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return m_new, l * corr + jnp.sum(p, axis=-1), acc
+
+
+def attend_cached(q, k_new, v_new, new_mask, k_cache, v_cache, scale: float, *, cache_mask=None, lengths=None,
+                  block: int = 1024):
+    """Attention of N new queries over [cache ; N new entries].
+
+    new_mask [B,N,N]: which new entries each query sees (it must see itself). The cache part is either
+    `cache_mask` [B,N,C] (read in one pass: small caches such as the draft's) or `lengths` [B]: slots
+    below each row's length are visible, read in blocks of `block` up to the longest row.
+    """
+    b, n, hq, d = q.shape
+    hkv = k_new.shape[2]
+    q5 = q.reshape(b, n, hkv, hq // hkv, d)
+    s = jnp.where(new_mask[:, None, None], _scores(q5, k_new, scale), NEG)
+    m = jnp.max(s, axis=-1)
+    p = jnp.exp(s - m[..., None])
+    state = (m, jnp.sum(p, axis=-1), jnp.einsum("bhgns,bshd->bhgnd", p.astype(v_new.dtype), v_new,
+                                                preferred_element_type=jnp.float32))
+    if cache_mask is not None:
+        sc = jnp.where(cache_mask[:, None, None], _scores(q5, k_cache, scale), NEG)
+        state = _merge(state, sc, v_cache)
+    else:
+        cap = k_cache.shape[1]
+        block = min(block, cap)
+        if cap % block:
+            raise ValueError(f"cache capacity {cap} must be a multiple of the attention block {block}")
+
+        def body(j, st):
+            start = j * block
+            kb = jax.lax.dynamic_slice_in_dim(k_cache, start, block, axis=1)
+            vb = jax.lax.dynamic_slice_in_dim(v_cache, start, block, axis=1)
+            valid = (start + jnp.arange(block))[None, :] < lengths[:, None]  # [B, block]
+            sc = jnp.where(valid[:, None, None, None, :], _scores(q5, kb, scale), NEG)
+            return _merge(st, sc, vb)
+
+        state = jax.lax.fori_loop(0, (jnp.max(lengths) + block - 1) // block, body, state)
+    _, l, acc = state
+    out = (acc / l[..., None]).astype(v_new.dtype)
+    return jnp.moveaxis(out, 3, 1).reshape(b, n, hq, d)
 
 
 class Attention(nnx.Module):
@@ -36,19 +96,17 @@ class Attention(nnx.Module):
         self.v_proj = Dense(h, nkv * d, ("embed", "kv_heads"), bias=cfg.qkv_bias, dtype=dtype, rngs=rngs)
         self.o_proj = Dense(nq * d, h, ("q_heads", "embed"), bias=cfg.o_bias, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cos, sin, mask, kv=None, where=None):
-        """x [B,N,H]. Without `kv`: attend among the N tokens under `mask` [B,N,N].
-
-        With `kv` = (k_cache, v_cache) of one layer: write the new keys/values at `where` (see
-        `kv_cache.write`) and attend over the whole cache under `mask` [B,N,capacity].
-        Returns (out, new kv or None).
-        """
-        heads = lambda y, n: y.reshape(*y.shape[:-1], n, -1)
+    def __call__(self, x, cos, sin, mask, cache=None):
+        """x [B,N,H]; `mask` [B,N,N] among the N tokens. `cache`: None, or a dict with `k`, `v`
+        ([B,C,Hkv,D], this layer's cache) and `mask` or `lengths` (see `attend_cached`).
+        Returns (out [B,N,H], (k, v) of the N tokens [B,N,Hkv,D]) for the caller to store."""
+        heads = lambda y, n: y.reshape(*y.shape[:-1], n, -1)  # noqa: E731
         q = rope.apply(heads(self.q_proj(x), self.heads), cos, sin)
         k = rope.apply(heads(self.k_proj(x), self.kv_heads), cos, sin)
         v = heads(self.v_proj(x), self.kv_heads)
-        if kv is not None:
-            kv = kv_cache.write(*kv, k, v, where)
-            k, v = kv
-        out = attend(q, k, v, mask, self.scale)
-        return self.o_proj(out.reshape(*out.shape[:-2], -1)), kv
+        if cache is None:
+            out = attend(q, k, v, mask, self.scale)
+        else:
+            out = attend_cached(q, k, v, mask, cache["k"], cache["v"], self.scale,
+                                cache_mask=cache.get("mask"), lengths=cache.get("lengths"))
+        return self.o_proj(out.reshape(*out.shape[:-2], -1)), (k, v)

@@ -33,37 +33,21 @@ class KVCache:
         return self.replace(lengths=self.lengths + jnp.asarray(n, jnp.int32))
 
 
-def write(cache_k, cache_v, k, v, where):
-    """Write new k/v [B, N, Hkv, D] into one layer's cache [B, C, Hkv, D].
+def write(k_all, v_all, k_new, v_new, where):
+    """Store new entries of every layer: k_new/v_new [L, B, N, Hkv, D] into k_all/v_all [L, B, C, Hkv, D].
 
     `where` [B]: each row's N entries go to consecutive slots from there (the target's cache);
     `where` [B, N]: entry i of row b goes to slot where[b, i] (the draft's ring buffer).
     """
 
-    def row(ck, cv, nk, nv, at):
+    def row(k, v, kn, vn, at):  # one batch row: k [L, C, Hkv, D]
         if at.ndim == 0:
-            return (
-                jax.lax.dynamic_update_slice(ck, nk.astype(ck.dtype), (at, 0, 0)),
-                jax.lax.dynamic_update_slice(cv, nv.astype(cv.dtype), (at, 0, 0)),
-            )
-        return ck.at[at].set(nk.astype(ck.dtype)), cv.at[at].set(nv.astype(cv.dtype))
+            return (jax.lax.dynamic_update_slice_in_dim(k, kn.astype(k.dtype), at, axis=1),
+                    jax.lax.dynamic_update_slice_in_dim(v, vn.astype(v.dtype), at, axis=1))
+        return k.at[:, at].set(kn.astype(k.dtype)), v.at[:, at].set(vn.astype(v.dtype))
 
-    return jax.vmap(row)(cache_k, cache_v, k, v, where)
+    return jax.vmap(row, in_axes=(1, 1, 1, 1, 0), out_axes=(1, 1))(k_all, v_all, k_new, v_new, where)
 
 
 def causal_mask(batch: int, n: int):
     return jnp.broadcast_to(jnp.tril(jnp.ones((n, n), bool)), (batch, n, n))
-
-
-def visibility(lengths, capacity: int, new_mask):
-    """[B, N, capacity] bool: which cache slots each of N new queries may attend to.
-
-    Committed slots (< length) are visible to all new tokens; the N new slots follow `new_mask`
-    [B, N, N] (causal for ordinary extends, ancestor-only for tree verification).
-    """
-    n = new_mask.shape[-1]
-    rel = jnp.arange(capacity)[None, :] - lengths[:, None]  # [B, C]
-    is_new = (rel >= 0) & (rel < n)
-    idx = jnp.broadcast_to(jnp.clip(rel, 0, n - 1)[:, None, :], (lengths.shape[0], new_mask.shape[1], capacity))
-    new_visible = jnp.take_along_axis(new_mask, idx, axis=2)
-    return (rel < 0)[:, None, :] | (is_new[:, None, :] & new_visible)

@@ -170,3 +170,27 @@ def test_speculative_calls_in_one_bucket_compile_once(llava, batch):
     before = generation._spec._cache_size()
     infer.generate(target, [p[1:] for p in prompts], pix, max_new_tokens=6, draft=draft, tree=TreeShape.chain(2))
     assert generation._spec._cache_size() == before
+
+
+@pytest.mark.parametrize("window,pinned", [(4, 0), (5, 2)])
+def test_small_window_equals_sliding_window_attention(llava, window, pinned):
+    """The ring wraps several times over 23 text pairs: the draft output at every pair equals causal
+    attention restricted to the last `window` positions plus the first `pinned` ones."""
+    target = llava[3]
+    draft = make_draft(target, window=window, pinned=pinned)
+    prop = SparrowProposer.create(draft, TreeShape.chain(2), SamplingConfig(), chunk=4)
+    rng = np.random.default_rng(4)
+    ids = video_prompt(rng, 1, 12, 11)
+    text = np.flatnonzero(ids != 120)
+    n = len(text)
+    hidden = jnp.asarray(rng.standard_normal((1, len(ids), 64)), jnp.float32)
+    nxt = np.append(ids[text][1:], 7)
+    embeds = target.lm.embed_tokens(jnp.asarray(nxt[None]))
+    q, p = np.arange(n)[:, None], np.arange(n)[None, :]
+    mask = (p <= q) & ((p > q - window) | (p < pinned))
+    ref, _ = draft(embeds, hidden[:, text], jnp.arange(n)[None], jnp.asarray(mask[None]))
+    for upto in (n - 5, n):  # two prompt lengths: the ring state at different wrap points
+        idx = np.pad(text[:upto], (0, -upto % 4), mode="edge")[None]
+        state = prop.start(target, hidden, jnp.asarray(ids[None]), jnp.asarray(idx), jnp.asarray([upto]),
+                           jnp.asarray([int(nxt[upto - 1])]))
+        np.testing.assert_allclose(np.asarray(state.last_out[0]), np.asarray(ref[0, upto - 1]), atol=1e-5)

@@ -25,27 +25,28 @@ class SparrowDraft(nnx.Module):
         self.first = DecoderLayer(t, dtype=dtype, rngs=rngs, input_norm=False)  # layer 0 has no input norm
         self.rest = stacked(lambda r: DecoderLayer(t, dtype=dtype, rngs=r), t.num_layers - 1, rngs) if t.num_layers > 1 else None
 
-    def __call__(self, token_embeds, hidden, positions, mask, kv=None, where=None):
+    def __call__(self, token_embeds, hidden, positions, mask, cache=None):
         """token_embeds: the target's embedding of token t+1 [B,N,H]; hidden: h_t [B,N,H] (the target's
-        final normed state, or the draft's own output when drafting ahead); positions [B,N].
-
-        Without `kv`, `mask` is [B,N,N]. With `kv` = (k, v) [layers, B, C, Hkv, D], the new entries are
-        written at `where` (see `kv_cache.write`) and `mask` is [B,N,C]. Returns (out [B,N,H], kv)."""
+        final normed state, or the draft's own output when drafting ahead); positions [B,N];
+        mask [B,N,N] among the N entries. `cache`: None or {"k", "v": [layers, B, C, Hkv, D],
+        "mask": [B,N,C] visible cache slots}. Returns (out [B,N,H], (k, v) of the N entries
+        [layers, B, N, Hkv, D]) for the caller to store."""
         e = token_embeds.astype(self.dtype)
         if self.input_layernorm is not None:
             e = self.input_layernorm(e)
         x = self.fc(jnp.concatenate([e, hidden.astype(self.dtype)], axis=-1))
         t = self.config.layers
         cos, sin = rope.cos_sin(rope.inv_freq(t.rope, t.head_dim), positions, self.dtype)
-        first_kv = None if kv is None else (kv[0][0], kv[1][0])
-        x, first_kv = self.first(x, cos, sin, mask, first_kv, where)
-        ks, vs = ([first_kv[0][None]], [first_kv[1][None]]) if kv is not None else ([], [])
+        view = lambda i: None if cache is None else {"k": cache["k"][i], "v": cache["v"][i], "mask": cache["mask"]}  # noqa: E731
+        x, (k0, v0) = self.first(x, cos, sin, mask, view(0))
+        ks, vs = [k0[None]], [v0[None]]
         if self.rest is not None:
-            xs = None if kv is None else (kv[0][1:], kv[1][1:])
-            x, rest_kv = scan_layers(
-                self.rest, lambda layer, h, lkv: layer(h, cos, sin, mask, lkv, where), x, xs, 0, t.num_layers - 1
-            )
-            if kv is not None:
-                ks.append(rest_kv[0])
-                vs.append(rest_kv[1])
-        return x, (None if kv is None else (jnp.concatenate(ks), jnp.concatenate(vs)))
+            xs = None if cache is None else (cache["k"][1:], cache["v"][1:])
+
+            def body(layer, h, kv):
+                return layer(h, cos, sin, mask, None if kv is None else {"k": kv[0], "v": kv[1], "mask": cache["mask"]})
+
+            x, (k_rest, v_rest) = scan_layers(self.rest, body, x, xs, 0, t.num_layers - 1)
+            ks.append(k_rest)
+            vs.append(v_rest)
+        return x, (jnp.concatenate(ks), jnp.concatenate(vs))

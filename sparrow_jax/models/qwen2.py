@@ -32,9 +32,9 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype=dtype)
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cos, sin, mask, kv=None, where=None):
+    def __call__(self, x, cos, sin, mask, cache=None):
         h = self.input_layernorm(x) if self.input_layernorm is not None else x
-        a, kv = self.self_attn(h, cos, sin, mask, kv, where)
+        a, kv = self.self_attn(h, cos, sin, mask, cache)
         x = x + a
         return x + self.mlp(self.post_attention_layernorm(x)), kv
 
@@ -91,14 +91,10 @@ class DecoderLM(nnx.Module):
         if mask is None:
             mask = kv_cache.causal_mask(b, n)
         cos, sin = self.cos_sin(positions)
-        if cache is not None:
-            full_mask, lengths = kv_cache.visibility(cache.lengths, cache.capacity, mask), cache.lengths
-        else:
-            full_mask, lengths = mask, None
 
         def body(layer, x, kv):
-            x, kv = layer(x, cos, sin, full_mask, kv, lengths)
-            return x, kv
+            view = None if kv is None else {"k": kv[0], "v": kv[1], "lengths": cache.lengths}
+            return layer(x, cos, sin, mask, view)
 
         x = embeds.astype(self.dtype)
         captured, ks, vs = {}, [], []
@@ -107,14 +103,14 @@ class DecoderLM(nnx.Module):
             if start in capture:
                 captured[start] = x
             xs = (cache.k[start:stop], cache.v[start:stop]) if cache is not None else None
-            x, kv = scan_layers(self.layers, body, x, xs, start, stop)
-            if cache is not None:
-                ks.append(kv[0])
-                vs.append(kv[1])
+            x, (k_new, v_new) = scan_layers(self.layers, body, x, xs, start, stop)
+            ks.append(k_new)
+            vs.append(v_new)
         if cfg.num_layers in capture:
             captured[cfg.num_layers] = x
         if cache is not None:
-            cache = cache.replace(k=jnp.concatenate(ks), v=jnp.concatenate(vs))
+            k, v = kv_cache.write(cache.k, cache.v, jnp.concatenate(ks), jnp.concatenate(vs), cache.lengths)
+            cache = cache.replace(k=k, v=v)
         return LMOutput(hidden=self.norm(x), captured=captured, cache=cache)
 
     def __call__(self, input_ids, positions=None, **kw):

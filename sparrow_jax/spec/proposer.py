@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
+from sparrow_jax.kv_cache import causal_mask, write
 from sparrow_jax.sampling import SamplingConfig
 from sparrow_jax.spec.tree import Tree, TreeShape, draft_tree
 from sparrow_jax.spec.window_cache import WindowCache
@@ -44,16 +45,21 @@ class SparrowProposer:
     def draft(self):
         return nnx.merge(self.graphdef, self.params)
 
-    def _forward(self, draft, target, dcache, tokens, hidden, positions, slots, scratch_visible):
-        mask = dcache.mask(positions, scratch_visible)
-        embeds = target.lm.embed_tokens(tokens)
-        out, (k, v) = draft(embeds, hidden, positions, mask, (dcache.k, dcache.v), slots)
+    def _forward(self, draft, target, dcache, tokens, hidden, positions, slots, new_mask, scratch_visible):
+        """Run the draft on N entries; they see each other per `new_mask` and the cache per their
+        positions (ring window) and `scratch_visible` [B,N,T]; their k/v are stored at `slots`."""
+        view = {"k": dcache.k, "v": dcache.v, "mask": dcache.mask(positions, scratch_visible)}
+        out, (k, v) = draft(target.lm.embed_tokens(tokens), hidden, positions, new_mask, view)
+        k, v = write(dcache.k, dcache.v, k, v, slots)
         return out, dcache.replace(k=k, v=v)
 
     def _commit(self, draft, target, dcache, tokens, hidden, valid):
-        slots, positions, dcache = dcache.commit_slots(tokens.shape[1], valid)
+        slots, positions, updated = dcache.commit_slots(tokens.shape[1], valid)
         none = jnp.zeros(tokens.shape + (dcache.scratch,), bool)
-        out, dcache = self._forward(draft, target, dcache, tokens, hidden, positions, slots, none)
+        causal = causal_mask(*tokens.shape)
+        # The cache part is seen as it was: the slots being written hold nothing these queries may see.
+        out, dcache = self._forward(draft, target, dcache, tokens, hidden, positions, slots, causal, none)
+        dcache = dcache.replace(pos=updated.pos)
         return out, dcache.replace(count=dcache.count + jnp.sum(valid, axis=1, dtype=jnp.int32))
 
     def start(self, target, hidden, ids, text_index, text_len, first) -> DraftState:
@@ -83,10 +89,11 @@ class SparrowProposer:
         draft, dc = self.draft, state.dcache
         scratch0 = dc.pinned + dc.ring
 
-        def step(tokens, hid, positions, index, visible):
+        def step(tokens, hid, positions, index, ancestors):
             nonlocal dc
             slots = jnp.broadcast_to(scratch0 + index, tokens.shape)
-            out, dc = self._forward(draft, target, dc, tokens, hid, positions, slots, visible)
+            alone = jnp.broadcast_to(jnp.eye(tokens.shape[1], dtype=bool), tokens.shape + tokens.shape[1:])
+            out, dc = self._forward(draft, target, dc, tokens, hid, positions, slots, alone, ancestors)
             return out
 
         tree = draft_tree(step, target.logits, root, state.last_out, dc.count, self.shape, self.sampling, key)

@@ -86,8 +86,9 @@ def _pick(key, logits, k: int, sampling: SamplingConfig):
 def draft_tree(step, logits_fn, root, root_out, count, shape: TreeShape, sampling: SamplingConfig, key):
     """Grow a tree from the root's draft output `root_out` [B, H].
 
-    step(tokens [B,k], hidden [B,k,H], positions [B,k], scratch_index [k], scratch_visible [B,k,T]) -> out [B,k,H]
-    runs the draft on frontier nodes (writing their k/v to scratch slots); `count` [B] is the draft
+    step(tokens [B,k], hidden [B,k,H], positions [B,k], scratch_index [k], ancestors [B,k,T]) -> out [B,k,H]
+    runs the draft on frontier nodes (each sees its ancestors' scratch slots and itself; their k/v go to
+    scratch slots `scratch_index`); `count` [B] is the draft
     position of the first speculative level. Returns a Tree with the root token `root` [B].
     """
     if not sampling.greedy and not shape.is_chain:
@@ -101,8 +102,8 @@ def draft_tree(step, logits_fn, root, root_out, count, shape: TreeShape, samplin
     front_anc = jnp.zeros((b, k, shape.scratch), bool)
     for s in range(1, shape.depth + 1):
         index = (s - 1) * k + jnp.arange(k)
-        visible = front_anc | jax.nn.one_hot(index, shape.scratch, dtype=bool)[None]
-        out = step(front_tok, front_hidden, jnp.broadcast_to((count + s - 1)[:, None], (b, k)), index, visible)
+        out = step(front_tok, front_hidden, jnp.broadcast_to((count + s - 1)[:, None], (b, k)), index, front_anc)
+        visible = front_anc | jax.nn.one_hot(index, shape.scratch, dtype=bool)[None]  # what children see
         ctok, cscore, cq = _pick(keys[s], logits_fn(out), k, sampling)  # [B, k, k]
         base = k + (s - 1) * k * k
         scores = (front_score[..., None] + cscore).reshape(b, k * k)

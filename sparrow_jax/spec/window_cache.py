@@ -64,6 +64,7 @@ class WindowCache:
         return slots, positions, self.replace(pos=pos)
 
     def mask(self, q, scratch_visible):
-        """[B, N, all slots] for queries at positions q [B, N] seeing `scratch_visible` [B, N, T]."""
+        """[B, N, all slots]: cache slots visible to queries at positions q [B, N] that see the scratch
+        slots `scratch_visible` [B, N, T] (their ancestors in this cycle's tree)."""
         trash = jnp.zeros(q.shape + (1,), bool)
         return jnp.concatenate([self.ring_visible(q), scratch_visible, trash], axis=-1)
