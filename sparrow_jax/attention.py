@@ -17,6 +17,7 @@ from sparrow_jax.config import TextConfig
 from sparrow_jax.layers import Dense
 
 NEG = -1e30  # masked score: finite, so fully masked padding rows stay finite
+BLOCK = 1024  # cache slots read per step of the blocked attention; capacities above it are multiples of it
 
 
 def _scores(q5, k, scale):
@@ -49,7 +50,7 @@ def _merge(state, s, v):
 
 
 def attend_cached(q, k_new, v_new, new_mask, k_cache, v_cache, scale: float, *, cache_mask=None, lengths=None,
-                  block: int = 1024):
+                  block: int = BLOCK):
     """Attention of N new queries over [cache ; N new entries].
 
     new_mask [B,N,N]: which new entries each query sees (it must see itself). The cache part is either

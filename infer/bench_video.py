@@ -1,4 +1,4 @@
-"""python -m infer.benchmark: autoregressive prefill/decoding cost against the number of visual tokens.
+"""python -m infer.bench video: autoregressive prefill/decoding cost against the number of visual tokens.
 
 Runs a randomly initialised LLaVA-OneVision-shaped model (no checkpoint needed) or a converted one
 (`--target DIR`), reports medians over `--repeats` runs after a warm-up, and prints every figure as a
@@ -39,7 +39,7 @@ def run(target, frames: int, new_tokens: int, repeats: int, rng) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m infer.benchmark", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m infer.bench video", description=__doc__)
     p.add_argument("--target", help="converted LLaVA-OneVision checkpoint (default: random 4-layer model)")
     p.add_argument("--frames", default="8,32,128", help="comma-separated frame counts")
     p.add_argument("--new-tokens", type=int, default=64)
