@@ -38,15 +38,14 @@ def write(k_all, v_all, k_new, v_new, where):
 
     `where` [B]: each row's N entries go to consecutive slots from there (the target's cache);
     `where` [B, N]: entry i of row b goes to slot where[b, i] (the draft's ring buffer).
+    A scatter touches only the N new entries; a per-row dynamic_update_slice under vmap would lower
+    to a select over the whole cache, i.e. a full copy every step.
     """
-
-    def row(k, v, kn, vn, at):  # one batch row: k [L, C, Hkv, D]
-        if at.ndim == 0:
-            return (jax.lax.dynamic_update_slice_in_dim(k, kn.astype(k.dtype), at, axis=1),
-                    jax.lax.dynamic_update_slice_in_dim(v, vn.astype(v.dtype), at, axis=1))
-        return k.at[:, at].set(kn.astype(k.dtype)), v.at[:, at].set(vn.astype(v.dtype))
-
-    return jax.vmap(row, in_axes=(1, 1, 1, 1, 0), out_axes=(1, 1))(k_all, v_all, k_new, v_new, where)
+    b, n = k_new.shape[1:3]
+    slots = where[:, None] + jnp.arange(n) if where.ndim == 1 else where
+    rows = jnp.arange(b)[:, None]
+    k_all = k_all.at[:, rows, slots].set(k_new.astype(k_all.dtype), mode="drop")
+    return k_all, v_all.at[:, rows, slots].set(v_new.astype(v_all.dtype), mode="drop")
 
 
 def causal_mask(batch: int, n: int):
