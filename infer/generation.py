@@ -136,6 +136,7 @@ def generate(
     draft=None,
     tree: TreeShape | None = None,
     draft_chunk: int = 64,
+    draft_sees_visual: bool = False,
 ) -> GenerateOutput:
     """Generate up to `max_new_tokens` per row with `target` (a loaded model, see `sparrow_jax.load`).
 
@@ -151,7 +152,9 @@ def generate(
     speculative and lossless: the draft proposes a
     `tree` (default: the EAGLE-2 budget top_k 8, depth 3, 30 tokens at temperature 0; a chain of 5 at
     temperature > 0, `TreeShape.chain(k)`), the target verifies it in one forward. The draft reads only
-    the prompt's text positions (`draft_chunk` pairs per prefill step), never the visual tokens.
+    the prompt's text positions (`draft_chunk` pairs per prefill step), never the visual tokens;
+    `draft_sees_visual=True` is the EAGLE/MSD-style baseline that reads every prompt position (give it
+    a window covering the prompt), for comparisons.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -200,7 +203,7 @@ def generate(
         )
         cycles, accepted = lengths - 1, jnp.zeros((len(batch.lengths), 0), jnp.int32)
     else:
-        text_index, text_len = text_positions(batch, target.config, draft_chunk)
+        text_index, text_len = text_positions(batch, target.config, draft_chunk, draft_sees_visual)
         tokens, lengths, cycles, accepted, _ = _spec(
             graphdef, state, draft, logits, cache, hidden, ids, jnp.asarray(text_index), jnp.asarray(text_len),
             rope_delta, stop_ids, key, jnp.int32(pad_id), max_new_tokens, sampling,

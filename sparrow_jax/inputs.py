@@ -42,10 +42,11 @@ def visual_token_ids(config) -> tuple[int, ...]:
     return ()
 
 
-def text_positions(batch: PromptBatch, config, multiple: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the prompt positions that are not visual placeholders, left-aligned and padded (with
-    the last one) to a multiple of `multiple`: (index [B, T] int32, count [B] int32)."""
-    visual = np.isin(batch.input_ids, visual_token_ids(config))
+def text_positions(batch: PromptBatch, config, multiple: int, include_visual: bool = False):
+    """Per row, the prompt positions that are not visual placeholders (all positions with
+    `include_visual`: the EAGLE/MSD baseline), left-aligned and padded (with the last one) to a multiple
+    of `multiple`: (index [B, T] int32, count [B] int32)."""
+    visual = np.isin(batch.input_ids, () if include_visual else visual_token_ids(config))
     keep = [np.flatnonzero(~visual[b, : batch.lengths[b]]) for b in range(batch.batch)]
     if any(len(k) == 0 for k in keep):
         raise ValueError("a prompt has no text tokens; the draft needs at least one")

@@ -194,3 +194,18 @@ def test_small_window_equals_sliding_window_attention(llava, window, pinned):
         state = prop.start(target, hidden, jnp.asarray(ids[None]), jnp.asarray(idx), jnp.asarray([upto]),
                            jnp.asarray([int(nxt[upto - 1])]))
         np.testing.assert_allclose(np.asarray(state.last_out[0]), np.asarray(ref[0, upto - 1]), atol=1e-5)
+
+
+def test_baseline_draft_that_sees_visual_tokens(llava, batch, greedy_ref):
+    """The EAGLE/MSD-style baseline reads every prompt position, visual ones included; still lossless."""
+    from sparrow_jax.inputs import prepare, text_positions
+
+    target = llava[3]
+    prompts, pix = batch
+    b = prepare(target.config, prompts, pix)
+    _, text_only = text_positions(b, target.config, 8)
+    _, everything = text_positions(b, target.config, 8, include_visual=True)
+    assert list(everything) == [len(p) for p in prompts] and all(text_only < everything)
+    out = infer.generate(target, prompts, pix, max_new_tokens=MAX_NEW, draft=make_draft(target, window=128),
+                         tree=TreeShape.chain(3), draft_sees_visual=True)
+    assert out.texts() == greedy_ref

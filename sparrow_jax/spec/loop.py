@@ -31,17 +31,14 @@ class SpecState:
     key: jax.Array
 
 
-def _compact(cache: KVCache, path, n_nodes: int):
-    """Move the accepted nodes' k/v (slots length + path[i]) to slots length + i."""
-
-    def row(k, v, start, p):  # k: [L, C, Hkv, D]
-        blk_k = jax.lax.dynamic_slice_in_dim(k, start, n_nodes, axis=1)
-        blk_v = jax.lax.dynamic_slice_in_dim(v, start, n_nodes, axis=1)
-        k = jax.lax.dynamic_update_slice_in_dim(k, blk_k[:, p], start, axis=1)
-        v = jax.lax.dynamic_update_slice_in_dim(v, blk_v[:, p], start, axis=1)
-        return k, v
-
-    k, v = jax.vmap(row, in_axes=(1, 1, 0, 0), out_axes=(1, 1))(cache.k, cache.v, cache.lengths, path)
+def _compact(cache: KVCache, path):
+    """Move the accepted nodes' k/v (slots length + path[i]) to slots length + i: a gather and a
+    scatter of the path's entries only (never a pass over the whole cache)."""
+    rows = jnp.arange(path.shape[0])[:, None]
+    src = cache.lengths[:, None] + path
+    dst = cache.lengths[:, None] + jnp.arange(path.shape[1])
+    k = cache.k.at[:, rows, dst].set(cache.k[:, rows, src], mode="drop")
+    v = cache.v.at[:, rows, dst].set(cache.v[:, rows, src], mode="drop")
     return cache.replace(k=k, v=v)
 
 
@@ -87,7 +84,7 @@ def spec_decode(target, proposer, logits, cache, hidden, ids, text_index, text_l
         n_out = s.n_out + count
         done = s.done | (active & ((first_stop < n + 1) | (n_out >= max_new)))
 
-        cache = _compact(out.cache, path, tree.tokens.shape[1]).advance(jnp.where(active, n + 1, 0))
+        cache = _compact(out.cache, path).advance(jnp.where(active, n + 1, 0))
         pair_hidden = jnp.take_along_axis(out.hidden, path[..., None], axis=1)
         pstate = proposer.commit(target, pstate, seq, pair_hidden, (i <= n[:, None]) & active[:, None], n)
         return SpecState(
