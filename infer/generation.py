@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
-from sparrow_jax.attention import BLOCK
+from sparrow_jax.attention import check_capacity, round_capacity
 from sparrow_jax.inputs import PromptBatch, bucket, pad_to, prepare, text_positions
 from sparrow_jax.kv_cache import KVCache
 from sparrow_jax.sampling import SamplingConfig, sample
@@ -144,8 +144,8 @@ def generate(
       or a `PromptBatch`. video: [B, T, S, S, 3] preprocessed pixels for video targets.
     A row stops after any token in `eos_token_id`. Greedy at temperature 0, else sampling with
     temperature / top-k / top-p. `capacity` (KV slots per row) defaults to the padded prompt length
-    plus max_new_tokens (plus one tree when speculating), rounded up (to 128, or to the 1024-slot
-    attention block above that) so that similar requests share one compiled program. Prompts longer
+    plus max_new_tokens (plus one tree when speculating), rounded up (`attention.round_capacity`) so
+    that similar requests share one compiled program. Prompts longer
     than `prefill_chunk` are prefilled chunk by chunk (padded to a multiple of it) to bound memory.
 
     With `draft` (a loaded Sparrow draft, or any proposer of `sparrow_jax.spec.proposer`) decoding is
@@ -175,9 +175,8 @@ def generate(
     tree = None if draft is None else draft.shape
     # Speculation writes a whole tree past the committed tokens and may commit a path past max_new.
     need = width + max_new_tokens + (0 if draft is None else tree.total + tree.max_depth)
-    capacity = (bucket(need, 128) if need <= BLOCK else bucket(need, BLOCK)) if capacity is None else capacity
-    if capacity > BLOCK and capacity % BLOCK:
-        raise ValueError(f"capacity {capacity} must be <= {BLOCK} or a multiple of {BLOCK} (the attention block)")
+    capacity = round_capacity(need) if capacity is None else capacity
+    check_capacity(capacity)
     if capacity < need:
         raise ValueError(
             f"KV cache capacity {capacity} is too small: prompt (longest {int(batch.lengths.max())} tokens, padded "

@@ -17,7 +17,24 @@ from sparrow_jax.config import TextConfig
 from sparrow_jax.layers import Dense
 
 NEG = -1e30  # masked score: finite, so fully masked padding rows stay finite
-BLOCK = 1024  # cache slots read per step of the blocked attention; capacities above it are multiples of it
+# Cache slots read per step of the blocked attention: large blocks for a few queries (decoding,
+# verification: fewer loop steps), smaller ones for prefill chunks (less work on unfilled slots).
+# Capacities are <= 1024, or multiples of 1024 up to 4096, or multiples of 4096 (`round_capacity`).
+BLOCK_FEW, BLOCK_MANY = 4096, 1024
+
+
+def round_capacity(need: int) -> int:
+    """The smallest valid cache capacity >= need (see the block sizes above)."""
+    step = 128 if need <= 1024 else BLOCK_MANY if need <= BLOCK_FEW else BLOCK_FEW
+    return -(-need // step) * step
+
+
+def check_capacity(capacity: int) -> None:
+    if (1024 < capacity <= BLOCK_FEW and capacity % BLOCK_MANY) or (capacity > BLOCK_FEW and capacity % BLOCK_FEW):
+        raise ValueError(
+            f"capacity {capacity} must be <= 1024, a multiple of 1024 up to 4096, or a multiple of 4096 "
+            f"(the attention blocks); e.g. {round_capacity(capacity)}"
+        )
 
 
 def _scores(q5, k, scale):
@@ -49,13 +66,12 @@ def _merge(state, s, v):
     return m_new, l * corr + jnp.sum(p, axis=-1), acc
 
 
-def attend_cached(q, k_new, v_new, new_mask, k_cache, v_cache, scale: float, *, cache_mask=None, lengths=None,
-                  block: int = BLOCK):
+def attend_cached(q, k_new, v_new, new_mask, k_cache, v_cache, scale: float, *, cache_mask=None, lengths=None):
     """Attention of N new queries over [cache ; N new entries].
 
     new_mask [B,N,N]: which new entries each query sees (it must see itself). The cache part is either
     `cache_mask` [B,N,C] (read in one pass: small caches such as the draft's) or `lengths` [B]: slots
-    below each row's length are visible, read in blocks of `block` up to the longest row.
+    below each row's length are visible, read in blocks up to the longest row.
     """
     b, n, hq, d = q.shape
     hkv = k_new.shape[2]
@@ -70,7 +86,7 @@ def attend_cached(q, k_new, v_new, new_mask, k_cache, v_cache, scale: float, *, 
         state = _merge(state, sc, v_cache)
     else:
         cap = k_cache.shape[1]
-        block = min(block, cap)
+        block = min(BLOCK_FEW if n <= 64 else BLOCK_MANY, cap)
         if cap % block:
             raise ValueError(f"cache capacity {cap} must be a multiple of the attention block {block}")
 
