@@ -1,4 +1,5 @@
-"""Autoregressive generation with a static KV cache: a jitted prefill, then one jitted `lax.while_loop`.
+"""`infer.generate`: a jitted prefill, then one jitted `lax.while_loop` that decodes autoregressively
+or speculatively (with a draft / proposer, see `sparrow_jax.spec`).
 
 The two stages are separate jits (the cache is donated from one to the other) so that prefill and
 decoding times are measured honestly; within decoding there is no host round trip per token.
