@@ -17,24 +17,21 @@ from sparrow_jax.config import TextConfig
 from sparrow_jax.layers import Dense
 
 NEG = -1e30  # masked score: finite, so fully masked padding rows stay finite
-# Cache slots read per step of the blocked attention: large blocks for a few queries (decoding,
-# verification: fewer loop steps), smaller ones for prefill chunks (less work on unfilled slots).
-# Capacities are <= 1024, or multiples of 1024 up to 4096, or multiples of 4096 (`round_capacity`).
-BLOCK_FEW, BLOCK_MANY = 4096, 1024
+BLOCK = 1024  # cache slots read per step of the blocked attention (see `round_capacity`)
 
 
 def round_capacity(need: int) -> int:
-    """The smallest valid cache capacity >= need (see the block sizes above)."""
-    step = 128 if need <= 1024 else BLOCK_MANY if need <= BLOCK_FEW else BLOCK_FEW
+    """The smallest valid cache capacity >= need: a multiple of 128 up to one block, else of BLOCK.
+    (4096-slot blocks for decoding were tried: fewer loop steps, but up to a block of masked reads
+    past the longest row; at 4k context they measured slower.)"""
+    step = 128 if need <= BLOCK else BLOCK
     return -(-need // step) * step
 
 
 def check_capacity(capacity: int) -> None:
-    if (1024 < capacity <= BLOCK_FEW and capacity % BLOCK_MANY) or (capacity > BLOCK_FEW and capacity % BLOCK_FEW):
-        raise ValueError(
-            f"capacity {capacity} must be <= 1024, a multiple of 1024 up to 4096, or a multiple of 4096 "
-            f"(the attention blocks); e.g. {round_capacity(capacity)}"
-        )
+    if capacity > BLOCK and capacity % BLOCK:
+        raise ValueError(f"capacity {capacity} must be <= {BLOCK} or a multiple of {BLOCK} (the attention block); "
+                         f"e.g. {round_capacity(capacity)}")
 
 
 def _scores(q5, k, scale):
@@ -86,7 +83,7 @@ def attend_cached(q, k_new, v_new, new_mask, k_cache, v_cache, scale: float, *, 
         state = _merge(state, sc, v_cache)
     else:
         cap = k_cache.shape[1]
-        block = min(BLOCK_FEW if n <= 64 else BLOCK_MANY, cap)
+        block = min(BLOCK, cap)
         if cap % block:
             raise ValueError(f"cache capacity {cap} must be a multiple of the attention block {block}")
 
