@@ -12,7 +12,7 @@ from flax import nnx
 from sparrow_jax.config import LlavaOnevisionConfig
 from sparrow_jax.layers import Dense, param
 from sparrow_jax.models.multimodal import scatter_features
-from sparrow_jax.models.qwen2 import DecoderLM, LMOutput
+from sparrow_jax.models.qwen2 import DecoderLM, LMOutput, sequential_positions
 from sparrow_jax.models.siglip import SiglipVision
 
 
@@ -86,6 +86,6 @@ class LlavaOnevision(nnx.Module):
     def __call__(self, input_ids, pixel_values_videos=None, positions=None, **kw):
         """Full forward without a cache; returns logits [B, N, V]."""
         if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+            positions = sequential_positions(input_ids)
         out = self.decode(self.embed(input_ids, pixel_values_videos), positions, **kw)
         return self.logits(out.hidden)

@@ -25,6 +25,11 @@ class LMOutput:
     cache: KVCache | None  # k/v written at each row's length; lengths NOT advanced
 
 
+def sequential_positions(input_ids):
+    """Positions 0..N-1 for every row of input_ids [B, N] (a full forward without a cache)."""
+    return jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+
+
 class DecoderLayer(nnx.Module):
     def __init__(self, cfg: TextConfig, *, dtype, rngs: nnx.Rngs, input_norm: bool = True):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype=dtype) if input_norm else None
@@ -116,5 +121,5 @@ class DecoderLM(nnx.Module):
     def __call__(self, input_ids, positions=None, **kw):
         """Full causal forward over `input_ids` [B,N] without a cache; returns logits [B,N,V]."""
         if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+            positions = sequential_positions(input_ids)
         return self.logits(self.decode(self.embed(input_ids), positions, **kw).hidden)

@@ -11,7 +11,7 @@ from flax import nnx
 
 from sparrow_jax.config import Qwen25VLConfig
 from sparrow_jax.models.multimodal import scatter_features
-from sparrow_jax.models.qwen2 import DecoderLM, LMOutput
+from sparrow_jax.models.qwen2 import DecoderLM, LMOutput, sequential_positions
 from sparrow_jax.models.qwen2_5_vl_vision import Qwen25Vision, VisionPlan, vision_plan
 
 
@@ -52,5 +52,5 @@ class Qwen25VL(nnx.Module):
     def __call__(self, input_ids, video: VideoInput | None = None, positions=None, **kw):
         """Full forward without a cache; positions [3, B, N] (see `sparrow_jax.inputs`). Returns logits."""
         if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+            positions = sequential_positions(input_ids)
         return self.logits(self.decode(self.embed(input_ids, video), positions, **kw).hidden)

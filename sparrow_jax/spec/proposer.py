@@ -16,7 +16,7 @@ from flax import nnx, struct
 
 from sparrow_jax.kv_cache import causal_mask, write
 from sparrow_jax.sampling import SamplingConfig
-from sparrow_jax.spec.tree import Tree, TreeShape, draft_tree
+from sparrow_jax.spec.tree import Tree, TreeShape, ancestor_mask, draft_tree
 from sparrow_jax.spec.window_cache import WindowCache
 
 
@@ -134,14 +134,11 @@ class OracleProposer:
         sib = (chain_tok[:, :1] + 2 + jnp.arange(extra)) % self.vocab
         tokens = jnp.concatenate([root[:, None], chain_tok, sib], axis=1).astype(jnp.int32)
         parent = jnp.concatenate([jnp.zeros(1), jnp.arange(chain), jnp.zeros(extra)]).astype(jnp.int32)
+        parent = jnp.broadcast_to(parent, (b, s.total))
         depth = jnp.concatenate([jnp.arange(chain + 1), jnp.ones(extra)]).astype(jnp.int32)
-        eye = jnp.eye(s.total, dtype=bool)
-        mask = eye
-        for _ in range(chain):
-            mask = eye | mask[parent]
         tree = Tree(
-            tokens=tokens, parent=jnp.broadcast_to(parent, (b, s.total)), depth=jnp.broadcast_to(depth, (b, s.total)),
-            mask=jnp.broadcast_to(mask, (b, s.total, s.total)), valid=jnp.ones((b, s.total), bool),
+            tokens=tokens, parent=parent, depth=jnp.broadcast_to(depth, (b, s.total)),
+            mask=ancestor_mask(parent, chain), valid=jnp.ones((b, s.total), bool),
             q=jax.nn.one_hot(tokens, self.vocab, dtype=jnp.float32),
         )
         return tree, state

@@ -72,6 +72,16 @@ class Tree:
     q: jax.Array | None = None  # [B, N, V] draft distribution each node was sampled from (T > 0 chains)
 
 
+def ancestor_mask(parent, max_depth: int):
+    """[B, N, N] ancestor-or-self mask of a tree given parent [B, N] (root's parent is itself, node 0)."""
+    b, n = parent.shape
+    eye = jnp.broadcast_to(jnp.eye(n, dtype=bool), (b, n, n))
+    mask = eye
+    for _ in range(max_depth):  # each step adds one more generation of ancestors
+        mask = eye | jnp.take_along_axis(mask, parent[..., None], axis=1)
+    return mask
+
+
 def _pick(key, logits, k: int, sampling: SamplingConfig):
     """(tokens [..., k], log-prob scores [..., k], distribution or None) of a node's children."""
     if sampling.greedy:
@@ -131,10 +141,7 @@ def draft_tree(step, logits_fn, root, root_out, count, shape: TreeShape, samplin
     valid = jnp.concatenate([jnp.ones((b, 1), bool), found | (pcand < 0)], axis=1)
     depth = jnp.concatenate([jnp.zeros((b, 1), jnp.int32), jnp.asarray(shape.candidate_depth())[sel]], axis=1)
     tokens = jnp.concatenate([root[:, None], jnp.take_along_axis(tok_all, sel, axis=1)], axis=1)
-    eye = jnp.broadcast_to(jnp.eye(n, dtype=bool), (b, n, n))
-    mask = eye
-    for _ in range(shape.max_depth):
-        mask = eye | jnp.take_along_axis(mask, parent[..., None], axis=1)
+    mask = ancestor_mask(parent, shape.max_depth)
     q = None
     if not sampling.greedy:  # chain: every candidate is kept, in order
         q_all = jnp.concatenate(cand_q, axis=1)
