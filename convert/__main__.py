@@ -31,7 +31,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "target":
-            convert_target(args.src, args.dst, args.dtype, args.overwrite)
+            if not convert_target(args.src, args.dst, args.dtype, args.overwrite):
+                print(f"note: no tokenizer files in {args.src}; `python -m infer` needs them in {args.dst}/tokenizer/",
+                      file=sys.stderr)
         elif args.command == "draft":
             dropped = convert_draft(args.src, args.target, args.dst, args.window, args.pinned, args.dtype,
                                     args.overwrite)

@@ -8,6 +8,7 @@ the converted draft never stores them (export writes neither back).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -19,7 +20,7 @@ from convert.families import keymap_for
 from convert.keymap import ConversionError, import_params
 from convert.target import DTYPES, read_hf_config
 from sparrow_jax import checkpoint
-from sparrow_jax.config import DraftConfig, TextConfig, load_config
+from sparrow_jax.config import DraftConfig, TextConfig, draft_mismatch, load_config
 from sparrow_jax.models import abstract_model
 
 EMBED = "embed_tokens.weight"
@@ -59,13 +60,12 @@ def target_embedding(target_dir, cfg) -> np.ndarray:
     return np.asarray(tree, np.float32)
 
 
-def check_compatible(draft: DraftConfig, source, target_dir) -> None:
-    """Raise ConversionError unless the draft was built for the converted target in `target_dir`."""
+def check_compatible(draft: DraftConfig, source, target_dir) -> TextConfig:
+    """Raise ConversionError unless the draft was built for the converted target in `target_dir`; returns
+    that target's text config."""
     cfg, text = target_text_config(target_dir)
-    for name in ("hidden_size", "vocab_size"):
-        ours, theirs = getattr(draft.layers, name), getattr(text, name)
-        if ours != theirs:
-            raise ConversionError(f"draft built for another target: draft {name} {ours} != target {name} {theirs}")
+    if problem := draft_mismatch(draft, text):
+        raise ConversionError(problem)
     if EMBED in source:
         want = (text.vocab_size, text.hidden_size)
         got = tuple(source.shape(EMBED))
@@ -75,6 +75,7 @@ def check_compatible(draft: DraftConfig, source, target_dir) -> None:
         mine = np.asarray(source.get(EMBED)).astype(np.float32)
         if not np.allclose(mine, target_embedding(target_dir, cfg), atol=EMBED_ATOL, rtol=EMBED_RTOL):
             raise ConversionError("embed_tokens differs from the target's: this draft was trained for another target")
+    return text
 
 
 def draft_config(hf: dict, source, window: int = 1024, pinned: int = 0) -> DraftConfig:
@@ -96,7 +97,8 @@ def convert_draft(src, target_dir, dst, window: int = 1024, pinned: int = 0, dty
     hf = read_hf_config(src)
     with hf_files.open_checkpoint(src) as source:
         config = draft_config(hf, source, window, pinned)
-        check_compatible(config, source, target_dir)
+        text = check_compatible(config, source, target_dir)
+        config = dataclasses.replace(config, target_layers=text.num_layers)
         keymap = keymap_for(config)
         shapes = checkpoint.param_shapes(abstract_model(config))
         params = import_params(source, shapes, keymap, dtype, progress=hf_files.iterate)

@@ -12,6 +12,7 @@ from convert.keymap import export_params, import_params
 from sparrow_jax import checkpoint
 from sparrow_jax.config import config_from_hf
 from sparrow_jax.models import abstract_model
+from sparrow_jax.prompting import copy_tokenizer_files
 
 DTYPES = ("float32", "bfloat16")
 
@@ -23,7 +24,9 @@ def read_hf_config(src: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def convert_target(src, dst, dtype: str = "float32", overwrite: bool = False) -> None:
+def convert_target(src, dst, dtype: str = "float32", overwrite: bool = False) -> list[str]:
+    """Convert the HF model in `src` to `dst`; its tokenizer and chat template files go to `dst/tokenizer/`.
+    Returns the names of the tokenizer files copied."""
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
     config = config_from_hf(read_hf_config(src))
@@ -31,6 +34,7 @@ def convert_target(src, dst, dtype: str = "float32", overwrite: bool = False) ->
     with hf_files.open_checkpoint(src) as source:
         params = import_params(source, shapes, keymap_for(config), dtype, progress=hf_files.iterate)
     checkpoint.save(dst, config, params, dtype, overwrite=overwrite)
+    return copy_tokenizer_files(src, dst)
 
 
 def export(src, dst) -> None:

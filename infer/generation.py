@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx, struct
 
 from sparrow_jax.attention import check_capacity, round_capacity
+from sparrow_jax.config import draft_mismatch
 from sparrow_jax.inputs import PromptBatch, bucket, pad_to, prepare, text_positions
 from sparrow_jax.kv_cache import KVCache
 from sparrow_jax.sampling import SamplingConfig, sample
@@ -77,44 +78,54 @@ def _spec(graphdef, state, proposer, logits, cache, hidden, ids, text_index, tex
     )
 
 
-@partial(jax.jit, static_argnames=("graphdef", "max_new", "sampling"), donate_argnames=("cache",))
-def _decode(graphdef, state, logits, cache, rope_delta, stop_ids, key, pad_id, max_new, sampling):
-    target = nnx.merge(graphdef, state)
+def _ar_start(logits, cache, stop_ids, key, pad_id, max_new: int, sampling: SamplingConfig) -> _Loop:
+    """Autoregressive loop state after prefill: the first token sampled from the prefill logits."""
     b = logits.shape[0]
-    is_stop = lambda t: jnp.any(t[:, None] == stop_ids[None, :], axis=-1)
-
     key, sub = jax.random.split(key)
     first = sample(sub, logits, sampling)
-    init = _Loop(
+    return _Loop(
         step=jnp.int32(1),
         tokens=jnp.full((b, max_new), pad_id, jnp.int32).at[:, 0].set(first),
         last=first,
-        done=is_stop(first) | (max_new <= 1),
+        done=_is_stop(first, stop_ids) | (max_new <= 1),
         lengths=jnp.ones((b,), jnp.int32),
         cache=cache,
         key=key,
     )
 
-    def cond(s: _Loop):
-        return (s.step < max_new) & ~jnp.all(s.done)
 
-    def body(s: _Loop):
-        positions = (s.cache.lengths + rope_delta)[:, None]
-        out = target.decode(target.embed(s.last[:, None]), positions, cache=s.cache)
-        key, sub = jax.random.split(s.key)
-        tok = sample(sub, target.logits(out.hidden[:, 0]), sampling)
-        tok = jnp.where(s.done, pad_id, tok)
-        return _Loop(
-            step=s.step + 1,
-            tokens=s.tokens.at[:, s.step].set(tok),
-            last=tok,
-            done=s.done | is_stop(tok),
-            lengths=s.lengths + (~s.done).astype(jnp.int32),
-            cache=out.cache.advance(1),
-            key=key,
-        )
+def _is_stop(t, stop_ids):
+    return jnp.any(t[:, None] == stop_ids[None, :], axis=-1)
 
-    final = jax.lax.while_loop(cond, body, init)
+
+def _ar_running(s: _Loop, max_new: int):
+    return (s.step < max_new) & ~jnp.all(s.done)
+
+
+def _ar_step(target, s: _Loop, rope_delta, stop_ids, pad_id, sampling: SamplingConfig) -> _Loop:
+    """One autoregressive token for every row (rows already done get pad_id)."""
+    positions = (s.cache.lengths + rope_delta)[:, None]
+    out = target.decode(target.embed(s.last[:, None]), positions, cache=s.cache)
+    key, sub = jax.random.split(s.key)
+    tok = sample(sub, target.logits(out.hidden[:, 0]), sampling)
+    tok = jnp.where(s.done, pad_id, tok)
+    return _Loop(
+        step=s.step + 1,
+        tokens=s.tokens.at[:, s.step].set(tok),
+        last=tok,
+        done=s.done | _is_stop(tok, stop_ids),
+        lengths=s.lengths + (~s.done).astype(jnp.int32),
+        cache=out.cache.advance(1),
+        key=key,
+    )
+
+
+@partial(jax.jit, static_argnames=("graphdef", "max_new", "sampling"), donate_argnames=("cache",))
+def _decode(graphdef, state, logits, cache, rope_delta, stop_ids, key, pad_id, max_new, sampling):
+    target = nnx.merge(graphdef, state)
+    init = _ar_start(logits, cache, stop_ids, key, pad_id, max_new, sampling)
+    step = lambda s: _ar_step(target, s, rope_delta, stop_ids, pad_id, sampling)  # noqa: E731
+    final = jax.lax.while_loop(lambda s: _ar_running(s, max_new), step, init)
     # Returning the cache lets XLA alias it with the donated input: one cache in memory, not two.
     return final.tokens, final.lengths, final.step, final.cache
 
@@ -157,6 +168,63 @@ def generate(
     `draft_sees_visual=True` is the EAGLE/MSD-style baseline that reads every prompt position (give it
     a window covering the prompt), for comparisons.
     """
+    run = _setup(target, prompts, video, max_new_tokens, temperature, top_k, top_p, eos_token_id, pad_id, seed,
+                 capacity, prompt_bucket, prefill_chunk, draft, tree, draft_chunk, draft_sees_visual)
+    logits, cache, hidden, prefill_s = _run_prefill(run)
+    t1 = time.perf_counter()
+    if run.proposer is None:
+        tokens, lengths, _, _ = _decode(
+            run.graphdef, run.state, logits, cache, run.rope_delta, run.stop_ids, run.key, run.pad_id,
+            max_new_tokens, run.sampling,
+        )
+        cycles, accepted = lengths - 1, jnp.zeros((run.batch.batch, 0), jnp.int32)
+    else:
+        tokens, lengths, cycles, accepted, _ = _spec(
+            run.graphdef, run.state, run.proposer, logits, cache, hidden, run.ids, run.text_index, run.text_len,
+            run.rope_delta, run.stop_ids, run.key, run.pad_id, max_new_tokens, run.sampling,
+        )
+    tokens, lengths, cycles, accepted = jax.device_get((tokens, lengths, cycles, accepted))
+    return GenerateOutput(np.asarray(tokens), np.asarray(lengths),
+                          generation_stats(lengths, cycles, accepted, prefill_s, time.perf_counter() - t1))
+
+
+def kv_slots_needed(prompt_tokens: int, max_new_tokens: int, tree: TreeShape | None = None,
+                    prompt_bucket: int = 64, prefill_chunk: int = 512) -> int:
+    """KV cache slots a row of `prompt_tokens` needs: the prompt padded to its bucket (to a multiple of
+    `prefill_chunk` when longer than one chunk), the new tokens and, when speculating, one tree past them."""
+    width = bucket(prompt_tokens, prompt_bucket)
+    if width > prefill_chunk:
+        width = bucket(width, prefill_chunk)
+    return _slots(width, max_new_tokens, tree)
+
+
+def _slots(width: int, max_new_tokens: int, tree: TreeShape | None) -> int:
+    # Speculation writes a whole tree past the committed tokens and may commit a path past max_new.
+    return width + max_new_tokens + (0 if tree is None else tree.total + tree.max_depth)
+
+
+@dataclasses.dataclass
+class _Run:
+    """Everything one generate call decided on the host before running anything."""
+
+    graphdef: object
+    state: object
+    batch: PromptBatch
+    ids: jax.Array
+    capacity: int
+    chunk: int
+    sampling: SamplingConfig
+    proposer: object | None
+    text_index: jax.Array | None
+    text_len: jax.Array | None
+    rope_delta: jax.Array
+    stop_ids: jax.Array
+    key: jax.Array
+    pad_id: jax.Array
+
+
+def _setup(target, prompts, video, max_new_tokens, temperature, top_k, top_p, eos_token_id, pad_id, seed, capacity,
+           prompt_bucket, prefill_chunk, draft, tree, draft_chunk, draft_sees_visual) -> _Run:
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     sampling = SamplingConfig(temperature, top_k, top_p)
@@ -168,14 +236,11 @@ def generate(
     if batch.input_ids.shape[1] > prefill_chunk:
         batch = pad_to(batch, bucket(batch.input_ids.shape[1], prefill_chunk), pad_id)
     width = batch.input_ids.shape[1]
-    chunk = min(width, prefill_chunk)
     if draft is not None and not hasattr(draft, "propose"):  # a draft model: wrap it as the Sparrow proposer
         _check_draft(target, draft)
         tree = tree or (TreeShape() if sampling.greedy else TreeShape.chain(5))
         draft = SparrowProposer.create(draft, tree, sampling, draft_chunk)
-    tree = None if draft is None else draft.shape
-    # Speculation writes a whole tree past the committed tokens and may commit a path past max_new.
-    need = width + max_new_tokens + (0 if draft is None else tree.total + tree.max_depth)
+    need = _slots(width, max_new_tokens, None if draft is None else draft.shape)
     capacity = round_capacity(need) if capacity is None else capacity
     check_capacity(capacity)
     if capacity < need:
@@ -184,51 +249,44 @@ def generate(
             f"to {width}) + max_new_tokens {max_new_tokens} = {need}; raise capacity or shorten the prompt/video"
         )
     stops = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-    stop_ids = jnp.asarray(stops or [-1], jnp.int32)
+    text_index = text_len = None
+    if draft is not None:
+        text_index, text_len = map(jnp.asarray, text_positions(batch, target.config, draft_chunk, draft_sees_visual))
     graphdef, state = nnx.split(target)
+    return _Run(
+        graphdef, state, batch, jnp.asarray(batch.input_ids), capacity, min(width, prefill_chunk), sampling, draft,
+        text_index, text_len, jnp.asarray(batch.rope_delta), jnp.asarray(stops or [-1], jnp.int32),
+        jax.random.key(seed), jnp.int32(pad_id),
+    )
 
+
+def _run_prefill(run: _Run):
+    """(logits at each row's last prompt token, cache, prompt hidden states or None, seconds)."""
     t0 = time.perf_counter()
-    video_arg = jax.tree.map(jnp.asarray, batch.video)  # models cast pixels to their own dtype
-    ids = jnp.asarray(batch.input_ids)
+    video_arg = jax.tree.map(jnp.asarray, run.batch.video)  # models cast pixels to their own dtype
     logits, cache, hidden = _prefill(
-        graphdef, state, ids, jnp.asarray(batch.lengths), jnp.asarray(batch.positions), video_arg, capacity, chunk,
-        with_hidden=draft is not None,
+        run.graphdef, run.state, run.ids, jnp.asarray(run.batch.lengths), jnp.asarray(run.batch.positions),
+        video_arg, run.capacity, run.chunk, with_hidden=run.proposer is not None,
     )
     jax.block_until_ready(logits)
-    t1 = time.perf_counter()
-    rope_delta, key = jnp.asarray(batch.rope_delta), jax.random.key(seed)
-    if draft is None:
-        tokens, lengths, _, _ = _decode(
-            graphdef, state, logits, cache, rope_delta, stop_ids, key, jnp.int32(pad_id), max_new_tokens, sampling
-        )
-        cycles, accepted = lengths - 1, jnp.zeros((len(batch.lengths), 0), jnp.int32)
-    else:
-        text_index, text_len = text_positions(batch, target.config, draft_chunk, draft_sees_visual)
-        tokens, lengths, cycles, accepted, _ = _spec(
-            graphdef, state, draft, logits, cache, hidden, ids, jnp.asarray(text_index), jnp.asarray(text_len),
-            rope_delta, stop_ids, key, jnp.int32(pad_id), max_new_tokens, sampling,
-        )
-    tokens, lengths, cycles, accepted = jax.device_get((tokens, lengths, cycles, accepted))
-    t2 = time.perf_counter()
-    new, n_cycles = int(lengths.sum()), int(cycles.sum())
-    stats = {
-        "prefill_s": t1 - t0,
-        "decode_s": t2 - t1,
+    return logits, cache, hidden, time.perf_counter() - t0
+
+
+def generation_stats(lengths, cycles, accepted, prefill_s: float, decode_s: float) -> dict:
+    new, n_cycles = int(np.sum(lengths)), int(np.sum(cycles))
+    return {
+        "prefill_s": prefill_s,
+        "decode_s": decode_s,
         "new_tokens": new,
         "cycles": n_cycles,
         # Tokens per draft-verify cycle, bonus included; the first token comes from prefill.
         "tau": (new - len(lengths)) / max(n_cycles, 1),
-        "acceptance": (accepted.sum(0) / max(n_cycles, 1)).tolist(),  # P(accepted path reaches depth d)
-        "decode_tokens_per_s": new / max(t2 - t1, 1e-9),
+        "acceptance": (np.sum(accepted, 0) / max(n_cycles, 1)).tolist(),  # P(accepted path reaches depth d)
+        "decode_tokens_per_s": new / max(decode_s, 1e-9),
     }
-    return GenerateOutput(np.asarray(tokens), np.asarray(lengths), stats)
 
 
 def _check_draft(target, draft) -> None:
-    lm, d = target.lm.config, draft.config.layers
-    for name in ("hidden_size", "vocab_size"):
-        if getattr(lm, name) != getattr(d, name):
-            raise ValueError(
-                f"draft built for another target: draft {name} {getattr(d, name)} != target {name} {getattr(lm, name)}"
-            )
+    if problem := draft_mismatch(draft.config, target.lm.config):
+        raise ValueError(problem)
 

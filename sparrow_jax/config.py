@@ -371,6 +371,7 @@ class DraftConfig:
     window: int = 1024
     pinned: int = 0
     embed_norm: bool = True  # Sparrow normalises the token embedding before the fc; EAGLE-1/2 does not
+    target_layers: int | None = None  # layers of the target it was converted for (`convert draft` records it)
     model_type: str = "sparrow_draft"
 
     def __post_init__(self):
@@ -389,6 +390,18 @@ class DraftConfig:
         if qkv_bias is not None:
             layers = dataclasses.replace(layers, qkv_bias=qkv_bias)
         return cls(layers=layers, window=window, pinned=pinned, embed_norm=embed_norm)
+
+
+def draft_mismatch(draft: DraftConfig, target: TextConfig) -> str | None:
+    """Why `draft` cannot draft for a target with text config `target`, or None when it can."""
+    for name in ("hidden_size", "vocab_size"):
+        ours, theirs = getattr(draft.layers, name), getattr(target, name)
+        if ours != theirs:
+            return f"draft built for another target: draft {name} {ours} != target {name} {theirs}"
+    if draft.target_layers is not None and draft.target_layers != target.num_layers:
+        return (f"draft built for another target: it was converted for a {draft.target_layers}-layer target, "
+                f"this target has {target.num_layers} layers")
+    return None
 
 
 CONFIGS = {

@@ -42,57 +42,70 @@ def _compact(cache: KVCache, path):
     return cache.replace(k=k, v=v)
 
 
-def spec_decode(target, proposer, logits, cache, hidden, ids, text_index, text_len, rope_delta, stop_ids, key,
-                pad_id, max_new: int, sampling: SamplingConfig):
-    """Speculative decoding after the target's prefill (`logits` at each row's last prompt token,
-    `hidden` [B, L, H] the target's final hidden states of the prompt). Pure: call under jit."""
+def spec_start(target, proposer, logits, hidden, ids, text_index, text_len, cache, stop_ids, key, pad_id,
+               max_new: int, sampling: SamplingConfig) -> SpecState:
+    """The loop state after the target's prefill (`logits` at each row's last prompt token, `hidden` [B, L, H]
+    the target's final hidden states of the prompt): the first token sampled, the draft prefilled."""
     b = logits.shape[0]
-    shape: TreeShape = proposer.shape
-    dmax = shape.max_depth
-    is_stop = lambda t: jnp.any(t[..., None] == stop_ids, axis=-1)  # noqa: E731
+    dmax = proposer.shape.max_depth
     key, k0 = jax.random.split(key)
     first = sample(k0, logits, sampling)
-    state = SpecState(
+    return SpecState(
         cache=cache, proposer=proposer.start(target, hidden, ids, text_index, text_len, first), root=first,
         tokens=jnp.full((b, max_new + dmax + 1), pad_id, jnp.int32).at[:, 0].set(first),
-        n_out=jnp.ones((b,), jnp.int32), done=is_stop(first) | (max_new <= 1),
+        n_out=jnp.ones((b,), jnp.int32), done=_is_stop(first, stop_ids) | (max_new <= 1),
         cycles=jnp.zeros((b,), jnp.int32), accepted=jnp.zeros((b, dmax), jnp.int32), key=key,
     )
+
+
+def _is_stop(t, stop_ids):
+    return jnp.any(t[..., None] == stop_ids, axis=-1)
+
+
+def spec_cycle(target, proposer, s: SpecState, rope_delta, stop_ids, pad_id, max_new: int,
+               sampling: SamplingConfig) -> SpecState:
+    """One draft -> verify -> accept -> compact -> commit cycle (rows already done are left as they are)."""
+    dmax = proposer.shape.max_depth
     i = jnp.arange(dmax + 1)
+    key, k_draft, k_accept = jax.random.split(s.key, 3)
+    tree, pstate = proposer.propose(target, s.proposer, s.root, s.n_out, k_draft)
+    positions = s.cache.lengths[:, None] + tree.depth + rope_delta[:, None]
+    out = target.decode(target.embed(tree.tokens), positions, cache=s.cache, mask=tree.mask)
+    vlogits = target.logits(out.hidden)
+    if sampling.greedy:
+        n, path, bonus = verify.greedy(tree, vlogits, dmax)
+    else:
+        n, path, bonus = verify.sample_chain(tree, vlogits, sampling, k_accept)
 
-    def body(s: SpecState) -> SpecState:
-        key, k_draft, k_accept = jax.random.split(s.key, 3)
-        tree, pstate = proposer.propose(target, s.proposer, s.root, s.n_out, k_draft)
-        positions = s.cache.lengths[:, None] + tree.depth + rope_delta[:, None]
-        out = target.decode(target.embed(tree.tokens), positions, cache=s.cache, mask=tree.mask)
-        vlogits = target.logits(out.hidden)
-        if sampling.greedy:
-            n, path, bonus = verify.greedy(tree, vlogits, dmax)
-        else:
-            n, path, bonus = verify.sample_chain(tree, vlogits, sampling, k_accept)
+    # Tokens of this cycle: the accepted draft tokens, then the bonus token.
+    nxt = jnp.take_along_axis(tree.tokens, jnp.concatenate([path[:, 1:], path[:, -1:]], axis=1), axis=1)
+    seq = jnp.where(i < n[:, None], nxt, jnp.where(i == n[:, None], bonus[:, None], pad_id))
+    active = ~s.done
+    stops = _is_stop(seq, stop_ids) & (i <= n[:, None])
+    first_stop = jnp.where(jnp.any(stops, axis=1), jnp.argmax(stops, axis=1), dmax + 1)
+    count = jnp.minimum(jnp.minimum(n + 1, first_stop + 1), max_new - s.n_out)
+    count = jnp.where(active, count, 0)
+    written = jnp.where(i < count[:, None], seq, pad_id)
+    tokens = jax.vmap(lambda buf, w, at: jax.lax.dynamic_update_slice(buf, w, (at,)))(s.tokens, written, s.n_out)
+    n_out = s.n_out + count
+    done = s.done | (active & ((first_stop < n + 1) | (n_out >= max_new)))
 
-        # Tokens of this cycle: the accepted draft tokens, then the bonus token.
-        nxt = jnp.take_along_axis(tree.tokens, jnp.concatenate([path[:, 1:], path[:, -1:]], axis=1), axis=1)
-        seq = jnp.where(i < n[:, None], nxt, jnp.where(i == n[:, None], bonus[:, None], pad_id))
-        active = ~s.done
-        stops = is_stop(seq) & (i <= n[:, None])
-        first_stop = jnp.where(jnp.any(stops, axis=1), jnp.argmax(stops, axis=1), dmax + 1)
-        count = jnp.minimum(jnp.minimum(n + 1, first_stop + 1), max_new - s.n_out)
-        count = jnp.where(active, count, 0)
-        written = jnp.where(i < count[:, None], seq, pad_id)
-        tokens = jax.vmap(lambda buf, w, at: jax.lax.dynamic_update_slice(buf, w, (at,)))(s.tokens, written, s.n_out)
-        n_out = s.n_out + count
-        done = s.done | (active & ((first_stop < n + 1) | (n_out >= max_new)))
+    cache = _compact(out.cache, path).advance(jnp.where(active, n + 1, 0))
+    pair_hidden = jnp.take_along_axis(out.hidden, path[..., None], axis=1)
+    pstate = proposer.commit(target, pstate, seq, pair_hidden, (i <= n[:, None]) & active[:, None], n)
+    return SpecState(
+        cache=cache, proposer=pstate, root=jnp.where(active, bonus, s.root), tokens=tokens, n_out=n_out,
+        done=done, cycles=s.cycles + active.astype(jnp.int32),
+        accepted=s.accepted + (active[:, None] & (n[:, None] >= jnp.arange(1, dmax + 1))).astype(jnp.int32),
+        key=key,
+    )
 
-        cache = _compact(out.cache, path).advance(jnp.where(active, n + 1, 0))
-        pair_hidden = jnp.take_along_axis(out.hidden, path[..., None], axis=1)
-        pstate = proposer.commit(target, pstate, seq, pair_hidden, (i <= n[:, None]) & active[:, None], n)
-        return SpecState(
-            cache=cache, proposer=pstate, root=jnp.where(active, bonus, s.root), tokens=tokens, n_out=n_out,
-            done=done, cycles=s.cycles + active.astype(jnp.int32),
-            accepted=s.accepted + (active[:, None] & (n[:, None] >= jnp.arange(1, dmax + 1))).astype(jnp.int32),
-            key=key,
-        )
 
-    final = jax.lax.while_loop(lambda s: ~jnp.all(s.done), body, state)
+def spec_decode(target, proposer, logits, cache, hidden, ids, text_index, text_len, rope_delta, stop_ids, key,
+                pad_id, max_new: int, sampling: SamplingConfig):
+    """Speculative decoding after the target's prefill, to the end, in one `lax.while_loop`. Pure: call under jit."""
+    state = spec_start(target, proposer, logits, hidden, ids, text_index, text_len, cache, stop_ids, key, pad_id,
+                       max_new, sampling)
+    cycle = lambda s: spec_cycle(target, proposer, s, rope_delta, stop_ids, pad_id, max_new, sampling)  # noqa: E731
+    final = jax.lax.while_loop(lambda s: ~jnp.all(s.done), cycle, state)
     return final.tokens[:, :max_new], final.n_out, final.cycles, final.accepted, final.cache

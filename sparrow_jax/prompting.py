@@ -1,0 +1,120 @@
+"""Chat prompts from a converted checkpoint's own tokenizer and chat template.
+
+`python -m convert target` copies the HF checkpoint's tokenizer and processor files (tokenizer.json,
+tokenizer_config.json, chat_template.jinja/json, generation_config.json, ...) into `<converted>/tokenizer/`.
+A prompt is the chat template rendered over a conversation whose first user turn carries the video, then
+tokenized; the family's rule (`sparrow_jax.processing.video_prompt`) expands the video placeholder.
+
+    tok = load_tokenizer("ckpt/llava-ov-7b")
+    ids = tok.prompt_ids(["Describe the video."], system="You are a helpful assistant.")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+TOKENIZER_DIR = "tokenizer"
+# Tokenizer and processor files of an HF checkpoint that prompting (and a later export) may need.
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+    "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json", "generation_config.json",
+    "preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json",
+)
+_TOKENIZER_CORE = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def copy_tokenizer_files(src, dst) -> list[str]:
+    """Copy the tokenizer/processor files found in HF directory `src` to `dst/tokenizer/`; their names."""
+    found = [name for name in TOKENIZER_FILES if (Path(src) / name).is_file()]
+    if found:
+        out = Path(dst) / TOKENIZER_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        for name in found:
+            shutil.copyfile(Path(src) / name, out / name)
+    return found
+
+
+def chat_messages(turns, system: str | None = None, video: bool = True) -> list[dict]:
+    """HF-style chat messages: an optional system turn, then `turns` (a string is a user turn; a (role, text)
+    pair any turn). The first user turn carries the video, ahead of its text, as the model cards show."""
+    messages = [] if system is None else [{"role": "system", "content": [{"type": "text", "text": system}]}]
+    for turn in [turns] if isinstance(turns, str) else turns:
+        role, text = ("user", turn) if isinstance(turn, str) else turn
+        content = [{"type": "text", "text": text}]
+        if video and role == "user":
+            content.insert(0, {"type": "video"})
+            video = False
+        messages.append({"role": role, "content": content})
+    if not any(m["role"] == "user" for m in messages):
+        raise ValueError("the conversation needs at least one user turn (--prompt TEXT)")
+    return messages
+
+
+@dataclasses.dataclass
+class ChatTokenizer:
+    tokenizer: object  # a transformers tokenizer
+    chat_template: str
+    eos_token_ids: list[int]
+    pad_token_id: int
+
+    def prompt_text(self, turns, system: str | None = None, video: bool = True) -> str:
+        messages = chat_messages(turns, system, video)
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def prompt_ids(self, turns, system: str | None = None, video: bool = True) -> list[int]:
+        """Token ids of the rendered conversation, ending with the assistant's generation prompt; the video is
+        one placeholder token, still to be expanded (`sparrow_jax.processing.video_prompt`)."""
+        text = self.prompt_text(turns, system, video)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def tokenizer_dir(checkpoint) -> Path:
+    """Where the tokenizer files of a converted checkpoint live (an HF directory is accepted as is)."""
+    path = Path(checkpoint)
+    return path / TOKENIZER_DIR if (path / TOKENIZER_DIR).is_dir() else path
+
+
+def load_tokenizer(checkpoint) -> ChatTokenizer:
+    """The tokenizer and chat template of a converted checkpoint (or of an HF model directory)."""
+    path = tokenizer_dir(checkpoint)
+    if not any((path / name).is_file() for name in _TOKENIZER_CORE):
+        raise FileNotFoundError(
+            f"no tokenizer in {checkpoint} (looked for {', '.join(_TOKENIZER_CORE)} in {path}): convert the "
+            "checkpoint again with `python -m convert target --src HF_DIR --dst CKPT --overwrite`, which copies "
+            "the tokenizer files, or pass --tokenizer HF_DIR"
+        )
+    from transformers import AutoTokenizer  # imported here: loading a checkpoint does not need transformers
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    template = _chat_template(path) or getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise ValueError(f"the tokenizer in {path} has no chat template; copy the model's chat_template.jinja "
+                         "(or chat_template.json) there from the Hugging Face checkpoint")
+    return ChatTokenizer(tokenizer, template, _eos_ids(path, tokenizer), tokenizer.pad_token_id or 0)
+
+
+def _chat_template(path: Path) -> str | None:
+    """The processor's template (it renders video turns) before the tokenizer's own."""
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text()
+    if (path / "chat_template.json").is_file():
+        return json.loads((path / "chat_template.json").read_text()).get("chat_template")
+    return None
+
+
+def _eos_ids(path: Path, tokenizer) -> list[int]:
+    """generation_config.json's eos_token_id (one or a list), else the tokenizer's EOS."""
+    ids = []
+    if (path / "generation_config.json").is_file():
+        eos = json.loads((path / "generation_config.json").read_text()).get("eos_token_id")
+        ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    if not ids and tokenizer.eos_token_id is not None:
+        ids = [tokenizer.eos_token_id]
+    return ids
