@@ -188,6 +188,12 @@ def generate(
                           generation_stats(lengths, cycles, accepted, prefill_s, time.perf_counter() - t1))
 
 
+def default_tree(temperature: float) -> TreeShape:
+    """The draft tree when none is given: EAGLE-2's (top_k 8, depth 3, 30 tokens) when greedy, a chain of 5
+    when sampling (trees are greedy-only)."""
+    return TreeShape() if temperature == 0 else TreeShape.chain(5)
+
+
 def kv_slots_needed(prompt_tokens: int, max_new_tokens: int, tree: TreeShape | None = None,
                     prompt_bucket: int = 64, prefill_chunk: int = 512) -> int:
     """KV cache slots a row of `prompt_tokens` needs: the prompt padded to its bucket (to a multiple of
@@ -238,7 +244,7 @@ def _setup(target, prompts, video, max_new_tokens, temperature, top_k, top_p, eo
     width = batch.input_ids.shape[1]
     if draft is not None and not hasattr(draft, "propose"):  # a draft model: wrap it as the Sparrow proposer
         _check_draft(target, draft)
-        tree = tree or (TreeShape() if sampling.greedy else TreeShape.chain(5))
+        tree = tree or default_tree(temperature)
         draft = SparrowProposer.create(draft, tree, sampling, draft_chunk)
     need = _slots(width, max_new_tokens, None if draft is None else draft.shape)
     capacity = round_capacity(need) if capacity is None else capacity

@@ -1,0 +1,267 @@
+"""python -m infer: ask a converted Vid-LLM (optionally with a Sparrow draft) about a video file.
+
+    python -m infer --target ckpt/llava-ov-7b --draft ckpt/sparrow-llava --video clip.mp4 --prompt "Describe the video."
+
+The answer streams to stdout as tokens are accepted; one stats line (prefill time, decoding tokens/s,
+tau, cycles) and progress go to stderr. `--json` prints {"text", "tokens", "stats", ...} instead, from the
+single-jit `infer.generate`. A mistake (unreadable video, no tokenizer, a prompt too long for the cache,
+a draft built for another target, ...) is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+from sparrow_jax.video import DEFAULT_PRESET, PRESETS, Sampling
+
+EXIT_USAGE = 2
+DEFAULT_CAPACITY = 32768  # KV slots: the paper's longest setting (~25k visual tokens) plus 512 new tokens fits
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m infer", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", required=True, help="converted target checkpoint (python -m convert target)")
+    p.add_argument("--draft", help="converted Sparrow draft (python -m convert draft): speculative decoding")
+    p.add_argument("--video", required=True, help="video file: mp4, webm, mkv, avi (anything FFmpeg reads)")
+    p.add_argument("--prompt", required=True, action="append", help="a user turn; repeat for more user turns")
+    p.add_argument("--system", help="system prompt (default: the chat template's own, if any)")
+    p.add_argument("--tokenizer", help="directory with the tokenizer files (default: TARGET/tokenizer)")
+    g = p.add_argument_group("generation")
+    g.add_argument("--max-new-tokens", type=int, default=256)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0, help="0 = no top-k filter")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
+                   help=f"most KV cache slots a request may use (default {DEFAULT_CAPACITY})")
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: as converted)")
+    s = p.add_argument_group("speculative decoding (with --draft)")
+    shape = s.add_mutually_exclusive_group()
+    shape.add_argument("--chain", type=int, metavar="K", help="draft a chain of K tokens per cycle")
+    shape.add_argument("--tree", metavar="TOPK,DEPTH,TOTAL",
+                       help="draft an EAGLE-2 tree (greedy only; default with --draft at temperature 0: 8,3,30)")
+    s.add_argument("--window", type=int, help="text slots of the draft's window cache (default: as converted)")
+    v = p.add_argument_group("video sampling")
+    v.add_argument("--preset", choices=sorted(PRESETS),
+                   help="the paper's settings (default: qwen2_5_vl or llava_onevision_32 by target)")
+    count = v.add_mutually_exclusive_group()
+    count.add_argument("--frames", type=int, help="sample this many frames, uniform over the duration")
+    count.add_argument("--fps", type=float, help="sample this many frames per second")
+    v.add_argument("--max-frames", type=int, help="cap on the sampled frames")
+    v.add_argument("--max-pixels", type=int, help="Qwen2.5-VL: cap on pixels per frame (preset: 448*448)")
+    p.add_argument("--json", action="store_true", help="print text and stats as one JSON object, no streaming")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, ImportError) as e:
+        message = " ".join(str(e).split())  # one line, whatever the message
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def run(args) -> int:
+    import infer
+    from infer.generation import default_tree, kv_slots_needed
+    from sparrow_jax.processing import frame_size, video_prompt
+    from sparrow_jax.prompting import load_tokenizer
+    from sparrow_jax.video import read_video
+
+    tree = _tree(args)
+    tokenizer = load_tokenizer(args.tokenizer or args.target)
+    target = _load_target(args.target, args.dtype)
+    draft = None if args.draft is None else _load_draft(args.draft, target, args.window, args.dtype)
+    if draft is not None and tree is None:
+        tree = default_tree(args.temperature)
+    config = target.config
+    preset = PRESETS[args.preset or DEFAULT_PRESET[config.model_type]]
+    max_pixels = args.max_pixels or preset.max_pixels
+    size = lambda h, w: frame_size(config, h, w, max_pixels=max_pixels)  # noqa: E731
+    video = read_video(args.video, _sampling(args, preset), size, progress=not args.quiet)
+    ids = tokenizer.prompt_ids(args.prompt, args.system)
+    ids, pixels = video_prompt(config, ids, video.frames, fps=video.fps, max_pixels=max_pixels)
+    need = kv_slots_needed(len(ids), args.max_new_tokens, tree)
+    if need > args.capacity:
+        raise ValueError(_too_long(len(ids), int((ids == config.video_token_id).sum()), len(video.frames),
+                                   args, need, draft is not None))
+    kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+              eos_token_id=tokenizer.eos_token_ids, pad_id=tokenizer.pad_token_id, seed=args.seed, draft=draft,
+              tree=tree)
+    info = {"prompt_tokens": len(ids), "frames": len(video.frames), "frame_size": list(video.frames.shape[1:3])}
+    if args.json:
+        with Ticker(f"generating (prompt of {len(ids)} tokens)", args.quiet):
+            out = infer.generate(target, [ids], [pixels], **kw)
+        tokens = out.texts()[0]
+        print(json.dumps({"text": tokenizer.decode(tokens), "tokens": tokens, **info, "stats": out.stats}))
+        return 0
+    stream = infer.stream(target, [ids], [pixels], **kw)
+    text = IncrementalText(tokenizer.decode)
+    with Ticker(f"prefill ({len(ids)} tokens)", args.quiet) as ticker:
+        for new in stream:
+            ticker.stop()
+            _write(text.add(new[0]))
+    _write(text.flush() + "\n")
+    print(stats_line(stream.output.stats), file=sys.stderr)
+    return 0
+
+
+class IncrementalText:
+    """Text of a growing token list, handed out as new suffixes: the whole prefix is decoded each time, so
+    characters spanning several tokens come out whole (a trailing incomplete one is held back)."""
+
+    def __init__(self, decode):
+        self.decode, self.ids, self.shown = decode, [], ""
+
+    def add(self, ids) -> str:
+        self.ids.extend(ids)
+        text = self.decode(self.ids)
+        return "" if text.endswith("\ufffd") else self._advance(text)
+
+    def flush(self) -> str:
+        return self._advance(self.decode(self.ids))
+
+    def _advance(self, text: str) -> str:
+        new = text[len(self.shown):] if text.startswith(self.shown) else ""
+        if text.startswith(self.shown):
+            self.shown = text
+        return new
+
+
+class Ticker:
+    """Elapsed seconds on stderr (`label... 3.2 s`) while a step that has no progress of its own runs, shown
+    only once it has taken more than `delay` seconds."""
+
+    def __init__(self, label: str, quiet: bool = False, delay: float = 1.0):
+        self.label, self.quiet, self.delay = label, quiet, delay
+        self._done = threading.Event()
+        self._shown = False
+
+    def __enter__(self):
+        self._t0 = time.perf_counter()
+        if not self.quiet:
+            self._thread = threading.Thread(target=self._tick, daemon=True)
+            self._thread.start()
+        return self
+
+    def _tick(self):
+        if self._done.wait(self.delay):
+            return
+        while not self._done.wait(0.5):
+            self._shown = True
+            sys.stderr.write(f"\r{self.label}... {time.perf_counter() - self._t0:.1f} s")
+            sys.stderr.flush()
+
+    def stop(self):
+        if self._done.is_set():
+            return
+        self._done.set()
+        if not self.quiet:
+            self._thread.join()
+            if self._shown:
+                sys.stderr.write(f"\r{self.label}: {time.perf_counter() - self._t0:.1f} s\n")
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def stats_line(stats: dict) -> str:
+    return (f"[prefill {stats['prefill_s']:.2f} s | {stats['new_tokens']} tokens in {stats['decode_s']:.2f} s = "
+            f"{stats['decode_tokens_per_s']:.1f} tokens/s | tau {stats['tau']:.2f} | {stats['cycles']} cycles]")
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _tree(args):
+    from sparrow_jax.spec.tree import TreeShape
+
+    if (args.chain is not None or args.tree is not None) and args.draft is None:
+        raise ValueError("--chain and --tree shape the draft's proposals: give --draft CKPT too")
+    if args.chain is not None:
+        return TreeShape.chain(args.chain)
+    if args.tree is not None:
+        try:
+            top_k, depth, total = (int(x) for x in args.tree.split(","))
+        except ValueError:
+            raise ValueError(f"--tree takes TOPK,DEPTH,TOTAL (e.g. 8,3,30), got {args.tree!r}") from None
+        return TreeShape(top_k, depth, total)
+    return None
+
+
+def _sampling(args, preset) -> Sampling:
+    base = preset.sampling
+    if args.frames is not None:
+        base = Sampling(num_frames=args.frames, multiple=base.multiple)
+    elif args.fps is not None:
+        base = dataclasses.replace(base, num_frames=None, fps=args.fps)
+    if args.max_frames is not None:
+        base = dataclasses.replace(base, max_frames=args.max_frames, min_frames=min(base.min_frames, args.max_frames))
+    return base
+
+
+def _load_target(path, dtype):
+    import sparrow_jax
+    from sparrow_jax.config import DraftConfig, LlavaOnevisionConfig, Qwen25VLConfig
+
+    config = _config(path, "--target")
+    if isinstance(config, DraftConfig):
+        raise ValueError(f"--target {path} is a converted draft; give the converted target model "
+                         "(python -m convert target) and pass the draft as --draft")
+    if not isinstance(config, (LlavaOnevisionConfig, Qwen25VLConfig)):
+        raise ValueError(f"--target {path} is a text-only {config.model_type} model; a video needs a "
+                         "llava_onevision or qwen2_5_vl target")
+    return sparrow_jax.load(path, dtype)
+
+
+def _load_draft(path, target, window, dtype):
+    import jax.numpy as jnp
+
+    from sparrow_jax import checkpoint
+    from sparrow_jax.config import DraftConfig, draft_mismatch
+    from sparrow_jax.models import abstract_model
+
+    config = _config(path, "--draft")
+    if not isinstance(config, DraftConfig):
+        raise ValueError(f"--draft {path} is a {config.model_type} model, not a converted draft "
+                         "(python -m convert draft --src HF_DRAFT --target TARGET --dst OUT)")
+    if problem := draft_mismatch(config, target.lm.config):
+        raise ValueError(f"--draft {path}: {problem}; use the draft trained for this target, or convert it "
+                         "against this target (python -m convert draft --target ...)")
+    _, params, dtype = checkpoint.load_params(path, dtype)
+    if window is not None:
+        config = dataclasses.replace(config, window=window)
+    return checkpoint.assign(abstract_model(config, dtype=jnp.dtype(dtype)), params)
+
+
+def _config(path, flag):
+    from sparrow_jax.checkpoint import CONFIG
+    from sparrow_jax.config import load_config
+
+    if not (Path(path) / CONFIG).is_file():
+        raise FileNotFoundError(f"{flag} {path} is not a converted checkpoint (no {CONFIG}); create one with "
+                                "`python -m convert target --src HF_DIR --dst OUT_DIR`")
+    return load_config(Path(path) / CONFIG)
+
+
+def _too_long(prompt, video_tokens, frames, args, need, speculative) -> str:
+    extra = " + one draft tree" if speculative else ""
+    return (f"the prompt is {prompt} tokens ({video_tokens} of them for {frames} video frames) + "
+            f"{args.max_new_tokens} new tokens{extra} = {need} KV slots, more than --capacity {args.capacity}: "
+            "sample fewer frames (--frames, --fps, --max-frames), lower --max-pixels (Qwen2.5-VL), lower "
+            "--max-new-tokens, or raise --capacity if memory allows")
