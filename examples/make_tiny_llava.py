@@ -1,4 +1,5 @@
-"""Write a tiny random LLaVA-OneVision checkpoint in the Hugging Face layout (no hub access needed).
+"""Write a tiny random LLaVA-OneVision checkpoint in the Hugging Face layout (no hub access needed), with a
+tiny word-level tokenizer and chat template (examples/tiny_tokenizer.py).
 
     python examples/make_tiny_llava.py /tmp/tiny-llava-hf
 Needs the test extra (torch + transformers): pip install -e ".[test]".
@@ -7,6 +8,7 @@ Needs the test extra (torch + transformers): pip install -e ".[test]".
 import sys
 
 import torch
+from tiny_tokenizer import write_tiny_tokenizer
 from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
 VIDEO_TOKEN = 120
@@ -26,6 +28,7 @@ def main(out: str) -> None:
     )
     torch.manual_seed(0)
     LlavaOnevisionForConditionalGeneration(config).save_pretrained(out)
+    write_tiny_tokenizer(out)
     print(f"wrote {out}")
 
 

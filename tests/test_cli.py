@@ -1,0 +1,139 @@
+"""`python -m infer` end to end on tiny checkpoints: convert carries the tokenizer, prompts equal HF's chat
+template, the streamed text equals `infer.generate`'s, `--json` parses, and each mistake is one clear line."""
+
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import convert_dir
+from flax import nnx
+from test_speculative import make_draft
+from test_video import write_video
+
+import infer
+from infer.cli import IncrementalText, main
+from sparrow_jax import checkpoint
+from sparrow_jax.processing import video_prompt
+from sparrow_jax.prompting import chat_messages, load_tokenizer
+from sparrow_jax.video import PRESETS, read_video
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
+from tiny_tokenizer import CHAT_TEMPLATE, write_tiny_tokenizer  # noqa: E402
+
+MAX_NEW = 10
+
+
+def save_draft(directory, draft, **config):
+    cfg = dataclasses.replace(draft.config, **config)
+    checkpoint.save(directory, cfg, nnx.to_pure_dict(nnx.state(draft, nnx.Param)), "float32")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def ckpt(llava, tmp_path_factory):
+    """(hf dir with a tokenizer, converted target, converted draft, video file)."""
+    root = tmp_path_factory.mktemp("cli")
+    hf = write_tiny_tokenizer(shutil.copytree(llava[1], root / "hf"))
+    target = convert_dir(hf, root / "target")
+    draft = save_draft(root / "draft", make_draft(llava[3], window=8), target_layers=3)
+    return hf, target, draft, write_video(root / "clip.mp4", "libx264")
+
+
+def run_cli(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_convert_carries_tokenizer_files(ckpt):
+    names = {p.name for p in (ckpt[1] / "tokenizer").iterdir()}
+    assert {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"} <= names
+
+
+@pytest.mark.parametrize("turns, system", [
+    (["describe the video"], None),
+    (["describe the video", "what happens then"], "you are a helpful assistant"),
+    (["describe the video", ("assistant", "a video"), "what happens then"], "short answer please"),
+])
+def test_prompt_equals_hf_apply_chat_template(ckpt, turns, system):
+    from transformers import AutoTokenizer
+
+    ours = load_tokenizer(ckpt[1]).prompt_ids(turns, system)
+    hf = AutoTokenizer.from_pretrained(str(ckpt[0]))
+    ref = hf.apply_chat_template(chat_messages(turns, system), chat_template=CHAT_TEMPLATE, tokenize=True,
+                                 add_generation_prompt=True)["input_ids"]
+    assert ours == list(ref)
+    assert ours.count(120) == 1 and ours[-2:] == [122, 3]  # one video placeholder; ends "<|im_start|> assistant"
+
+
+def test_prompt_by_hand(ckpt):
+    ids = load_tokenizer(ckpt[1]).prompt_ids(["describe the video"], system="short answer")
+    # <|im_start|> system short answer <|im_end|> <|im_start|> user <video> describe the video <|im_end|> ...
+    assert ids == [122, 1, 16, 17, 123, 122, 2, 120, 4, 5, 6, 123, 122, 3]
+
+
+def test_incremental_text_keeps_multibyte_characters_whole():
+    data = "héllo wörld, 日本語".encode()
+    decode = lambda ids: bytes(ids).decode("utf-8", errors="replace")  # noqa: E731  (one token per byte)
+    text = IncrementalText(decode)
+    parts = [text.add([b]) for b in data] + [text.flush()]
+    assert "".join(parts) == data.decode() and not any("\ufffd" in p for p in parts)
+
+
+def expected(ckpt, target, **kw):
+    tok = load_tokenizer(ckpt[1])
+    video = read_video(ckpt[3], PRESETS["llava_onevision_32"].sampling, (35, 35))
+    ids, pixels = video_prompt(target.config, tok.prompt_ids(["describe the video"]), video.frames, fps=video.fps)
+    out = infer.generate(target, [ids], [pixels], max_new_tokens=MAX_NEW, eos_token_id=tok.eos_token_ids,
+                         pad_id=tok.pad_token_id, **kw)
+    return tok.decode(out.texts()[0]), out.texts()[0]
+
+
+def test_cli_streams_the_generate_output(ckpt, llava, capsys):
+    text, tokens = expected(ckpt, llava[3])
+    base = ["--target", ckpt[1], "--video", ckpt[3], "--prompt", "describe the video", "--max-new-tokens", MAX_NEW]
+    rc, out, err = run_cli(capsys, *base, "--quiet")
+    assert rc == 0, err
+    assert out == text + "\n"
+    assert err.startswith("[prefill ") and "tokens/s | tau 1.00 |" in err and err.count("\n") == 1
+    rc, out, err = run_cli(capsys, *base, "--quiet", "--draft", ckpt[2], "--chain", 3)  # lossless: same text
+    assert rc == 0, err
+    assert out == text + "\n"
+    rc, out, err = run_cli(capsys, *base, "--json", "--quiet")
+    assert rc == 0, err
+    got = json.loads(out)
+    assert got["text"] == text and got["tokens"] == tokens and got["frames"] == 12
+    assert {"prefill_s", "decode_tokens_per_s", "tau", "cycles"} <= set(got["stats"])
+
+
+def test_bad_inputs_give_one_line_errors(ckpt, llava, capsys, tmp_path):
+    hf, target, draft, video = ckpt
+    (tmp_path / "notes.mp4").write_text("not a video\n" * 20)
+    data = write_video(tmp_path / "clip.webm", "libvpx-vp9").read_bytes()
+    (tmp_path / "cut.webm").write_bytes(data[: len(data) // 2])
+    small = make_draft(llava[3])
+    wide = dataclasses.replace(small.config, layers=dataclasses.replace(small.config.layers, hidden_size=32))
+    (tmp_path / "wide").mkdir()
+    (tmp_path / "wide" / "config.json").write_text(json.dumps({"model_type": "sparrow_draft",
+                                                               **dataclasses.asdict(wide)}))
+    base = ["--target", target, "--prompt", "describe the video", "--quiet"]
+    cases = [
+        (["--video", tmp_path / "notes.mp4"], "cannot read it as a video"),
+        (["--video", tmp_path / "missing.mp4"], "no such file"),
+        (["--video", tmp_path / "cut.webm"], "no decodable video frames"),
+        (["--video", video, "--capacity", 100], "256 new tokens = 384 KV slots, more than --capacity 100: sample fewer"),
+        (["--video", video, "--draft", tmp_path / "wide"], "draft hidden_size 32 != target hidden_size 64"),
+        (["--video", video, "--draft", save_draft(tmp_path / "deep", small, target_layers=5)], "5-layer target"),
+        (["--video", video, "--draft", target], "not a converted draft"),
+        (["--video", video, "--chain", 3], "give --draft"),
+    ]
+    for argv, message in cases:
+        rc, out, err = run_cli(capsys, *base, *argv)
+        assert rc == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1, (argv, err)
+        assert message in err, (message, err)
+    rc, _, err = run_cli(capsys, "--target", llava[2], "--video", video, "--prompt", "hi", "--quiet")
+    assert rc == 2 and "no tokenizer in" in err and "convert target" in err and err.count("\n") == 1
