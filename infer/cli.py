@@ -143,10 +143,11 @@ class IncrementalText:
 
 class Ticker:
     """Elapsed seconds on stderr (`label... 3.2 s`) while a step that has no progress of its own runs, shown
-    only once it has taken more than `delay` seconds."""
+    only once it has taken more than `delay` seconds, and only on a terminal (the stats line has the time)."""
 
     def __init__(self, label: str, quiet: bool = False, delay: float = 1.0):
-        self.label, self.quiet, self.delay = label, quiet, delay
+        self.label, self.delay = label, delay
+        self.quiet = quiet or not sys.stderr.isatty()
         self._done = threading.Event()
         self._shown = False
 
@@ -261,7 +262,8 @@ def _config(path, flag):
 
 def _too_long(prompt, video_tokens, frames, args, need, speculative) -> str:
     extra = " + one draft tree" if speculative else ""
-    return (f"the prompt is {prompt} tokens ({video_tokens} of them for {frames} video frames) + "
-            f"{args.max_new_tokens} new tokens{extra} = {need} KV slots, more than --capacity {args.capacity}: "
+    return (f"the prompt is {prompt} tokens ({video_tokens} of them for {frames} video frames); with "
+            f"{args.max_new_tokens} new tokens{extra} it needs {need} KV slots (padding included), more than "
+            f"--capacity {args.capacity}: "
             "sample fewer frames (--frames, --fps, --max-frames), lower --max-pixels (Qwen2.5-VL), lower "
             "--max-new-tokens, or raise --capacity if memory allows")

@@ -125,7 +125,7 @@ def test_bad_inputs_give_one_line_errors(ckpt, llava, capsys, tmp_path):
         (["--video", tmp_path / "notes.mp4"], "cannot read it as a video"),
         (["--video", tmp_path / "missing.mp4"], "no such file"),
         (["--video", tmp_path / "cut.webm"], "no decodable video frames"),
-        (["--video", video, "--capacity", 100], "256 new tokens = 384 KV slots, more than --capacity 100: sample fewer"),
+        (["--video", video, "--capacity", 100], "with 256 new tokens it needs 384 KV slots (padding included), more than --capacity 100: sample fewer"),
         (["--video", video, "--draft", tmp_path / "wide"], "draft hidden_size 32 != target hidden_size 64"),
         (["--video", video, "--draft", save_draft(tmp_path / "deep", small, target_layers=5)], "5-layer target"),
         (["--video", video, "--draft", target], "not a converted draft"),
