@@ -12,7 +12,7 @@ from convert.keymap import export_params, import_params
 from sparrow_jax import checkpoint
 from sparrow_jax.config import config_from_hf
 from sparrow_jax.models import abstract_model
-from sparrow_jax.prompting import copy_tokenizer_files
+from sparrow_jax.prompting import TOKENIZER_DIR, copy_tokenizer_files
 
 DTYPES = ("float32", "bfloat16")
 
@@ -34,13 +34,15 @@ def convert_target(src, dst, dtype: str = "float32", overwrite: bool = False) ->
     with hf_files.open_checkpoint(src) as source:
         params = import_params(source, shapes, keymap_for(config), dtype, progress=hf_files.iterate)
     checkpoint.save(dst, config, params, dtype, overwrite=overwrite)
-    return copy_tokenizer_files(src, dst)
+    return copy_tokenizer_files(src, Path(dst) / TOKENIZER_DIR)
 
 
 def export(src, dst) -> None:
+    """Converted checkpoint `src` -> HF directory `dst` (safetensors, config.json, and its tokenizer files)."""
     config, params, _ = checkpoint.load_params(src)
     tensors = export_params(checkpoint.to_numpy(params), keymap_for(config))
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     hf_files.write_safetensors(tensors, dst)
     (dst / "config.json").write_text(json.dumps(hf_config(config), indent=2))
+    copy_tokenizer_files(Path(src) / TOKENIZER_DIR, dst)  # the tokenizer files convert carried, back beside it

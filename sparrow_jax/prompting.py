@@ -26,11 +26,11 @@ TOKENIZER_FILES = (
 _TOKENIZER_CORE = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 
-def copy_tokenizer_files(src, dst) -> list[str]:
-    """Copy the tokenizer/processor files found in HF directory `src` to `dst/tokenizer/`; their names."""
+def copy_tokenizer_files(src, out) -> list[str]:
+    """Copy the tokenizer/processor files found in directory `src` to directory `out`; their names."""
     found = [name for name in TOKENIZER_FILES if (Path(src) / name).is_file()]
     if found:
-        out = Path(dst) / TOKENIZER_DIR
+        out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         for name in found:
             shutil.copyfile(Path(src) / name, out / name)

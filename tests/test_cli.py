@@ -49,9 +49,14 @@ def run_cli(capsys, *argv):
     return rc, out, err
 
 
-def test_convert_carries_tokenizer_files(ckpt):
-    names = {p.name for p in (ckpt[1] / "tokenizer").iterdir()}
-    assert {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"} <= names
+def test_convert_carries_tokenizer_files(ckpt, tmp_path):
+    from convert.__main__ import main as convert
+
+    names = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"}
+    assert names <= {p.name for p in (ckpt[1] / "tokenizer").iterdir()}
+    assert convert(["export", "--src", str(ckpt[1]), "--dst", str(tmp_path / "hf")]) == 0  # and back beside it
+    for name in names:
+        assert (tmp_path / "hf" / name).read_bytes() == (ckpt[0] / name).read_bytes()
 
 
 @pytest.mark.parametrize("turns, system", [

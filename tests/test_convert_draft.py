@@ -142,6 +142,7 @@ def test_convert_forward_and_round_trip(kind, llava, sparrow, eagle, tmp_path, c
     cfg = load_config(dst / "config.json")
     assert isinstance(cfg, DraftConfig)
     assert (cfg.window, cfg.pinned, cfg.embed_norm) == (16, 4, kind == "sparrow")
+    assert cfg.target_layers == 3  # the target it was converted for (the CLI checks it)
     assert (cfg.layers.num_layers, cfg.layers.qkv_bias) == (1 if kind == "sparrow" else 2, kind == "sparrow")
     assert cfg.layers.rope.theta == draft.hf["rope_theta"] and cfg.layers.rms_norm_eps == draft.hf["rms_norm_eps"]
 
