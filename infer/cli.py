@@ -76,18 +76,19 @@ def main(argv=None) -> int:
 
 def run(args) -> int:
     import infer
+    import sparrow_jax
     from infer.generation import default_tree, kv_slots_needed
     from sparrow_jax.processing import frame_size, video_prompt
     from sparrow_jax.prompting import load_tokenizer
     from sparrow_jax.video import read_video
 
+    # Every check that can fail comes before the weights are loaded.
     tree = _tree(args)
-    tokenizer = load_tokenizer(args.tokenizer or args.target)
-    target = _load_target(args.target, args.dtype)
-    draft = None if args.draft is None else _load_draft(args.draft, target, args.window, args.dtype)
-    if draft is not None and tree is None:
+    config = _target_config(args.target)
+    draft_config = None if args.draft is None else _draft_config(args.draft, config.text)
+    if draft_config is not None and tree is None:
         tree = default_tree(args.temperature)
-    config = target.config
+    tokenizer = load_tokenizer(args.tokenizer or args.target)
     preset = PRESETS[args.preset or DEFAULT_PRESET[config.model_type]]
     max_pixels = args.max_pixels or preset.max_pixels
     size = lambda h, w: frame_size(config, h, w, max_pixels=max_pixels)  # noqa: E731
@@ -97,7 +98,9 @@ def run(args) -> int:
     need = kv_slots_needed(len(ids), args.max_new_tokens, tree)
     if need > args.capacity:
         raise ValueError(_too_long(len(ids), int((ids == config.video_token_id).sum()), len(video.frames),
-                                   args, need, draft is not None))
+                                   args, need, draft_config is not None))
+    target = sparrow_jax.load(args.target, args.dtype)
+    draft = None if draft_config is None else _load_draft(args.draft, draft_config, args.window, args.dtype)
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
               eos_token_id=tokenizer.eos_token_ids, pad_id=tokenizer.pad_token_id, seed=args.seed, draft=draft,
               tree=tree)
@@ -216,8 +219,7 @@ def _sampling(args, preset) -> Sampling:
     return base
 
 
-def _load_target(path, dtype):
-    import sparrow_jax
+def _target_config(path):
     from sparrow_jax.config import DraftConfig, LlavaOnevisionConfig, Qwen25VLConfig
 
     config = _config(path, "--target")
@@ -227,23 +229,29 @@ def _load_target(path, dtype):
     if not isinstance(config, (LlavaOnevisionConfig, Qwen25VLConfig)):
         raise ValueError(f"--target {path} is a text-only {config.model_type} model; a video needs a "
                          "llava_onevision or qwen2_5_vl target")
-    return sparrow_jax.load(path, dtype)
+    return config
 
 
-def _load_draft(path, target, window, dtype):
-    import jax.numpy as jnp
-
-    from sparrow_jax import checkpoint
+def _draft_config(path, target_text):
     from sparrow_jax.config import DraftConfig, draft_mismatch
-    from sparrow_jax.models import abstract_model
 
     config = _config(path, "--draft")
     if not isinstance(config, DraftConfig):
         raise ValueError(f"--draft {path} is a {config.model_type} model, not a converted draft "
                          "(python -m convert draft --src HF_DRAFT --target TARGET --dst OUT)")
-    if problem := draft_mismatch(config, target.lm.config):
+    if problem := draft_mismatch(config, target_text):
         raise ValueError(f"--draft {path}: {problem}; use the draft trained for this target, or convert it "
                          "against this target (python -m convert draft --target ...)")
+    return config
+
+
+def _load_draft(path, config, window, dtype):
+    """The draft's weights into its model, with the window cache resized to `window` text slots if given."""
+    import jax.numpy as jnp
+
+    from sparrow_jax import checkpoint
+    from sparrow_jax.models import abstract_model
+
     _, params, dtype = checkpoint.load_params(path, dtype)
     if window is not None:
         config = dataclasses.replace(config, window=window)
