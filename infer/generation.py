@@ -151,8 +151,9 @@ def generate(
 
     With `draft` (a loaded Sparrow draft, or any proposer of `sparrow_jax.spec.proposer`) decoding is
     speculative and lossless: the draft proposes a
-    `tree` (default: the EAGLE-2 budget top_k 8, depth 3, 30 tokens at temperature 0; a chain of 5 at
-    temperature > 0, `TreeShape.chain(k)`), the target verifies it in one forward. The draft reads only
+    `tree` (default: the EAGLE-2 budget top_k 8, depth 3, 30 tokens; `TreeShape.chain(k)` for a chain),
+    the target verifies it in one forward (at temperature > 0 a chain samples its tokens from the draft,
+    a tree proposes the draft's top-k; both are verified by exact speculative sampling). The draft reads only
     the prompt's text positions (`draft_chunk` pairs per prefill step), never the visual tokens;
     `draft_sees_visual=True` is the EAGLE/MSD-style baseline that reads every prompt position (give it
     a window covering the prompt), for comparisons.
@@ -171,7 +172,7 @@ def generate(
     chunk = min(width, prefill_chunk)
     if draft is not None and not hasattr(draft, "propose"):  # a draft model: wrap it as the Sparrow proposer
         _check_draft(target, draft)
-        tree = tree or (TreeShape() if sampling.greedy else TreeShape.chain(5))
+        tree = tree or TreeShape()
         draft = SparrowProposer.create(draft, tree, sampling, draft_chunk)
     tree = None if draft is None else draft.shape
     # Speculation writes a whole tree past the committed tokens and may commit a path past max_new.

@@ -68,8 +68,10 @@ def spec_decode(target, proposer, logits, cache, hidden, ids, text_index, text_l
         vlogits = target.logits(out.hidden)
         if sampling.greedy:
             n, path, bonus = verify.greedy(tree, vlogits, dmax)
-        else:
+        elif shape.is_chain:
             n, path, bonus = verify.sample_chain(tree, vlogits, sampling, k_accept)
+        else:
+            n, path, bonus = verify.sample_tree(tree, vlogits, sampling, k_accept, dmax)
 
         # Tokens of this cycle: the accepted draft tokens, then the bonus token.
         nxt = jnp.take_along_axis(tree.tokens, jnp.concatenate([path[:, 1:], path[:, -1:]], axis=1), axis=1)
