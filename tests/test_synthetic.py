@@ -73,3 +73,23 @@ def test_dataset_writes_decodable_mp4_and_manifest(tmp_path):
         rendered = render(scene, 6, 48, 48)
         assert decoded.shape == rendered.shape
         assert np.abs(decoded.astype(int) - rendered).mean() < 6  # lossy H.264, 4:2:0 chroma at edges
+
+
+def test_tokenizer_loads_in_transformers_with_its_chat_template(tmp_path):
+    from transformers import AutoTokenizer
+
+    from train.synthetic.tokenizer import corpus, save_tokenizer, train_tokenizer
+    tok = train_tokenizer(corpus(300), vocab_size=400)
+    save_tokenizer(tok, tmp_path)
+    hf = AutoTokenizer.from_pretrained(tmp_path)
+    assert len(hf) == 400 and hf.eos_token == "<|im_end|>" and hf.pad_token_id == 0
+    _, question, answer = example(1000)  # a held-out scene
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]},
+                {"role": "assistant", "content": answer}]
+    text = hf.apply_chat_template(messages, tokenize=False)
+    assert text == f"<|im_start|>user\n<video>\n{question}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>\n"
+    ids = hf(text)["input_ids"]
+    assert ids.count(hf.convert_tokens_to_ids("<video>")) == 1 and hf.decode(ids) == text
+    from train.synthetic.world import COLOURS, SHAPES
+    for word in (*COLOURS, *SHAPES):  # the corpus' key words are single tokens (with their space)
+        assert len(hf(" " + word)["input_ids"]) == 1, word
