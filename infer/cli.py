@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from sparrow_jax.spec.tree import TreeShape
 from sparrow_jax.video import DEFAULT_PRESET, PRESETS, Sampling
 
 EXIT_USAGE = 2
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     shape = s.add_mutually_exclusive_group()
     shape.add_argument("--chain", type=int, metavar="K", help="draft a chain of K tokens per cycle")
     shape.add_argument("--tree", metavar="TOPK,DEPTH,TOTAL",
-                       help="draft an EAGLE-2 tree (greedy only; default with --draft at temperature 0: 8,3,30)")
+                       help="draft an EAGLE-2 tree (default with --draft: 8,3,30)")
     s.add_argument("--window", type=int, help="text slots of the draft's window cache (default: as converted)")
     v = p.add_argument_group("video sampling")
     v.add_argument("--preset", choices=sorted(PRESETS),
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
 def run(args) -> int:
     import infer
     import sparrow_jax
-    from infer.generation import default_tree, kv_slots_needed
+    from infer.generation import kv_slots_needed
     from sparrow_jax.processing import frame_size, video_prompt
     from sparrow_jax.prompting import load_tokenizer
     from sparrow_jax.video import read_video
@@ -87,7 +88,7 @@ def run(args) -> int:
     config = _target_config(args.target)
     draft_config = None if args.draft is None else _draft_config(args.draft, config.text)
     if draft_config is not None and tree is None:
-        tree = default_tree(args.temperature)
+        tree = TreeShape()  # generate's default: the EAGLE-2 budget
     tokenizer = load_tokenizer(args.tokenizer or args.target)
     preset = PRESETS[args.preset or DEFAULT_PRESET[config.model_type]]
     max_pixels = args.max_pixels or preset.max_pixels
@@ -193,8 +194,6 @@ def _write(text: str) -> None:
 
 
 def _tree(args):
-    from sparrow_jax.spec.tree import TreeShape
-
     if (args.chain is not None or args.tree is not None) and args.draft is None:
         raise ValueError("--chain and --tree shape the draft's proposals: give --draft CKPT too")
     if args.chain is not None:

@@ -162,8 +162,9 @@ def generate(
 
     With `draft` (a loaded Sparrow draft, or any proposer of `sparrow_jax.spec.proposer`) decoding is
     speculative and lossless: the draft proposes a
-    `tree` (default: the EAGLE-2 budget top_k 8, depth 3, 30 tokens at temperature 0; a chain of 5 at
-    temperature > 0, `TreeShape.chain(k)`), the target verifies it in one forward. The draft reads only
+    `tree` (default: the EAGLE-2 budget top_k 8, depth 3, 30 tokens; `TreeShape.chain(k)` for a chain),
+    the target verifies it in one forward (at temperature > 0 a chain samples its tokens from the draft,
+    a tree proposes the draft's top-k; both are verified by exact speculative sampling). The draft reads only
     the prompt's text positions (`draft_chunk` pairs per prefill step), never the visual tokens;
     `draft_sees_visual=True` is the EAGLE/MSD-style baseline that reads every prompt position (give it
     a window covering the prompt), for comparisons.
@@ -186,12 +187,6 @@ def generate(
     tokens, lengths, cycles, accepted = jax.device_get((tokens, lengths, cycles, accepted))
     return GenerateOutput(np.asarray(tokens), np.asarray(lengths),
                           generation_stats(lengths, cycles, accepted, prefill_s, time.perf_counter() - t1))
-
-
-def default_tree(temperature: float) -> TreeShape:
-    """The draft tree when none is given: EAGLE-2's (top_k 8, depth 3, 30 tokens) when greedy, a chain of 5
-    when sampling (trees are greedy-only)."""
-    return TreeShape() if temperature == 0 else TreeShape.chain(5)
 
 
 def kv_slots_needed(prompt_tokens: int, max_new_tokens: int, tree: TreeShape | None = None,
@@ -244,7 +239,7 @@ def _setup(target, prompts, video, max_new_tokens, temperature, top_k, top_p, eo
     width = batch.input_ids.shape[1]
     if draft is not None and not hasattr(draft, "propose"):  # a draft model: wrap it as the Sparrow proposer
         _check_draft(target, draft)
-        tree = tree or default_tree(temperature)
+        tree = tree or TreeShape()
         draft = SparrowProposer.create(draft, tree, sampling, draft_chunk)
     need = _slots(width, max_new_tokens, None if draft is None else draft.shape)
     capacity = round_capacity(need) if capacity is None else capacity

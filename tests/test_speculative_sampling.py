@@ -3,8 +3,9 @@
 Exactly computable case: top-k 3 leaves 3 candidates per step, so the first three generated tokens
 have 27 possible outcomes whose probabilities we compute from the target itself. 1500 identical rows
 are decoded in one call (rows draw independently) and compared with a chi-square test at significance
-0.001 (fixed seeds: deterministic). Wrong acceptance rules (e.g. accepting every draft token, or
-resampling from p instead of the residual) fail it by a wide margin.
+0.001 (fixed seeds: deterministic). Wrong acceptance rules (e.g. accepting every draft token,
+resampling from p instead of the residual, or not renormalising over the untried siblings of a tree)
+fail it by a wide margin.
 """
 
 import itertools
@@ -13,12 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import struct
 from test_speculative import make_draft
 
 import infer
 from sparrow_jax.sampling import SamplingConfig, log_probs
 from sparrow_jax.spec.proposer import OracleProposer
-from sparrow_jax.spec.tree import TreeShape
+from sparrow_jax.spec.tree import Tree, TreeShape, ancestor_mask
 
 ROWS, TOP_K, TEMP = 1500, 3, 1.0
 CHI2_DF26_P001 = 54.05  # scipy.stats.chi2.ppf(0.999, 26)
@@ -57,25 +59,64 @@ def exact(llava):
     return probs
 
 
-def run(target, draft, seed):
+@struct.dataclass
+class SupportTreeProposer:
+    """A fixed-shape tree from the exact distribution: below the root (the first generated token a) all
+    three tokens b of the target's support, least likely first, each with two children c (the second
+    most likely, then the most likely). Every level-1 sibling matters for the multi-candidate rule."""
+
+    kids: jax.Array  # [V, 3]
+    grandkids: jax.Array  # [V, 3, 2]
+    shape: TreeShape = struct.field(pytree_node=False, default=TreeShape(top_k=3, depth=1, total=10))
+
+    @classmethod
+    def build(cls, exact, vocab):
+        kids, grandkids = np.zeros((vocab, 3), np.int32), np.zeros((vocab, 3, 2), np.int32)
+        for a in {k[0] for k in exact}:
+            pb = {b: sum(p for (x, y, _), p in exact.items() if (x, y) == (a, b)) for (x, b, _) in exact if x == a}
+            kids[a] = sorted(pb, key=pb.get)
+            for j, b in enumerate(kids[a]):
+                pc = {c: p for (x, y, c), p in exact.items() if (x, y) == (a, b)}
+                grandkids[a, j] = sorted(pc, key=pc.get)[-2:]
+        return cls(jnp.asarray(kids), jnp.asarray(grandkids))
+
+    def start(self, target, hidden, ids, text_index, text_len, first):
+        return ()
+
+    def propose(self, target, state, root, n_out, key):
+        b = root.shape[0]
+        tokens = jnp.concatenate([root[:, None], self.kids[root], self.grandkids[root].reshape(b, 6)], axis=1)
+        parent = jnp.broadcast_to(jnp.asarray([0, 0, 0, 0, 1, 1, 2, 2, 3, 3], jnp.int32), (b, 10))
+        depth = jnp.broadcast_to(jnp.asarray([0, 1, 1, 1, 2, 2, 2, 2, 2, 2], jnp.int32), (b, 10))
+        return Tree(tokens=tokens, parent=parent, depth=depth, mask=ancestor_mask(parent, 2),
+                    valid=jnp.ones((b, 10), bool)), state
+
+    def commit(self, target, state, tokens, hidden, valid, n):
+        return state
+
+
+def run(target, draft, seed, tree=None):
     out = infer.generate(target, [PROMPT] * ROWS, max_new_tokens=3, temperature=TEMP, top_k=TOP_K, seed=seed,
-                         draft=draft, tree=TreeShape.chain(2) if draft is not None and not hasattr(draft, "propose") else None)
+                         draft=draft, tree=tree)
     assert np.all(out.lengths == 3)
     return out.tokens[:, :3]
 
 
-@pytest.mark.parametrize("kind", ["autoregressive", "sparrow_chain", "oracle_chain"])
+@pytest.mark.parametrize("kind", ["autoregressive", "sparrow_chain", "sparrow_tree", "oracle_chain", "support_tree"])
 def test_sampling_matches_target_distribution(llava, exact, kind):
-    target = llava[3]
+    target, tree = llava[3], None
     if kind == "autoregressive":
         draft = None
-    elif kind == "sparrow_chain":
+    elif kind.startswith("sparrow"):
         draft = make_draft(target, window=4)
+        tree = TreeShape.chain(2) if kind == "sparrow_chain" else TreeShape(top_k=3, depth=1, total=8)
+    elif kind == "support_tree":
+        draft = SupportTreeProposer.build(exact, 128)
     else:  # proposes the target's most likely tokens with a one-hot draft distribution
         ref = np.array(max(exact, key=exact.get), np.int32)
         draft = OracleProposer(jnp.asarray(np.tile(np.append(ref[1:], [0] * 4), (ROWS, 1))), jnp.zeros((ROWS, 6), bool),
                                128, TreeShape.chain(2))
-    stat, cells = chi_square(run(target, draft, seed=1), exact)
+    stat, cells = chi_square(run(target, draft, seed=1, tree=tree), exact)
     print(f"{kind}: chi2 = {stat:.1f} over {cells} cells (critical {CHI2_DF26_P001})")
     assert stat < CHI2_DF26_P001
 

@@ -15,7 +15,6 @@ from flax import struct
 from sparrow_jax.kv_cache import KVCache
 from sparrow_jax.sampling import SamplingConfig, sample
 from sparrow_jax.spec import verify
-from sparrow_jax.spec.tree import TreeShape
 
 
 @struct.dataclass
@@ -74,8 +73,10 @@ def spec_cycle(target, proposer, s: SpecState, rope_delta, stop_ids, pad_id, max
     vlogits = target.logits(out.hidden)
     if sampling.greedy:
         n, path, bonus = verify.greedy(tree, vlogits, dmax)
-    else:
+    elif proposer.shape.is_chain:
         n, path, bonus = verify.sample_chain(tree, vlogits, sampling, k_accept)
+    else:
+        n, path, bonus = verify.sample_tree(tree, vlogits, sampling, k_accept, dmax)
 
     # Tokens of this cycle: the accepted draft tokens, then the bonus token.
     nxt = jnp.take_along_axis(tree.tokens, jnp.concatenate([path[:, 1:], path[:, -1:]], axis=1), axis=1)

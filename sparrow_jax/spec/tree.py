@@ -6,6 +6,11 @@ gives `top_k` level-1 candidates; each of `depth` expansion steps runs the draft
 `top_k` best frontier nodes (by cumulative log-probability) and scores their `top_k` children; the
 final tree keeps the `total - 1` best candidates of all. A chain of K tokens is the case top_k = 1,
 depth = K - 1, total = K + 1.
+
+At temperature > 0 a chain samples each token from the draft's (temperature/top-k/top-p) distribution
+q and keeps q for the min(1, p/q) rule; a tree keeps its deterministic top-k candidates, each verified
+as a draw from a point mass (`verify.sample_tree`), which is exact for any candidate set and so lets the
+value-dependent EAGLE-2 pruning stay.
 """
 
 from __future__ import annotations
@@ -82,9 +87,10 @@ def ancestor_mask(parent, max_depth: int):
     return mask
 
 
-def _pick(key, logits, k: int, sampling: SamplingConfig):
-    """(tokens [..., k], log-prob scores [..., k], distribution or None) of a node's children."""
-    if sampling.greedy:
+def _pick(key, logits, k: int, sampling: SamplingConfig | None):
+    """(tokens [..., k], log-prob scores [..., k], distribution or None) of a node's children: the top k,
+    or with `sampling` one child drawn from the processed distribution (which is returned)."""
+    if sampling is None:
         lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         scores, tokens = jax.lax.top_k(lp, k)
         return tokens.astype(jnp.int32), scores, None
@@ -101,11 +107,10 @@ def draft_tree(step, logits_fn, root, root_out, count, shape: TreeShape, samplin
     scratch slots `scratch_index`); `count` [B] is the draft
     position of the first speculative level. Returns a Tree with the root token `root` [B].
     """
-    if not sampling.greedy and not shape.is_chain:
-        raise ValueError("sampling (temperature > 0) supports chain drafting only; pass a chain (top_k=1)")
+    stochastic = None if sampling.greedy or not shape.is_chain else sampling
     k, b = shape.top_k, root.shape[0]
     keys = jax.random.split(key, shape.depth + 1)
-    tok, score, q = _pick(keys[0], logits_fn(root_out), k, sampling)
+    tok, score, q = _pick(keys[0], logits_fn(root_out), k, stochastic)
     cand_tok, cand_score, cand_parent, cand_q = [tok], [score], [jnp.full((b, k), -1, jnp.int32)], [q]
     front_tok, front_score, front_cand = tok, score, jnp.broadcast_to(jnp.arange(k), (b, k))
     front_hidden = jnp.broadcast_to(root_out[:, None], (b, k, root_out.shape[-1]))
@@ -114,7 +119,7 @@ def draft_tree(step, logits_fn, root, root_out, count, shape: TreeShape, samplin
         index = (s - 1) * k + jnp.arange(k)
         out = step(front_tok, front_hidden, jnp.broadcast_to((count + s - 1)[:, None], (b, k)), index, front_anc)
         visible = front_anc | jax.nn.one_hot(index, shape.scratch, dtype=bool)[None]  # what children see
-        ctok, cscore, cq = _pick(keys[s], logits_fn(out), k, sampling)  # [B, k, k]
+        ctok, cscore, cq = _pick(keys[s], logits_fn(out), k, stochastic)  # [B, k, k]
         base = k + (s - 1) * k * k
         scores = (front_score[..., None] + cscore).reshape(b, k * k)
         toks = ctok.reshape(b, k * k)
@@ -143,7 +148,7 @@ def draft_tree(step, logits_fn, root, root_out, count, shape: TreeShape, samplin
     tokens = jnp.concatenate([root[:, None], jnp.take_along_axis(tok_all, sel, axis=1)], axis=1)
     mask = ancestor_mask(parent, shape.max_depth)
     q = None
-    if not sampling.greedy:  # chain: every candidate is kept, in order
+    if stochastic is not None:  # chain: every candidate is kept, in order
         q_all = jnp.concatenate(cand_q, axis=1)
         q = jnp.concatenate([jnp.zeros_like(q_all[:, :1]), q_all], axis=1)
     return Tree(tokens=tokens, parent=parent, depth=depth, mask=mask, valid=valid, q=q)

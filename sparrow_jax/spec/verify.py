@@ -1,5 +1,6 @@
-"""Acceptance of a verified tree: greedy (longest path matching the target's argmax) and lossless
-speculative sampling for chains (accept with min(1, p/q), resample from the residual on rejection)."""
+"""Acceptance of a verified tree: greedy (longest path matching the target's argmax), lossless
+speculative sampling for chains (accept with min(1, p/q), resample from the residual on rejection) and
+the multi-candidate recursive rule for trees of deterministic candidates."""
 
 from __future__ import annotations
 
@@ -48,3 +49,43 @@ def sample_chain(tree: Tree, logits, sampling: SamplingConfig, key):
     bonus = jax.random.categorical(k_res, jnp.log(use), axis=-1).astype(jnp.int32)
     path = jnp.broadcast_to(jnp.arange(n_nodes, dtype=jnp.int32), (b, n_nodes))
     return n, path, bonus
+
+
+def sample_tree(tree: Tree, logits, sampling: SamplingConfig, key, max_depth: int):
+    """Lossless multi-candidate speculative sampling over a tree of deterministic candidates.
+
+    From the accepted node, its children x_1, x_2, ... are tried in order, each as a draw from a point
+    mass: x_i is accepted with probability p_i(x_i), where p_i is the target distribution p with the
+    tried siblings removed and renormalised (the residual max(p - q, 0) for q = one-hot), i.e.
+    p(x_i) / (1 - sum_{j<i} p(x_j)). If none is accepted the bonus token is drawn from the final
+    residual. This samples p exactly whatever the candidates are, so the tree may be pruned freely.
+    """
+    b, n_nodes = tree.tokens.shape
+    p = jnp.exp(log_probs(logits, sampling))  # [B, N, V] target distribution after each node
+    parent_p = jnp.take_along_axis(p, tree.parent[..., None], axis=1)  # [B, N, V] at each node's parent
+    p_tok = jnp.take_along_axis(parent_p, tree.tokens[..., None], axis=-1)[..., 0]  # [B, N]
+    node = jnp.arange(n_nodes)
+    candidate = tree.valid & (tree.depth > 0)
+    # Probability mass of the earlier siblings of each node (same parent, lower index).
+    earlier = (tree.parent[:, None, :] == tree.parent[:, :, None]) & (node[None, :] < node[:, None])
+    before = jnp.einsum("bij,bj->bi", (earlier & candidate[:, None, :]).astype(p_tok.dtype), p_tok)
+    k_u, k_res = jax.random.split(key)
+    u = jax.random.uniform(k_u, p_tok.shape)
+    ok = candidate & (u * jnp.maximum(1.0 - before, 0.0) < p_tok)
+
+    current = jnp.zeros((b,), jnp.int32)
+    levels = [current]
+    for d in range(1, max_depth + 1):
+        take = ok & (tree.depth == d) & (tree.parent == current[:, None])
+        found = jnp.any(take, axis=1)
+        current = jnp.where(found, jnp.argmax(take, axis=1), current).astype(jnp.int32)
+        levels.append(current)
+    n = jnp.take_along_axis(tree.depth, current[:, None], axis=1)[:, 0]
+    # Bonus: p at the last accepted node without its tried (= all valid) children.
+    tried = candidate & (tree.parent == current[:, None])  # [B, N]
+    removed = jnp.any(jax.nn.one_hot(tree.tokens, p.shape[-1], dtype=bool) & tried[..., None], axis=1)
+    p_n = jnp.take_along_axis(p, current[:, None, None], axis=1)[:, 0]
+    residual = jnp.where(removed, 0.0, p_n)
+    use = jnp.where((residual.sum(-1) > 0)[:, None], residual, p_n)  # all mass tried: rounding only
+    bonus = jax.random.categorical(k_res, jnp.log(use), axis=-1).astype(jnp.int32)
+    return n.astype(jnp.int32), jnp.stack(levels, axis=1), bonus
