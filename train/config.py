@@ -178,7 +178,7 @@ def _build(cls, tree: dict, prefix: str = ""):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(tree) - names)
     if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}; valid keys here: {sorted(names)}")
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {sorted(names)}")
     kw = {}
     for name, value in tree.items():
         hint = hints[name]

@@ -8,7 +8,8 @@ the target's next state h_{t+1}, whose lm_head distribution is the target's pred
 - MTP pass j >= 1: text positions inside an assistant answer take the previous pass's output o_{t-1}
   in place of h_t (what the draft feeds itself when drafting ahead); the prompt keeps the target's
   states (at inference the accepted prefix always comes from the target); visual anchors stay fixed.
-- Loss: position t counts when the token it predicts, t+2, is an assistant token.
+- Loss: position t counts when tokens t+1 and t+2 are both the assistant's: the draft reads a generated
+  token and predicts the next one, as at inference.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ def shift_right(x, n: int = 1, fill=0):
 
 
 def loss_mask(assistant):
-    """[B, L] float32: position t is scored when token t+2 is an assistant token."""
-    return shift_left(assistant, 2, False).astype(jnp.float32)
+    """[B, L] float32: position t is scored when tokens t+1 and t+2 are assistant tokens."""
+    return (shift_left(assistant, 1, False) & shift_left(assistant, 2, False)).astype(jnp.float32)
 
 
 def mtp_shiftable(assistant, visual):

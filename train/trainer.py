@@ -40,7 +40,7 @@ def load_target(cfg: TargetConfig):
 
         _on_main(lambda: random_target(path, cfg.random_init, cfg.random_seed, cfg.random_scale, cfg.dtype),
                  "random_target")
-    return checkpoint.load(path, cfg.dtype)
+    return checkpoint.load(path, cfg.dtype, on_host=True)  # sharded by the trainer
 
 
 def prepare_data(cfg: TrainConfig, target, tok) -> str:
@@ -81,7 +81,7 @@ def draft_config(cfg: TrainConfig, target) -> DraftConfig:
 
 def init_draft(cfg: TrainConfig, target):
     if cfg.draft.init_from:
-        draft = checkpoint.load(cfg.draft.init_from, "float32")
+        draft = checkpoint.load(cfg.draft.init_from, "float32", on_host=True)
         if draft.config.layers.hidden_size != target.lm.config.hidden_size:
             raise ValueError(f"draft.init_from {cfg.draft.init_from} was built for another target")
         return draft
