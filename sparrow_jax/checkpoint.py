@@ -36,7 +36,8 @@ def save(directory, config, params: dict, dtype: str, overwrite: bool = False) -
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / PARAMS).exists() and not overwrite:
         raise FileExistsError(f"{directory / PARAMS} already exists; choose an empty --dst or pass --overwrite")
-    arrays = jax.tree.map(lambda a: jnp.asarray(a, dtype=dtype), params)
+    # Host (numpy) arrays stay on the host: a multi-process job saves them without device placement.
+    arrays = jax.tree.map(lambda a: a.astype(dtype) if isinstance(a, np.ndarray) else jnp.asarray(a, dtype=dtype), params)
     with ocp.StandardCheckpointer() as ckptr:  # Orbax writes to a temp dir and renames: atomic
         ckptr.save(directory / PARAMS, arrays, force=overwrite)
     save_config(config, directory / CONFIG)

@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     p.add_argument("--coordinator", help="HOST:PORT of process 0, for several processes without auto-detection")
     p.add_argument("--num-processes", type=int)
     p.add_argument("--process-id", type=int)
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     try:
         cfg = config.load(args.config, args.overrides)
     except (ConfigError, OSError) as e:

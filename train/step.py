@@ -72,7 +72,7 @@ def make_train_step(target_graphdef, draft_graphdef, optimizer, schedule, obj: O
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        metrics.update(loss=loss, grad_norm=optax.global_norm(grads), lr=schedule(state["step"]))
+        metrics.update(loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state["step"]))
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1, "rng": rng}, metrics
 
     return step

@@ -153,7 +153,7 @@ def run(cfg: TrainConfig, mesh=None) -> Trained:
     finally:
         logger.close()
         mngr.close()
-    export = cfg.export
-    dcfg = draft.config
-    checkpoint.save(export, dcfg, state["params"], cfg.target.dtype, overwrite=True)
-    return Trained(state, logger.history, dcfg, export)
+    # Gathered to host arrays first: the exported draft loads on any topology (one device, another mesh).
+    params = jax.device_get(multihost_utils.process_allgather(state["params"], tiled=True))
+    checkpoint.save(cfg.export, draft.config, params, cfg.target.dtype, overwrite=True)
+    return Trained(state, logger.history, draft.config, cfg.export)
