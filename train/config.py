@@ -47,6 +47,7 @@ class DraftSection:
 class DataConfig:
     manifest: str = ""  # JSONL, see train/data.py
     tokenizer: str = "byte"  # "byte" (the built-in tiny ChatML byte tokenizer) or an HF tokenizer directory
+    video_placeholder: str = ""  # text for the video in the first user turn; empty: "<video>" (see tokenizer.load)
     seq_len: int = 2048  # every row is padded (or its answer truncated) to this many tokens
     batch_size: int = 8  # global; each process reads batch_size / process_count rows
     num_frames: int = 8  # frames sampled uniformly from each video

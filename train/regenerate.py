@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = cfgmod.load(args.config, args.overrides + ["regenerate.enabled=true"])
     target = load_target(cfg.target)
-    prepare_data(cfg, target, load_tokenizer(cfg.data.tokenizer))
+    prepare_data(cfg, target, load_tokenizer(cfg.data.tokenizer, cfg.data.video_placeholder))
     print(f"wrote {cfg.regenerate.output}")
     return 0
 

@@ -14,11 +14,12 @@ import numpy as np
 class ByteChatTokenizer:
     """Token ids 0-255 are bytes (UTF-8, surrogate-escaped so any id sequence round-trips), then specials."""
 
-    SPECIALS = ("<|im_start|>", "<|im_end|>", "<video>", "<image>", "<pad>")
+    SPECIALS = ("<|im_start|>", "<|im_end|>", "<video>", "<image>", "<pad>", "<|vision_start|>", "<|vision_end|>")
     vocab_size = 256 + len(SPECIALS)
     video_placeholder = "<video>"
 
-    def __init__(self):
+    def __init__(self, video_placeholder: str = "<video>"):
+        self.video_placeholder = video_placeholder  # Qwen2.5-VL: "<|vision_start|><video><|vision_end|>"
         self.special_ids = {s: 256 + i for i, s in enumerate(self.SPECIALS)}
         self._split = re.compile("(" + "|".join(re.escape(s) for s in self.SPECIALS) + ")")
         self.eos_ids = [self.special_ids["<|im_end|>"]]
@@ -75,8 +76,12 @@ class HFChatTokenizer:
         return self.encode(text)
 
 
-def load(name: str, video_placeholder: str = "<video>"):
-    return ByteChatTokenizer() if name == "byte" else HFChatTokenizer(name, video_placeholder)
+def load(name: str, video_placeholder: str = ""):
+    """The tokenizer named by `data.tokenizer`; `video_placeholder` is the text standing for the video in
+    the first user turn (empty: "<video>", LLaVA-OneVision's; Qwen2.5-VL's is
+    "<|vision_start|><|video_pad|><|vision_end|>")."""
+    video_placeholder = video_placeholder or "<video>"
+    return ByteChatTokenizer(video_placeholder) if name == "byte" else HFChatTokenizer(name, video_placeholder)
 
 
 def tokenize_conversation(tok, messages) -> tuple[np.ndarray, np.ndarray]:

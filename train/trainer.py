@@ -99,7 +99,7 @@ class Trained:
 def run(cfg: TrainConfig, mesh=None) -> Trained:
     mesh = mesh if mesh is not None else sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
     target = load_target(cfg.target)
-    tok = load_tokenizer(cfg.data.tokenizer)
+    tok = load_tokenizer(cfg.data.tokenizer, cfg.data.video_placeholder)
     if tok.vocab_size > target.lm.config.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size} tokens, the target only {target.lm.config.vocab_size}")
     records = data.read_manifest(prepare_data(cfg, target, tok))
