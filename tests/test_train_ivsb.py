@@ -140,3 +140,26 @@ def test_encode_expands_video_and_loader_resumes_exactly(tmp_path):
         for k in ("input_ids", "assistant", "visual", "lengths"):
             np.testing.assert_array_equal(a[k], b[k])
         np.testing.assert_array_equal(a["video"], b["video"])
+
+
+def test_hf_tokenizer_chat_template_assistant_mask(tmp_path):
+    """The same assistant-mask rule through a Hugging Face tokenizer and its own (ChatML) chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from train.tokenizer import HFChatTokenizer
+
+    words = ["<unk>", "<|im_start|>", "<|im_end|>", "<video>", "user", "assistant", "hi", "ok", "fine"]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    fast = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="<|im_end|>",
+                                   additional_special_tokens=["<|im_start|>", "<|im_end|>", "<video>"],
+                                   chat_template=template)
+    fast.save_pretrained(tmp_path)
+    tok = HFChatTokenizer(str(tmp_path))
+    msgs = [{"role": "user", "content": "<video> hi"}, {"role": "assistant", "content": "ok fine"}]
+    ids, mask = tokenize_conversation(tok, msgs)
+    assert [words[i] for i in ids[mask]] == ["ok", "fine", "<|im_end|>"]
+    assert ids.tolist().count(3) == 1 and tok.eos_ids == [2]
