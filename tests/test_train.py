@@ -145,3 +145,22 @@ def test_two_processes_with_jax_distributed(tiny, tmp_path):
     assert sorted(os.listdir(tmp_path / "checkpoints" / "3" / "data"))[-2:] == ["process_0-of-2.json",
                                                                                  "process_1-of-2.json"]
     sparrow_jax.load(tmp_path / "draft")
+
+
+def test_offline_features_train_like_online(tiny, straight, tmp_path):
+    """Stored target states (python -m train.features) give the same run without the target forward."""
+    from train.features import write_features
+    from train.tokenizer import load as load_tokenizer
+    from train.trainer import load_target
+
+    overrides = short_run(tmp_path, tiny[0], "steps=4", "checkpoint.every=2", f"data.features_dir={tmp_path / 'f'}")
+    cfg = config.load(TINY, overrides)
+    target = load_target(cfg.target)
+    records = data.read_manifest(cfg.data.manifest)
+    write_features(cfg, target, load_tokenizer("byte"), records, progress=False)
+    assert len(list((tmp_path / "f").glob("*.npy"))) == len(records)
+    offline = run(cfg)
+    _, ref = straight
+    _assert_trees_close(offline.state["params"], ref.state["params"], 1e-6)
+    with pytest.raises(ValueError, match="other settings"):
+        run(config.load(TINY, overrides + ["data.seq_len=96"]))

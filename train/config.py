@@ -54,6 +54,7 @@ class DataConfig:
     fps: float | None = None  # frame rate of the sampled frames (Qwen2.5-VL M-RoPE time axis)
     seed: int = 0  # shuffling seed
     system_prompt: str = ""
+    features_dir: str = ""  # offline mode: the target states stored by python -m train.features (empty: online)
     synthetic_examples: int = 0  # >0 and no manifest yet: write a synthetic one (tiny runs, tests)
 
 
@@ -137,6 +138,9 @@ class TrainConfig:
         _require(bool(self.data.manifest), "data.manifest is required (a JSONL manifest, see train/data.py)")
         _require(self.data.seq_len >= 8 and self.data.batch_size >= 1, "data.seq_len must be >= 8, batch_size >= 1")
         o = self.objective
+        _require(not self.data.features_dir or o.visual_input == "mid_layer",
+                 "offline features (data.features_dir) store mid-layer states at visual positions; "
+                 "objective.visual_input must be mid_layer")
         _require(o.attention in ATTENTION, f"objective.attention must be one of {ATTENTION}, got {o.attention!r}")
         _require(o.visual_input in VISUAL_INPUT, f"objective.visual_input must be one of {VISUAL_INPUT}, got {o.visual_input!r}")
         _require(o.mtp_passes >= 0, f"objective.mtp_passes must be >= 0, got {o.mtp_passes}")

@@ -39,6 +39,7 @@ def read_manifest(path) -> list[dict]:
         if not isinstance(rec.get("conversations"), list) or not rec["conversations"]:
             raise ValueError(f"{path}:{n}: needs a non-empty 'conversations' list")
         rec["_base"] = str(path.parent.absolute())
+        rec["_index"] = len(records)  # names the record's stored features (offline mode)
         records.append(rec)
     if not records:
         raise ValueError(f"{path}: the manifest is empty")
@@ -124,10 +125,16 @@ def collate(examples, target_config, seq_len: int, pad_id: int) -> dict:
     for i, e in enumerate(examples):
         assistant[i, : len(e["assistant"])] = e["assistant"]
     positions = b.positions if b.positions.ndim == 2 else np.moveaxis(b.positions, 0, 1)  # batch first
-    return {
+    out = {
         "input_ids": b.input_ids, "positions": positions, "lengths": b.lengths, "assistant": assistant,
         "visual": np.isin(b.input_ids, visual_token_ids(target_config)), "video": b.video,
     }
+    if "features" in examples[0]:  # offline mode: the stored target states replace the target and its video
+        feats = np.zeros((*b.input_ids.shape, examples[0]["features"].shape[-1]), examples[0]["features"].dtype)
+        for i, e in enumerate(examples):
+            feats[i, : len(e["features"])] = e["features"]
+        out.update(features=feats, video=None)
+    return out
 
 
 class _Encode(grain.MapTransform):
@@ -138,15 +145,30 @@ class _Encode(grain.MapTransform):
         return self.fn(element)
 
 
-def loader(records, tok, target_config, cfg, local_batch: int, seed: int):
+def with_features(example: dict, rec: dict, features_dir) -> dict:
+    """Attach the record's stored target states (see train/features.py); they must match its tokens."""
+    feats = np.load(Path(features_dir) / f"{rec['_index']:08d}.npy")
+    if len(feats) != len(example["ids"]):
+        raise ValueError(f"record {rec.get('id', rec['_index'])}: stored features cover {len(feats)} tokens, the "
+                         f"record encodes to {len(example['ids'])}; re-run python -m train.features")
+    return {**example, "features": feats}
+
+
+def loader(records, tok, target_config, cfg, local_batch: int, seed: int, features_dir=None):
     """An endless grain DataLoader over `records`: each JAX process reads its own shard, shuffled per epoch
-    with `seed`; `iter(loader)` has get_state()/set_state() for exact resumption (saved in checkpoints)."""
+    with `seed`; `iter(loader)` has get_state()/set_state() for exact resumption (saved in checkpoints).
+    With `features_dir`, each example carries its stored target states (offline mode)."""
     sampler = grain.IndexSampler(
         len(records), shard_options=grain.ShardByJaxProcess(drop_remainder=True), shuffle=True, num_epochs=None,
         seed=seed,
     )
+
+    def example(rec):
+        e = encode(rec, tok, target_config, cfg.seq_len, cfg.num_frames, cfg.fps, cfg.system_prompt)
+        return with_features(e, rec, features_dir) if features_dir else e
+
     ops = [
-        _Encode(lambda r: encode(r, tok, target_config, cfg.seq_len, cfg.num_frames, cfg.fps, cfg.system_prompt)),
+        _Encode(example),
         grain.Batch(local_batch, drop_remainder=True,
                     batch_fn=lambda ex: collate(ex, target_config, cfg.seq_len, tok.pad_id)),
     ]

@@ -23,6 +23,20 @@ def target_features(target, batch, capture_layer: int):
     return out.hidden, target.logits(out.hidden), out.captured[capture_layer]
 
 
+def draft_states(target, batch, capture_layer: int):
+    """What the draft needs from the target, in one [B,L,H] array: mid-layer states at visual positions,
+    final normed states elsewhere (offline mode stores this; the logits follow from the lm_head)."""
+    hidden, _, mid = target_features(target, batch, capture_layer)
+    return jnp.where(batch["visual"][..., None], mid, hidden)
+
+
+def stored_features(target, batch):
+    """(hidden, logits, mid) from stored `draft_states`: the same values online mode computes at every
+    position the loss or the IVSB input reads."""
+    states = batch["features"].astype(target.lm.dtype)
+    return states, target.logits(states), states
+
+
 def draft_loss(draft, target, features, batch, key, obj: ObjectiveConfig):
     """Weighted sum over the 1 + mtp_passes passes; metrics per pass."""
     hidden, logits, mid = jax.tree.map(jax.lax.stop_gradient, features)
@@ -63,7 +77,10 @@ def make_train_step(target_graphdef, draft_graphdef, optimizer, schedule, obj: O
 
     def step(state, target_params, batch):
         target = nnx.merge(target_graphdef, target_params)
-        features = target_features(target, batch, capture_layer)
+        if "features" in batch:
+            features = stored_features(target, batch)
+        else:
+            features = target_features(target, batch, capture_layer)
         rng, key = jax.random.split(state["rng"])
 
         def loss_fn(params):

@@ -67,6 +67,12 @@ def prepare_data(cfg: TrainConfig, target, tok) -> str:
     return str(out)
 
 
+def capture_layer(cfg: TrainConfig, target) -> int:
+    """The target layer whose output feeds the visual positions (IVSB): L // 2 unless configured."""
+    k = cfg.objective.capture_layer
+    return target.lm.config.num_layers // 2 if k is None else k
+
+
 def draft_config(cfg: TrainConfig, target) -> DraftConfig:
     """The draft's layers: the target's shape (hidden size and vocabulary are shared) unless overridden."""
     lm, d = target.lm.config, cfg.draft
@@ -108,7 +114,12 @@ def run(cfg: TrainConfig, mesh=None) -> Trained:
         raise ValueError(f"data.batch_size {cfg.data.batch_size} must be a multiple of data x fsdp = {shards} "
                          f"and of the process count {jax.process_count()}")
     local_batch = cfg.data.batch_size // jax.process_count()
-    data_iter = iter(data.loader(records, tok, target.config, cfg.data, local_batch, cfg.data.seed))
+    features_dir = cfg.data.features_dir or None
+    if features_dir:
+        from train.features import check_meta
+
+        check_meta(cfg, target, len(records))
+    data_iter = iter(data.loader(records, tok, target.config, cfg.data, local_batch, cfg.data.seed, features_dir))
 
     draft = init_draft(cfg, target)
     dgraph, dparams = nnx.split(draft)
@@ -138,8 +149,7 @@ def run(cfg: TrainConfig, mesh=None) -> Trained:
 
         (workdir / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
 
-    capture = cfg.objective.capture_layer if cfg.objective.capture_layer is not None else target.lm.config.num_layers // 2
-    step_fn = jax.jit(make_train_step(tgraph, dgraph, opt, schedule, cfg.objective, capture),
+    step_fn = jax.jit(make_train_step(tgraph, dgraph, opt, schedule, cfg.objective, capture_layer(cfg, target)),
                       out_shardings=(state_sh, None), donate_argnums=0)
     logger = Logger(workdir, cfg.log, cfg.steps, start)
     try:
