@@ -63,10 +63,6 @@ class Logger:
                                      tok_s=f"{row['tokens_per_s']:.0f}")
         return row
 
-    def reset_clock(self) -> None:
-        """Exclude compile time and checkpoint waits from the next interval."""
-        self.t0 = time.perf_counter()
-
     def close(self) -> None:
         for h in (self.bar, self.tb, self.jsonl):
             if h is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import jax
@@ -38,8 +39,8 @@ def load_target(cfg: TargetConfig):
                                     "(python -m convert target --src HF_DIR --dst OUT_DIR)")
         from train.synthetic import random_target
 
-        _on_main(lambda: random_target(path, cfg.random_init, cfg.random_seed, cfg.random_scale, cfg.dtype),
-                 "random_target")
+        # Seeded, so every process builds the same one; Orbax saves collectively (process 0 writes).
+        random_target(path, cfg.random_init, cfg.random_seed, cfg.random_scale, cfg.dtype)
     return checkpoint.load(path, cfg.dtype, on_host=True)  # sharded by the trainer
 
 
@@ -145,8 +146,6 @@ def run(cfg: TrainConfig, mesh=None) -> Trained:
         state = restored
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
-        import json
-
         (workdir / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
 
     step_fn = jax.jit(make_train_step(tgraph, dgraph, opt, schedule, cfg.objective, capture_layer(cfg, target)),
