@@ -40,10 +40,13 @@ def save(directory, config, params: dict, dtype: str, overwrite: bool = False) -
     arrays = jax.tree.map(lambda a: a.astype(dtype) if isinstance(a, np.ndarray) else jnp.asarray(a, dtype=dtype), params)
     with ocp.StandardCheckpointer() as ckptr:  # Orbax writes to a temp dir and renames: atomic
         ckptr.save(directory / PARAMS, arrays, force=overwrite)
-    save_config(config, directory / CONFIG)
-    meta = json.loads((directory / CONFIG).read_text())
-    meta["dtype"] = dtype
-    (directory / CONFIG).write_text(json.dumps(meta, indent=2))
+    if jax.process_index() == 0:  # one writer when several processes save together; rename: atomic
+        tmp = directory / (CONFIG + ".tmp")
+        save_config(config, tmp)
+        meta = json.loads(tmp.read_text())
+        meta["dtype"] = dtype
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(directory / CONFIG)
 
 
 def load_params(directory, dtype: str | None = None, on_host: bool = False) -> tuple[object, dict, str]:

@@ -41,6 +41,8 @@ def load_target(cfg: TargetConfig):
 
         # Seeded, so every process builds the same one; Orbax saves collectively (process 0 writes).
         random_target(path, cfg.random_init, cfg.random_seed, cfg.random_scale, cfg.dtype)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("random_target")  # process 0's config.json is written
     return checkpoint.load(path, cfg.dtype, on_host=True)  # sharded by the trainer
 
 
@@ -103,6 +105,25 @@ class Trained:
     export: str
 
 
+def initial_state(cfg: TrainConfig, draft, mesh):
+    """(draft graphdef, state, its shardings, optimizer, lr schedule); state = {params, opt_state, step, rng},
+    parameters and optimizer moments sharded by the logical-axis table, the rest replicated."""
+    dgraph, dparams = nnx.split(draft)
+    d_sh = sharding.param_shardings(draft, mesh)
+    dparams = sharding.put_global(nnx.to_pure_dict(dparams), d_sh)
+    opt, schedule = make_optimizer(cfg.optim, cfg.steps)
+    rep = sharding.replicated(mesh)
+    opt_sh = optax.tree_map_params(opt, lambda _, s: s, jax.eval_shape(opt.init, dparams), d_sh,
+                                   transform_non_params=lambda _: rep)
+    state = {
+        "params": dparams,
+        "opt_state": jax.jit(opt.init, out_shardings=opt_sh)(dparams),
+        "step": jax.device_put(jnp.int32(0), rep),
+        "rng": jax.device_put(jax.random.PRNGKey(cfg.seed), rep),
+    }
+    return dgraph, state, {"params": d_sh, "opt_state": opt_sh, "step": rep, "rng": rep}, opt, schedule
+
+
 def run(cfg: TrainConfig, mesh=None) -> Trained:
     mesh = mesh if mesh is not None else sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
     target = load_target(cfg.target)
@@ -123,22 +144,9 @@ def run(cfg: TrainConfig, mesh=None) -> Trained:
     data_iter = iter(data.loader(records, tok, target.config, cfg.data, local_batch, cfg.data.seed, features_dir))
 
     draft = init_draft(cfg, target)
-    dgraph, dparams = nnx.split(draft)
     tgraph, tparams = nnx.split(target)
-    d_sh, t_sh = sharding.param_shardings(draft, mesh), sharding.param_shardings(target, mesh)
-    tparams = sharding.put_global(nnx.to_pure_dict(tparams), t_sh)
-    dparams = sharding.put_global(nnx.to_pure_dict(dparams), d_sh)
-    opt, schedule = make_optimizer(cfg.optim, cfg.steps)
-    rep = sharding.replicated(mesh)
-    opt_sh = optax.tree_map_params(opt, lambda _, s: s, jax.eval_shape(opt.init, dparams), d_sh,
-                                   transform_non_params=lambda _: rep)
-    state_sh = {"params": d_sh, "opt_state": opt_sh, "step": rep, "rng": rep}
-    state = {
-        "params": dparams,
-        "opt_state": jax.jit(opt.init, out_shardings=opt_sh)(dparams),
-        "step": jax.device_put(jnp.int32(0), rep),
-        "rng": jax.device_put(jax.random.PRNGKey(cfg.seed), rep),
-    }
+    tparams = sharding.put_global(nnx.to_pure_dict(tparams), sharding.param_shardings(target, mesh))
+    dgraph, state, state_sh, opt, schedule = initial_state(cfg, draft, mesh)
     workdir = Path(cfg.workdir)
     mngr = checkpointing.manager(workdir / "checkpoints", cfg.checkpoint)
     restored, start = checkpointing.restore_latest(mngr, checkpointing.abstract(state), data_iter)
