@@ -25,6 +25,12 @@ def test_shifts():
     assert ivsb.shift_right(x).tolist() == [[0, 0, 1, 2, 3, 4]]
 
 
+def test_next_tokens_skip_the_video_in_text_only_mode():
+    ids, visual = jnp.asarray(IDS), jnp.asarray(VISUAL)
+    assert ivsb.next_tokens(ids, visual, "ivsb").tolist() == [[11, V, V, 12, 13, 14, 15, 0]]
+    assert ivsb.next_tokens(ids, visual, "text_only").tolist() == [[11, 12, 12, 12, 13, 14, 15, 0]]
+
+
 def test_loss_mask_scores_generated_token_to_next():
     # position t reads token t+1 and predicts t+2: both must be answer tokens -> t = 4, 5
     assert ivsb.loss_mask(jnp.asarray(ASSISTANT)).tolist() == [[0, 0, 0, 0, 1, 1, 0, 0]]

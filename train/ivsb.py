@@ -14,6 +14,7 @@ the target's next state h_{t+1}, whose lm_head distribution is the target's pred
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 
@@ -27,6 +28,18 @@ def shift_right(x, n: int = 1, fill=0):
     """x[:, t] <- x[:, t - n] along axis 1; the first n entries take `fill`."""
     pad = jnp.full((x.shape[0], n, *x.shape[2:]), fill, x.dtype)
     return jnp.concatenate([pad, x[:, :-n]], axis=1)
+
+
+def next_tokens(ids, visual, mode: str):
+    """The token each position pairs with: token t+1 over the IVSB sequence; in "text_only" mode the next
+    *text* token (the video is not in the draft's sequence at inference, so the last text position before
+    it pairs with the first text token after it)."""
+    if mode != "text_only":
+        return shift_left(ids)
+    n = ids.shape[1]
+    own = jnp.where(visual, n, jnp.arange(n)[None])  # a text position's own index, n for visual ones
+    nxt = jax.lax.cummin(shift_left(own, 1, n), axis=1, reverse=True)  # smallest text index > t
+    return jnp.where(nxt < n, jnp.take_along_axis(ids, jnp.minimum(nxt, n - 1), axis=1), 0)
 
 
 def loss_mask(assistant):

@@ -41,7 +41,7 @@ def draft_loss(draft, target, features, batch, key, obj: ObjectiveConfig):
     """Weighted sum over the 1 + mtp_passes passes; metrics per pass."""
     hidden, logits, mid = jax.tree.map(jax.lax.stop_gradient, features)
     ids, visual, assistant = batch["input_ids"], batch["visual"], batch["assistant"]
-    embeds = target.lm.embed_tokens(ivsb.shift_left(ids))  # token t+1 at position t
+    embeds = target.lm.embed_tokens(ivsb.next_tokens(ids, visual, obj.attention))  # token t+1 at position t
     noisy = hidden + obj.noise * (jax.random.uniform(key, hidden.shape, hidden.dtype) - 0.5)
     mask = ivsb.loss_mask(assistant)
     attn = ivsb.attention_mask(visual, batch["lengths"], obj.attention)
