@@ -36,17 +36,24 @@ def save(directory, config, params: dict, dtype: str, overwrite: bool = False) -
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / PARAMS).exists() and not overwrite:
         raise FileExistsError(f"{directory / PARAMS} already exists; choose an empty --dst or pass --overwrite")
-    arrays = jax.tree.map(lambda a: jnp.asarray(a, dtype=dtype), params)
+    # Host (numpy) arrays stay on the host: a multi-process job saves them without device placement.
+    arrays = jax.tree.map(lambda a: a.astype(dtype) if isinstance(a, np.ndarray) else jnp.asarray(a, dtype=dtype), params)
     with ocp.StandardCheckpointer() as ckptr:  # Orbax writes to a temp dir and renames: atomic
         ckptr.save(directory / PARAMS, arrays, force=overwrite)
-    save_config(config, directory / CONFIG)
-    meta = json.loads((directory / CONFIG).read_text())
-    meta["dtype"] = dtype
-    (directory / CONFIG).write_text(json.dumps(meta, indent=2))
+    if jax.process_index() == 0:  # one writer when several processes save together; rename: atomic
+        tmp = directory / (CONFIG + ".tmp")
+        save_config(config, tmp)
+        meta = json.loads(tmp.read_text())
+        meta["dtype"] = dtype
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(directory / CONFIG)
 
 
-def load_params(directory, dtype: str | None = None) -> tuple[object, dict, str]:
-    """(config, params as a nested dict of jax arrays, dtype name) of a converted checkpoint."""
+def load_params(directory, dtype: str | None = None, on_host: bool = False) -> tuple[object, dict, str]:
+    """(config, params as a nested dict of jax arrays, dtype name) of a converted checkpoint.
+
+    `on_host`: numpy arrays instead, read whole by every process (multi-process jobs that shard them
+    themselves; a plain restore there would look for the topology the checkpoint was saved with)."""
     directory = Path(directory).absolute()
     if not (directory / CONFIG).is_file() or not (directory / PARAMS).is_dir():
         raise FileNotFoundError(
@@ -61,14 +68,20 @@ def load_params(directory, dtype: str | None = None) -> tuple[object, dict, str]
         param_shapes(abstract_model(config)),
         is_leaf=lambda x: isinstance(x, tuple),
     )
+    if on_host:
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
+        with ocp.PyTreeCheckpointer() as ckptr:
+            params = ckptr.restore(directory / PARAMS, args=ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args))
+        return config, jax.tree.map(lambda a: np.asarray(a).astype(dtype), params), dtype
     with ocp.StandardCheckpointer() as ckptr:
         params = ckptr.restore(directory / PARAMS, abstract)
     return config, jax.tree.map(lambda a: a.astype(dtype), params), dtype
 
 
-def load(directory, dtype: str | None = None):
-    """Load a converted checkpoint into its model (an `nnx.Module`), parameters in `dtype` (default: as stored)."""
-    config, params, dtype = load_params(directory, dtype)
+def load(directory, dtype: str | None = None, on_host: bool = False):
+    """Load a converted checkpoint into its model (an `nnx.Module`), parameters in `dtype` (default: as stored);
+    `on_host`: as numpy arrays (see `load_params`)."""
+    config, params, dtype = load_params(directory, dtype, on_host)
     return assign(abstract_model(config, dtype=jnp.dtype(dtype)), params)
 
 

@@ -1,1 +1,2 @@
-"""Training of Sparrow drafts (`python -m train.main`): arrives with the training milestone."""
+"""Training of Sparrow drafts against a frozen target: `python -m train.main --config FILE [key=value ...]`
+(see README "Train a draft" and docs/DESIGN.md "Training")."""

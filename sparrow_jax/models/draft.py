@@ -31,11 +31,20 @@ class SparrowDraft(nnx.Module):
         mask [B,N,N] among the N entries. `cache`: None or {"k", "v": [layers, B, C, Hkv, D],
         "mask": [B,N,C] visible cache slots}. Returns (out [B,N,H], (k, v) of the N entries
         [layers, B, N, Hkv, D]) for the caller to store."""
+        return self.run_layers(self.fuse(token_embeds, hidden), positions, mask, cache)
+
+    def fuse(self, token_embeds, hidden):
+        """The draft's input entry for a text position: fc(concat(norm(embed(t+1)), h_t)) [B,N,H]."""
         e = token_embeds.astype(self.dtype)
         if self.input_layernorm is not None:
             e = self.input_layernorm(e)
-        x = self.fc(jnp.concatenate([e, hidden.astype(self.dtype)], axis=-1))
+        return self.fc(jnp.concatenate([e, hidden.astype(self.dtype)], axis=-1))
+
+    def run_layers(self, x, positions, mask, cache=None):
+        """The decoder layers over input entries x [B,N,H] (from `fuse`, or any other states: training
+        feeds the target's mid-layer states at visual positions, IVSB). Arguments and result as `__call__`."""
         t = self.config.layers
+        x = x.astype(self.dtype)
         cos, sin = rope.cos_sin(rope.inv_freq(t.rope, t.head_dim), positions, self.dtype)
         view = lambda i: None if cache is None else {"k": cache["k"][i], "v": cache["v"][i], "mask": cache["mask"]}  # noqa: E731
         x, (k0, v0) = self.first(x, cos, sin, mask, view(0))

@@ -1,0 +1,166 @@
+"""End-to-end training on the tiny CPU config: the loss falls and the trained draft accepts more in
+`infer.generate`; resuming equals a straight run; 8 virtual devices (data x fsdp) match one device;
+two `jax.distributed` processes train; the trained draft exports through `convert export`."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+import infer
+import sparrow_jax
+from sparrow_jax.models import build_model
+from sparrow_jax.spec.tree import TreeShape
+from train import checkpointing, config, data
+from train.regenerate import prompt_of
+from train.tokenizer import ByteChatTokenizer
+from train.trainer import run
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "train" / "configs" / "tiny.json"
+QUIET = ["log.progress=false", "log.tensorboard=false"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny config trained for 120 steps (its random target and regenerated data are reused below)."""
+    wd = tmp_path_factory.mktemp("tiny")
+    cfg = config.load(TINY, [f"workdir={wd}", "steps=120", "data.synthetic_examples=32", *QUIET])
+    return cfg, run(cfg)
+
+
+def short_run(wd, tiny_cfg, *extra):
+    """Overrides for a few steps on the fixture's target and regenerated data (no regeneration)."""
+    return [f"workdir={wd}", f"target.path={tiny_cfg.target.path}", f"data.manifest={tiny_cfg.regenerate.output}",
+            "regenerate.enabled=false", "optim.schedule=constant", "optim.warmup_steps=2", "log.every=1", *QUIET,
+            *extra]
+
+
+def test_loss_falls_and_logs_are_written(tiny):
+    cfg, result = tiny
+    first, last = result.history[0], result.history[-1]
+    assert last["loss"] < 0.8 * first["loss"]
+    assert last["pass0/top1"] > first["pass0/top1"] + 0.2 and "pass1/top1" in last
+    rows = [json.loads(line) for line in (Path(cfg.workdir) / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 120 and rows[-1]["tokens_per_s"] > 0 and rows[-1]["step_time_s"] > 0
+
+
+def test_trained_draft_accepts_more_in_generate(tiny):
+    cfg, _ = tiny
+    target, draft = sparrow_jax.load(cfg.target.path), sparrow_jax.load(cfg.export)
+    untrained = build_model(draft.config, rngs=nnx.Rngs(cfg.draft.seed))  # the run's starting point
+    tok = ByteChatTokenizer()
+    prompts = [prompt_of(r, tok, target.config, cfg.data) for r in data.read_manifest(cfg.regenerate.output)[:8]]
+    ids, videos = [p for p, _ in prompts], [v for _, v in prompts]
+    tau, greedy = {}, infer.generate(target, ids, videos, max_new_tokens=40).texts()
+    for name, d in (("untrained", untrained), ("trained", draft)):
+        out = infer.generate(target, ids, videos, max_new_tokens=40, draft=d, tree=TreeShape.chain(4))
+        assert out.texts() == greedy  # still lossless
+        tau[name] = out.stats["tau"]
+    print("tau", tau)
+    assert tau["untrained"] < 1.2 and tau["trained"] > tau["untrained"] + 0.4
+
+
+def test_trained_draft_exports(tiny, tmp_path):
+    from convert.__main__ import main
+
+    cfg, _ = tiny
+    assert main(["export", "--src", cfg.export, "--dst", str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "config.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def straight(tiny, tmp_path_factory):
+    """4 steps in one go, checkpoints every 2."""
+    cfg = config.load(TINY, short_run(tmp_path_factory.mktemp("straight"), tiny[0], "steps=4", "checkpoint.every=2"))
+    return cfg, run(cfg)
+
+
+def _assert_trees_close(a, b, atol):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol), a, b)
+
+
+def test_resume_equals_straight_run(tiny, straight, tmp_path):
+    overrides = short_run(tmp_path, tiny[0], "checkpoint.every=2")
+    run(config.load(TINY, overrides + ["steps=2"]))  # "interrupted" after 2 steps
+    # A save cut off half-way (a step directory Orbax never renamed into place) must be ignored.
+    partial = tmp_path / "checkpoints" / "3.orbax-checkpoint-tmp-1234"
+    (partial / "state").mkdir(parents=True)
+    (partial / "state" / "garbage").write_text("half-written")
+    mngr = checkpointing.manager(tmp_path / "checkpoints", config.CheckpointConfig())
+    assert mngr.latest_step() == 2
+    mngr.close()
+    resumed = run(config.load(TINY, overrides + ["steps=4"]))
+    _, ref = straight
+    assert int(resumed.state["step"]) == 4
+    _assert_trees_close(resumed.state["params"], ref.state["params"], 0)
+    _assert_trees_close(resumed.state["opt_state"], ref.state["opt_state"], 0)
+    np.testing.assert_array_equal(resumed.state["rng"], ref.state["rng"])
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in ref.history[2:]]
+
+
+def _cli(overrides, env=None, extra=()):
+    return [sys.executable, "-m", "train.main", "--config", str(TINY), *overrides, *extra]
+
+
+def _env(**kw):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", **kw)
+    return env
+
+
+def test_eight_devices_match_one(tiny, straight, tmp_path):
+    """data=4 x fsdp=2 over 8 virtual CPU devices: parameters sharded, batch split, same numbers."""
+    overrides = short_run(tmp_path, tiny[0], "steps=4", "checkpoint.every=2", "mesh.fsdp=2")
+    proc = subprocess.run(_cli(overrides), cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    params = nnx.to_pure_dict(nnx.state(sparrow_jax.load(tmp_path / "draft"), nnx.Param))  # loads on 1 device
+    _, ref = straight
+    _assert_trees_close(params, ref.state["params"], 2e-5)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(losses, [r["loss"] for r in ref.history], rtol=1e-5)
+
+
+def test_two_processes_with_jax_distributed(tiny, tmp_path):
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    overrides = short_run(tmp_path, tiny[0], "steps=3", "checkpoint.every=2", "mesh.fsdp=2")  # params split across hosts
+    procs = [subprocess.Popen(_cli(overrides, extra=["--coordinator", f"localhost:{port}", "--num-processes", "2",
+                                                     "--process-id", str(i)]),
+                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "done: step 3" in outs[0][0]
+    assert sorted(os.listdir(tmp_path / "checkpoints" / "3" / "data"))[-2:] == ["process_0-of-2.json",
+                                                                                 "process_1-of-2.json"]
+    sparrow_jax.load(tmp_path / "draft")
+
+
+def test_offline_features_train_like_online(tiny, straight, tmp_path):
+    """Stored target states (python -m train.features) give the same run without the target forward."""
+    from train.features import write_features
+    from train.tokenizer import load as load_tokenizer
+    from train.trainer import load_target
+
+    overrides = short_run(tmp_path, tiny[0], "steps=4", "checkpoint.every=2", f"data.features_dir={tmp_path / 'f'}")
+    cfg = config.load(TINY, overrides)
+    target = load_target(cfg.target)
+    records = data.read_manifest(cfg.data.manifest)
+    write_features(cfg, target, load_tokenizer("byte"), records, progress=False)
+    assert len(list((tmp_path / "f").glob("*.npy"))) == len(records)
+    offline = run(cfg)
+    _, ref = straight
+    _assert_trees_close(offline.state["params"], ref.state["params"], 1e-6)
+    with pytest.raises(ValueError, match="other settings"):
+        run(config.load(TINY, overrides + ["data.seq_len=96"]))

@@ -1,0 +1,171 @@
+"""Training pieces against hand-computed small cases: IVSB sequence, MTP shifting, masks, losses,
+chat-template assistant masks, config parsing, and the data loader's exact resumption."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from train import config as train_config
+from train import ivsb
+from train.loss import smooth_l1, soft_cross_entropy
+from train.tokenizer import ByteChatTokenizer, tokenize_conversation
+
+V = 99  # a visual placeholder
+IDS = np.array([[10, 11, V, V, 12, 13, 14, 15]])
+VISUAL = IDS == V
+ASSISTANT = np.array([[0, 0, 0, 0, 0, 1, 1, 1]], bool)  # x5..x7 are the answer
+
+
+def test_shifts():
+    x = jnp.arange(6)[None]
+    assert ivsb.shift_left(x).tolist() == [[1, 2, 3, 4, 5, 0]]
+    assert ivsb.shift_left(x, 2, -1).tolist() == [[2, 3, 4, 5, -1, -1]]
+    assert ivsb.shift_right(x).tolist() == [[0, 0, 1, 2, 3, 4]]
+
+
+def test_next_tokens_skip_the_video_in_text_only_mode():
+    ids, visual = jnp.asarray(IDS), jnp.asarray(VISUAL)
+    assert ivsb.next_tokens(ids, visual, "ivsb").tolist() == [[11, V, V, 12, 13, 14, 15, 0]]
+    assert ivsb.next_tokens(ids, visual, "text_only").tolist() == [[11, 12, 12, 12, 13, 14, 15, 0]]
+
+
+def test_loss_mask_scores_generated_token_to_next():
+    # position t reads token t+1 and predicts t+2: both must be answer tokens -> t = 4, 5
+    assert ivsb.loss_mask(jnp.asarray(ASSISTANT)).tolist() == [[0, 0, 0, 0, 1, 1, 0, 0]]
+
+
+def test_mtp_shiftable_and_hidden():
+    shiftable = ivsb.mtp_shiftable(jnp.asarray(ASSISTANT), jnp.asarray(VISUAL))
+    assert shiftable.astype(int).tolist() == [[0, 0, 0, 0, 0, 1, 1, 1]]
+    # an answer token right after the video keeps the target's state (its predecessor is visual)
+    after_video = np.array([[0, 0, 0, 0, 1, 1, 0, 0]], bool)
+    assert ivsb.mtp_shiftable(jnp.asarray(after_video), jnp.asarray(VISUAL)).astype(int).tolist() == [[0, 0, 0, 0, 0, 1, 0, 0]]
+    h = jnp.arange(8.0)[None, :, None] * 10  # target states 0, 10, ..., 70
+    out = jnp.arange(8.0)[None, :, None] + 0.5  # previous pass outputs 0.5, ..., 7.5
+    got = ivsb.mtp_hidden(h, out, shiftable)[0, :, 0].tolist()
+    assert got == [0, 10, 20, 30, 40, 4.5, 5.5, 6.5]  # o_{t-1} at answer positions, h_t elsewhere
+
+
+def test_ivsb_inputs_take_mid_layer_states_at_visual_positions():
+    fused = jnp.ones((1, 8, 2))
+    mid = jnp.full((1, 8, 2), 7.0)
+    got = ivsb.ivsb_inputs(fused, mid, jnp.asarray(VISUAL))[0, :, 0].tolist()
+    assert got == [1, 1, 7, 7, 1, 1, 1, 1]
+
+
+def test_attention_masks_and_positions():
+    visual, lengths = jnp.asarray(VISUAL), jnp.asarray([6])
+    full = np.asarray(ivsb.attention_mask(visual, lengths, "ivsb")[0])
+    want = np.tril(np.ones((8, 8), bool))
+    want[:, 6:] = False
+    want[np.arange(8), np.arange(8)] = True  # padding queries still see themselves
+    np.testing.assert_array_equal(full, want)
+    text = np.asarray(ivsb.attention_mask(visual, lengths, "text_only")[0])
+    want_text = want.copy()
+    want_text[:, 2:4] = False
+    want_text[[2, 3], [2, 3]] = True
+    np.testing.assert_array_equal(text, want_text)
+    assert ivsb.draft_positions(visual, "ivsb").tolist() == [list(range(8))]
+    assert ivsb.draft_positions(visual, "text_only").tolist() == [[0, 1, 1, 1, 2, 3, 4, 5]]
+    with pytest.raises(ValueError, match="unknown draft attention mode"):
+        ivsb.attention_mask(visual, lengths, "nope")
+
+
+def test_losses_by_hand():
+    pred, target = jnp.array([[[0.0, 3.0]]]), jnp.array([[[0.5, 0.0]]])
+    # SmoothL1 (beta 1): 0.5 * 0.5^2 = 0.125 and 3 - 0.5 = 2.5 -> mean 1.3125
+    np.testing.assert_allclose(smooth_l1(pred, target), [[1.3125]])
+    logits, tlogits = jnp.log(jnp.array([[[0.25, 0.75]]])), jnp.log(jnp.array([[[0.5, 0.5]]]))
+    np.testing.assert_allclose(soft_cross_entropy(logits, tlogits), [[-(0.5 * np.log(0.25) + 0.5 * np.log(0.75))]],
+                               rtol=1e-6)
+
+
+def test_chat_template_assistant_mask():
+    tok = ByteChatTokenizer()
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "?"}, {"role": "assistant", "content": "yes"}]
+    ids, mask = tokenize_conversation(tok, msgs)
+    assert tok.decode(ids) == ("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nok<|im_end|>\n"
+                               "<|im_start|>user\n?<|im_end|>\n<|im_start|>assistant\nyes<|im_end|>\n")
+    assert tok.decode(ids[mask]) == "ok<|im_end|>\nyes<|im_end|>\n"  # content + end of turn, no headers
+    assert tok.decode(tok.encode("a\udcff<video>b")) == "a\udcff<video>b"  # any byte sequence round-trips
+
+
+def test_config_overrides_and_errors(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"target": {"path": "t"}, "data": {"manifest": "m"}, "workdir": "w"}))
+    cfg = train_config.load(path, ["optim.lr=1e-3", "objective.attention=text_only", "mesh.fsdp=2", "steps=7"])
+    assert (cfg.optim.lr, cfg.objective.attention, cfg.mesh.fsdp, cfg.steps) == (1e-3, "text_only", 2, 7)
+    assert cfg.export == "w/draft" and cfg.regenerate.output == "w/regenerated.jsonl"
+    with pytest.raises(train_config.ConfigError, match="unknown config key 'optim.lrr'"):
+        train_config.load(path, ["optim.lrr=1"])
+    with pytest.raises(train_config.ConfigError, match="steps: expected int"):
+        train_config.load(path, ["steps=abc"])
+    with pytest.raises(train_config.ConfigError, match="objective.attention must be one of"):
+        train_config.load(path, ["objective.attention=all"])
+    with pytest.raises(train_config.ConfigError, match="key=value"):
+        train_config.load(path, ["steps"])
+
+
+def test_encode_expands_video_and_loader_resumes_exactly(tmp_path):
+    from sparrow_jax.config import LlavaOnevisionConfig, SiglipConfig, TextConfig
+    from train import data
+
+    tok = ByteChatTokenizer()
+    target_cfg = LlavaOnevisionConfig(
+        text=TextConfig(vocab_size=264, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=2,
+                        num_kv_heads=1, head_dim=8),
+        vision=SiglipConfig(hidden_size=8, intermediate_size=16, num_layers=1, num_heads=1, image_size=14,
+                            patch_size=7),
+        video_token_id=tok.video_token_id, image_token_id=259)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(10):
+        np.save(tmp_path / f"{i}.npy", rng.integers(0, 255, (3, 20, 20, 3), dtype=np.uint8))
+        lines.append(json.dumps({"id": str(i), "frames": f"{i}.npy", "conversations": [
+            {"from": "human", "value": "q" * i}, {"from": "gpt", "value": "answer"}]}))
+    (tmp_path / "m.jsonl").write_text("\n".join(lines))
+    records = data.read_manifest(tmp_path / "m.jsonl")
+    dcfg = train_config.DataConfig(manifest="m", seq_len=64, num_frames=2)
+    ex = data.encode(records[3], tok, target_cfg, 64, 2)
+    n_video = target_cfg.num_video_tokens(2)  # 2 frames x 1 pooled patch + newline = 3
+    assert int(np.sum(ex["ids"] == tok.video_token_id)) == n_video == 3
+    assert tok.decode(ex["ids"][ex["assistant"]]) == "answer<|im_end|>\n"
+    assert ex["video"].shape == (2, 14, 14, 3)
+
+    it = iter(data.loader(records, tok, target_cfg, dcfg, local_batch=3, seed=5))
+    first = [next(it) for _ in range(2)]
+    state = it.get_state()
+    rest = [next(it) for _ in range(3)]  # crosses an epoch boundary (10 records, 3 per batch)
+    assert first[0]["input_ids"].shape == (3, 64) and first[0]["video"].shape == (3, 2, 14, 14, 3)
+    it2 = iter(data.loader(records, tok, target_cfg, dcfg, local_batch=3, seed=5))
+    it2.set_state(state)
+    for a, b in zip(rest, [next(it2) for _ in range(3)]):
+        for k in ("input_ids", "assistant", "visual", "lengths"):
+            np.testing.assert_array_equal(a[k], b[k])
+        np.testing.assert_array_equal(a["video"], b["video"])
+
+
+def test_hf_tokenizer_chat_template_assistant_mask(tmp_path):
+    """The same assistant-mask rule through a Hugging Face tokenizer and its own (ChatML) chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from train.tokenizer import HFChatTokenizer
+
+    words = ["<unk>", "<|im_start|>", "<|im_end|>", "<video>", "user", "assistant", "hi", "ok", "fine"]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    fast = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="<|im_end|>",
+                                   additional_special_tokens=["<|im_start|>", "<|im_end|>", "<video>"],
+                                   chat_template=template)
+    fast.save_pretrained(tmp_path)
+    tok = HFChatTokenizer(str(tmp_path))
+    msgs = [{"role": "user", "content": "<video> hi"}, {"role": "assistant", "content": "ok fine"}]
+    ids, mask = tokenize_conversation(tok, msgs)
+    assert [words[i] for i in ids[mask]] == ["ok", "fine", "<|im_end|>"]
+    assert ids.tolist().count(3) == 1 and tok.eos_ids == [2]

@@ -1,0 +1,232 @@
+"""The training config: typed, frozen, validated sections; a JSON file of defaults plus `key=value` overrides.
+
+    cfg = load("train/configs/tiny.json", ["steps=50", "optim.lr=1e-3"])
+
+Override values are parsed as JSON when they parse (numbers, true/false, null, lists), else taken as
+strings. Unknown keys and wrongly typed values are errors that name the key. `{workdir}` inside any
+string value is replaced by the run's work directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+
+from sparrow_jax.config import ConfigError, _require
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetConfig:
+    path: str = ""  # a converted target checkpoint (python -m convert target ...)
+    dtype: str = "float32"
+    # When `path` holds no checkpoint: build a random target from this model config tree (our
+    # config.json format) and save it there. For tiny offline runs and tests only.
+    random_init: dict | None = None
+    random_seed: int = 0
+    random_scale: float = 1.0  # multiplies the random weights (peakier distributions than std 0.02)
+
+
+@dataclasses.dataclass(frozen=True)
+class DraftSection:
+    num_layers: int = 1
+    # None: the target's own value (REFERENCE: ViSpec's draft copies the target's attention shape).
+    intermediate_size: int | None = None
+    num_heads: int | None = None
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    window: int = 1024  # inference-time VATA window stored in the exported config
+    pinned: int = 0
+    init_from: str = ""  # a converted draft to continue from; empty: random init
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    manifest: str = ""  # JSONL, see train/data.py
+    tokenizer: str = "byte"  # "byte" (the built-in tiny ChatML byte tokenizer) or an HF tokenizer directory
+    video_placeholder: str = ""  # text for the video in the first user turn; empty: "<video>" (see tokenizer.load)
+    seq_len: int = 2048  # every row is padded (or its answer truncated) to this many tokens
+    batch_size: int = 8  # global; each process reads batch_size / process_count rows
+    num_frames: int = 8  # frames sampled uniformly from each video
+    fps: float | None = None  # frame rate of the sampled frames (Qwen2.5-VL M-RoPE time axis)
+    seed: int = 0  # shuffling seed
+    system_prompt: str = ""
+    features_dir: str = ""  # offline mode: the target states stored by python -m train.features (empty: online)
+    synthetic_examples: int = 0  # >0 and no manifest yet: write a synthetic one (tiny runs, tests)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegenerateConfig:
+    enabled: bool = False  # rewrite answers with the target itself before training
+    output: str = "{workdir}/regenerated.jsonl"
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    temperature: float = 0.0
+
+
+ATTENTION = ("ivsb", "text_only")
+VISUAL_INPUT = ("mid_layer", "final_hidden")
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    capture_layer: int | None = None  # target layer whose output feeds visual positions; None: L // 2
+    visual_input: str = "mid_layer"  # IVSB; "final_hidden": EAGLE-style fc(embed, h) at visual positions too
+    attention: str = "ivsb"  # "ivsb": over the whole IVSB sequence; "text_only": visual keys masked (as VATA)
+    mtp_passes: int = 1  # extra passes on the draft's own shifted outputs (ViSpec: 1-2)
+    pass_decay: float = 0.8  # pass j weighs pass_decay**j (EAGLE-3 / SpecForge)
+    mtp_stop_gradient: bool = True  # do not backpropagate into the previous pass through its outputs
+    feature_weight: float = 1.0  # SmoothL1 on hidden states (EAGLE-1/2)
+    ce_weight: float = 0.1  # soft cross-entropy against the target's distribution (EAGLE-1/2)
+    noise: float = 0.2  # uniform noise U(-noise/2, noise/2) on the target hidden inputs (EAGLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 3e-5  # EAGLE-1/2 AdamW recipe
+    b1: float = 0.9
+    b2: float = 0.95
+    weight_decay: float = 0.0
+    clip: float = 0.5
+    warmup_steps: int = 2000
+    schedule: str = "constant"  # after warmup: "constant" or "cosine" (to 0 at `steps`)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    data: int = -1  # -1: all devices left over by fsdp x tensor
+    fsdp: int = 1
+    tensor: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 1000  # steps between saves (and one at the end)
+    keep: int = 3
+    async_save: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class LogConfig:
+    every: int = 10  # steps between metric fetches (the only host syncs of the loop)
+    progress: bool = True
+    tensorboard: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    workdir: str = "runs/default"
+    steps: int = 1000
+    seed: int = 0
+    export: str = "{workdir}/draft"  # the trained draft as a converted checkpoint (sparrow_jax.load)
+    target: TargetConfig = TargetConfig()
+    draft: DraftSection = DraftSection()
+    data: DataConfig = DataConfig()
+    regenerate: RegenerateConfig = RegenerateConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    optim: OptimConfig = OptimConfig()
+    mesh: MeshConfig = MeshConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    log: LogConfig = LogConfig()
+
+    def __post_init__(self):
+        _require(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        _require(bool(self.target.path), "target.path is required (a converted target checkpoint)")
+        _require(bool(self.data.manifest), "data.manifest is required (a JSONL manifest, see train/data.py)")
+        _require(self.data.seq_len >= 8 and self.data.batch_size >= 1, "data.seq_len must be >= 8, batch_size >= 1")
+        o = self.objective
+        _require(not self.data.features_dir or o.visual_input == "mid_layer",
+                 "offline features (data.features_dir) store mid-layer states at visual positions; "
+                 "objective.visual_input must be mid_layer")
+        _require(o.attention in ATTENTION, f"objective.attention must be one of {ATTENTION}, got {o.attention!r}")
+        _require(o.visual_input in VISUAL_INPUT, f"objective.visual_input must be one of {VISUAL_INPUT}, got {o.visual_input!r}")
+        _require(o.mtp_passes >= 0, f"objective.mtp_passes must be >= 0, got {o.mtp_passes}")
+        _require(o.feature_weight >= 0 and o.ce_weight >= 0 and o.noise >= 0, "objective weights and noise must be >= 0")
+        _require(self.optim.schedule in ("constant", "cosine"), f"optim.schedule must be constant or cosine, got {self.optim.schedule!r}")
+        _require(self.optim.lr > 0 and self.optim.warmup_steps >= 0, "optim.lr must be > 0, warmup_steps >= 0")
+        m = self.mesh
+        _require(m.fsdp >= 1 and m.tensor >= 1 and (m.data == -1 or m.data >= 1), f"bad mesh {m}")
+        _require(self.checkpoint.every >= 1 and self.checkpoint.keep >= 1, "checkpoint.every and keep must be >= 1")
+        _require(self.log.every >= 1, "log.every must be >= 1")
+
+
+def _check_type(key: str, value, hint):
+    """Validate (and lightly coerce: int -> float) `value` against the field's type hint."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is not type(None):
+                try:
+                    return _check_type(key, value, a)
+                except ConfigError:
+                    pass
+        raise ConfigError(f"{key}: expected {hint}, got {value!r}")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is dict and isinstance(value, dict):
+        return value
+    if isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _build(cls, tree: dict, prefix: str = ""):
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected an object, got {tree!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(tree) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {sorted(names)}")
+    kw = {}
+    for name, value in tree.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kw[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            kw[name] = _check_type(prefix + name, value, hint)
+    return cls(**kw)
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        tree = tree.setdefault(p, {})
+        if not isinstance(tree, dict):
+            raise ConfigError(f"override {dotted!r}: {p!r} is not a section")
+    tree[leaf] = value
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _substitute(tree, workdir: str):
+    if isinstance(tree, dict):
+        return {k: _substitute(v, workdir) for k, v in tree.items()}
+    return tree.replace("{workdir}", workdir) if isinstance(tree, str) else tree
+
+
+def load(path=None, overrides=()) -> TrainConfig:
+    """The config in JSON file `path` (None: all defaults) with `key=value` overrides applied."""
+    tree = json.loads(Path(path).read_text()) if path else {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=1e-4)")
+        key, text = item.split("=", 1)
+        _set(tree, key.strip(), _parse_value(text))
+    cfg = _build(TrainConfig, tree)
+    return _build(TrainConfig, _substitute(to_dict(cfg), cfg.workdir))  # defaults hold {workdir} too
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,191 @@
+"""Training data: a JSONL manifest, per-example encoding, and a grain loader that shards per host,
+shuffles with a seed and saves/restores its exact position.
+
+Manifest: one JSON object per line; paths are relative to the manifest's directory.
+    {"id": "clip-7",                                   # optional
+     "video": "videos/clip-7.mp4",                     # a video file (decoded with PyAV), or
+     "frames": "frames/clip-7.npy" | ["f0.jpg", ...],  # uint8 [T, H, W, 3] frames / image files; or neither
+     "conversations": [{"role": "user", "content": "What happens?"},
+                       {"role": "assistant", "content": "A dog catches a ball."}]}
+ShareGPT-style turns ({"from": "human" | "gpt", "value": ...}) are accepted too. The video placeholder
+is put at the start of the first user turn unless the text already holds it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grain.python as grain
+import numpy as np
+
+from sparrow_jax.inputs import prepare, visual_token_ids
+from sparrow_jax.processing import video_prompt
+from train.tokenizer import tokenize_conversation
+
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def read_manifest(path) -> list[dict]:
+    path = Path(path)
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not JSON ({e})") from None
+        if not isinstance(rec.get("conversations"), list) or not rec["conversations"]:
+            raise ValueError(f"{path}:{n}: needs a non-empty 'conversations' list")
+        rec["_base"] = str(path.parent.absolute())
+        rec["_index"] = len(records)  # names the record's stored features (offline mode)
+        records.append(rec)
+    if not records:
+        raise ValueError(f"{path}: the manifest is empty")
+    return records
+
+
+def write_manifest(path, records) -> None:
+    lines = [json.dumps({k: v for k, v in r.items() if not k.startswith("_")}) for r in records]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def messages(rec: dict, system_prompt: str = "", video_placeholder: str | None = None) -> list[dict]:
+    out = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    for turn in rec["conversations"]:
+        role = ROLES.get(turn.get("role", turn.get("from")))
+        if role is None:
+            raise ValueError(f"record {rec.get('id', '?')}: unknown role in turn {turn}")
+        out.append({"role": role, "content": turn.get("content", turn.get("value", ""))})
+    if video_placeholder:
+        first = next((m for m in out if m["role"] == "user"), None)
+        if first is None:
+            raise ValueError(f"record {rec.get('id', '?')}: a video needs a user turn to sit in")
+        if video_placeholder not in first["content"]:
+            first["content"] = video_placeholder + "\n" + first["content"]
+    return out
+
+
+def sample_indices(total: int, n: int) -> np.ndarray:
+    """n frame indices spread uniformly over `total` frames (repeats when the video is shorter)."""
+    return np.round(np.linspace(0, total - 1, n)).astype(np.int64) if total > 0 else np.zeros(0, np.int64)
+
+
+def load_frames(rec: dict, num_frames: int) -> np.ndarray | None:
+    """uint8 [num_frames, H, W, 3] frames of a record, or None for a text-only record."""
+    base = Path(rec.get("_base", "."))
+    if "video" in rec:
+        try:
+            import av
+        except ImportError:
+            raise ImportError("decoding video files needs PyAV (pip install av); or give 'frames'") from None
+        with av.open(str(base / rec["video"])) as container:
+            frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    elif "frames" in rec:
+        if isinstance(rec["frames"], str):
+            frames = np.load(base / rec["frames"])
+        else:
+            from PIL import Image
+
+            frames = np.stack([np.asarray(Image.open(base / f).convert("RGB")) for f in rec["frames"]])
+    else:
+        return None
+    return frames[sample_indices(len(frames), num_frames)]
+
+
+def encode(rec: dict, tok, target_config, seq_len: int, num_frames: int, fps=None, system_prompt: str = "") -> dict:
+    """One record -> {ids [n], assistant [n] bool, video (the family's per-row video input or None)}, n <= seq_len."""
+    frames = load_frames(rec, num_frames)
+    msgs = messages(rec, system_prompt, tok.video_placeholder if frames is not None else None)
+    ids, assistant = tokenize_conversation(tok, msgs)
+    video = None
+    if frames is not None:
+        expanded, video = video_prompt(target_config, ids, frames, fps=fps)
+        vid = target_config.video_token_id
+        if np.sum(ids == vid) != 1:
+            raise ValueError(f"record {rec.get('id', '?')}: expected one video placeholder, found {int(np.sum(ids == vid))}")
+        counts = np.where(ids == vid, len(expanded) - len(ids) + 1, 1)
+        ids, assistant = np.asarray(expanded, np.int32), np.repeat(assistant, counts)
+        last_visual = int(np.flatnonzero(ids == vid)[-1])
+        if last_visual >= seq_len:
+            raise ValueError(f"record {rec.get('id', '?')}: the video alone needs {last_visual + 1} tokens, more than "
+                             f"data.seq_len={seq_len}; raise seq_len or lower num_frames")
+    return {"ids": ids[:seq_len], "assistant": assistant[:seq_len], "video": video}
+
+
+def collate(examples, target_config, seq_len: int, pad_id: int) -> dict:
+    """Right-pad a list of encoded examples to [B, seq_len] host arrays (positions: [B, L] or [B, 3, L])."""
+    rows = [e["ids"] for e in examples]
+    videos = [e["video"] for e in examples]
+    videos = None if all(v is None for v in videos) else videos
+    b = prepare(target_config, rows, videos, pad_id=pad_id, multiple=seq_len)
+    assistant = np.zeros(b.input_ids.shape, bool)
+    for i, e in enumerate(examples):
+        assistant[i, : len(e["assistant"])] = e["assistant"]
+    positions = b.positions if b.positions.ndim == 2 else np.moveaxis(b.positions, 0, 1)  # batch first
+    out = {
+        "input_ids": b.input_ids, "positions": positions, "lengths": b.lengths, "assistant": assistant,
+        "visual": np.isin(b.input_ids, visual_token_ids(target_config)), "video": b.video,
+    }
+    if "features" in examples[0]:  # offline mode: the stored target states replace the target and its video
+        feats = np.zeros((*b.input_ids.shape, examples[0]["features"].shape[-1]), examples[0]["features"].dtype)
+        for i, e in enumerate(examples):
+            feats[i, : len(e["features"])] = e["features"]
+        out.update(features=feats, video=None)
+    return out
+
+
+class _Encode(grain.MapTransform):
+    def __init__(self, fn):
+        self.fn = fn
+
+    def map(self, element):
+        return self.fn(element)
+
+
+def with_features(example: dict, rec: dict, features_dir) -> dict:
+    """Attach the record's stored target states (see train/features.py); they must match its tokens."""
+    feats = np.load(Path(features_dir) / f"{rec['_index']:08d}.npy")
+    if len(feats) != len(example["ids"]):
+        raise ValueError(f"record {rec.get('id', rec['_index'])}: stored features cover {len(feats)} tokens, the "
+                         f"record encodes to {len(example['ids'])}; re-run python -m train.features")
+    return {**example, "features": feats}
+
+
+def loader(records, tok, target_config, cfg, local_batch: int, seed: int, features_dir=None):
+    """An endless grain DataLoader over `records`: each JAX process reads its own shard, shuffled per epoch
+    with `seed`; `iter(loader)` has get_state()/set_state() for exact resumption (saved in checkpoints).
+    With `features_dir`, each example carries its stored target states (offline mode)."""
+    sampler = grain.IndexSampler(
+        len(records), shard_options=grain.ShardByJaxProcess(drop_remainder=True), shuffle=True, num_epochs=None,
+        seed=seed,
+    )
+
+    def example(rec):
+        e = encode(rec, tok, target_config, cfg.seq_len, cfg.num_frames, cfg.fps, cfg.system_prompt)
+        return with_features(e, rec, features_dir) if features_dir else e
+
+    ops = [
+        _Encode(example),
+        grain.Batch(local_batch, drop_remainder=True,
+                    batch_fn=lambda ex: collate(ex, target_config, cfg.seq_len, tok.pad_id)),
+    ]
+    return grain.DataLoader(data_source=records, sampler=sampler, operations=ops, worker_count=0)
+
+
+def absolute_paths(records) -> list[dict]:
+    """Records with their media paths made absolute (for a manifest written to another directory)."""
+    out = []
+    for r in records:
+        r = dict(r)
+        base = Path(r.get("_base", "."))
+        if "video" in r:
+            r["video"] = str(base / r["video"])
+        if isinstance(r.get("frames"), str):
+            r["frames"] = str(base / r["frames"])
+        elif isinstance(r.get("frames"), list):
+            r["frames"] = [str(base / f) for f in r["frames"]]
+        out.append(r)
+    return out

@@ -1,0 +1,95 @@
+"""Offline features: run the frozen target once over the manifest and store only what the draft needs,
+one float array [tokens, H] per record: the target's mid-layer states at visual positions and its final
+normed states elsewhere (the soft labels follow from the lm_head, so logits are not stored).
+
+    python -m train.features --config FILE [key=value ...]     # writes data.features_dir
+    python -m train.main --config FILE data.features_dir=DIR   # trains without running the target
+
+Stored features are tied to the encoding settings (seq_len, frames, capture layer, manifest); the
+trainer checks `meta.json` against its config. Writing runs in one process; training from stored
+features runs on any number (each host reads its shard's files).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from train import data
+from train.config import TrainConfig
+from train.step import draft_states
+
+META = "meta.json"
+
+
+def meta(cfg: TrainConfig, target, count: int) -> dict:
+    from train.trainer import capture_layer
+
+    d = cfg.data
+    return {"records": count, "seq_len": d.seq_len, "num_frames": d.num_frames, "fps": d.fps,
+            "system_prompt": d.system_prompt, "tokenizer": d.tokenizer, "video_placeholder": d.video_placeholder,
+            "capture_layer": capture_layer(cfg, target), "target": str(Path(cfg.target.path).absolute())}
+
+
+def check_meta(cfg: TrainConfig, target, count: int) -> None:
+    path = Path(cfg.data.features_dir) / META
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: store features first with python -m train.features")
+    stored, want = json.loads(path.read_text()), meta(cfg, target, count)
+    diff = {k: (stored.get(k), v) for k, v in want.items() if stored.get(k) != v}
+    if diff:
+        raise ValueError(f"stored features in {cfg.data.features_dir} were made with other settings "
+                         f"(stored, now): {diff}; re-run python -m train.features")
+
+
+def write_features(cfg: TrainConfig, target, tok, records, batch_size: int = 8, progress: bool = True) -> None:
+    from train.trainer import capture_layer
+
+    out = Path(cfg.data.features_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    graphdef, params = nnx.split(target)
+    k = capture_layer(cfg, target)
+    forward = jax.jit(lambda p, b: draft_states(nnx.merge(graphdef, p), b, k))
+    for start in tqdm(range(0, len(records), batch_size), desc="features", disable=not progress):
+        chunk = records[start: start + batch_size]
+        examples = [data.encode(r, tok, target.config, cfg.data.seq_len, cfg.data.num_frames, cfg.data.fps,
+                                cfg.data.system_prompt) for r in chunk]
+        examples += examples[-1:] * (batch_size - len(examples))  # one shape, one compile
+        batch = data.collate(examples, target.config, cfg.data.seq_len, tok.pad_id)
+        states = np.asarray(forward(params, jax.tree.map(jax.numpy.asarray, batch)))
+        for i, rec in enumerate(chunk):
+            np.save(out / f"{rec['_index']:08d}.npy", states[i, : len(examples[i]["ids"])])
+    (out / META).write_text(json.dumps(meta(cfg, target, len(records)), indent=2))
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from train import config as cfgmod
+    from train.tokenizer import load as load_tokenizer
+    from train.trainer import load_target, prepare_data
+
+    p = argparse.ArgumentParser(prog="python -m train.features", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_intermixed_args(argv)
+    cfg = cfgmod.load(args.config, args.overrides)
+    if not cfg.data.features_dir:
+        raise SystemExit("set data.features_dir=DIR (where to store the features)")
+    target = load_target(cfg.target)
+    tok = load_tokenizer(cfg.data.tokenizer, cfg.data.video_placeholder)
+    records = data.read_manifest(prepare_data(cfg, target, tok))
+    write_features(cfg, target, tok, records, args.batch_size, cfg.log.progress)
+    print(f"wrote {len(records)} feature files to {cfg.data.features_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The draft's training sequence (IVSB), MTP shifting and loss masks: pure functions of arrays.
+
+Conventions (EAGLE shift): draft position t reads the pair (h_t, token t+1) and its output o_t predicts
+the target's next state h_{t+1}, whose lm_head distribution is the target's prediction of token t+2.
+
+- IVSB input: at visual positions the target's middle-layer state m_t, directly (no fc); at text
+  positions fc(norm(embed(token t+1)) ++ h_t) (`SparrowDraft.fuse`).
+- MTP pass j >= 1: text positions inside an assistant answer take the previous pass's output o_{t-1}
+  in place of h_t (what the draft feeds itself when drafting ahead); the prompt keeps the target's
+  states (at inference the accepted prefix always comes from the target); visual anchors stay fixed.
+- Loss: position t counts when tokens t+1 and t+2 are both the assistant's: the draft reads a generated
+  token and predicts the next one, as at inference.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def shift_left(x, n: int = 1, fill=0):
+    """x[:, t] <- x[:, t + n] along axis 1; the last n entries take `fill`."""
+    pad = jnp.full((x.shape[0], n, *x.shape[2:]), fill, x.dtype)
+    return jnp.concatenate([x[:, n:], pad], axis=1)
+
+
+def shift_right(x, n: int = 1, fill=0):
+    """x[:, t] <- x[:, t - n] along axis 1; the first n entries take `fill`."""
+    pad = jnp.full((x.shape[0], n, *x.shape[2:]), fill, x.dtype)
+    return jnp.concatenate([pad, x[:, :-n]], axis=1)
+
+
+def next_tokens(ids, visual, mode: str):
+    """The token each position pairs with: token t+1 over the IVSB sequence; in "text_only" mode the next
+    *text* token (the video is not in the draft's sequence at inference, so the last text position before
+    it pairs with the first text token after it)."""
+    if mode != "text_only":
+        return shift_left(ids)
+    n = ids.shape[1]
+    own = jnp.where(visual, n, jnp.arange(n)[None])  # a text position's own index, n for visual ones
+    nxt = jax.lax.cummin(shift_left(own, 1, n), axis=1, reverse=True)  # smallest text index > t
+    return jnp.where(nxt < n, jnp.take_along_axis(ids, jnp.minimum(nxt, n - 1), axis=1), 0)
+
+
+def loss_mask(assistant):
+    """[B, L] float32: position t is scored when tokens t+1 and t+2 are assistant tokens."""
+    return (shift_left(assistant, 1, False) & shift_left(assistant, 2, False)).astype(jnp.float32)
+
+
+def mtp_shiftable(assistant, visual):
+    """[B, L] bool: positions that take the draft's own previous output in MTP passes: answer tokens
+    (t >= 1) whose predecessor is a text position."""
+    return assistant & ~visual & ~shift_right(visual, 1, True)
+
+
+def ivsb_inputs(fused, mid, visual):
+    """The draft's input sequence: mid-layer states at visual positions, fc outputs at text ones."""
+    return jnp.where(visual[..., None], mid.astype(fused.dtype), fused)
+
+
+def mtp_hidden(target_hidden, prev_out, shiftable):
+    """Hidden inputs of the next MTP pass: o_{t-1} of the previous pass where shiftable, else h_t."""
+    return jnp.where(shiftable[..., None], shift_right(prev_out.astype(target_hidden.dtype)), target_hidden)
+
+
+def attention_mask(visual, lengths, mode: str):
+    """[B, L, L] bool: causal over the row's real tokens; "text_only" hides visual keys (as VATA does at
+    inference). Every query sees itself, so no softmax row is empty."""
+    b, n = visual.shape
+    q, k = jnp.arange(n)[:, None], jnp.arange(n)[None, :]
+    mask = (k <= q)[None] & (k[None] < lengths[:, None, None])
+    if mode == "text_only":
+        mask = mask & ~visual[:, None, :]
+    elif mode != "ivsb":
+        raise ValueError(f"unknown draft attention mode {mode!r}")
+    return mask | (q == k)[None]
+
+
+def draft_positions(visual, mode: str):
+    """RoPE positions: the sequence index over the IVSB sequence; the compacted text index in
+    "text_only" mode (exactly the positions the draft gets at inference)."""
+    if mode == "text_only":
+        return jnp.maximum(jnp.cumsum(~visual, axis=1, dtype=jnp.int32) - 1, 0)
+    return jnp.broadcast_to(jnp.arange(visual.shape[1], dtype=jnp.int32), visual.shape)

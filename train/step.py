@@ -1,0 +1,95 @@
+"""The jitted train step: the frozen target's features through the shared capture function, the draft's
+IVSB + MTP passes, the loss, and the optax update. Pure: (state, target params, batch) -> (state, metrics)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from train import ivsb
+from train.config import ObjectiveConfig, OptimConfig
+from train.loss import pass_loss
+
+
+def target_features(target, batch, capture_layer: int):
+    """(final normed hidden [B,L,H], logits [B,L,V], output of the first `capture_layer` layers [B,L,H])
+    from `decode(capture=...)`, the one capture function inference uses too."""
+    positions = batch["positions"]
+    if positions.ndim == 3:  # M-RoPE, stored batch-first
+        positions = jnp.moveaxis(positions, 1, 0)
+    out = target.decode(target.embed(batch["input_ids"], batch.get("video")), positions, capture=(capture_layer,))
+    return out.hidden, target.logits(out.hidden), out.captured[capture_layer]
+
+
+def draft_states(target, batch, capture_layer: int):
+    """What the draft needs from the target, in one [B,L,H] array: mid-layer states at visual positions,
+    final normed states elsewhere (offline mode stores this; the logits follow from the lm_head)."""
+    hidden, _, mid = target_features(target, batch, capture_layer)
+    return jnp.where(batch["visual"][..., None], mid, hidden)
+
+
+def stored_features(target, batch):
+    """(hidden, logits, mid) from stored `draft_states`: the same values online mode computes at every
+    position the loss or the IVSB input reads."""
+    states = batch["features"].astype(target.lm.dtype)
+    return states, target.logits(states), states
+
+
+def draft_loss(draft, target, features, batch, key, obj: ObjectiveConfig):
+    """Weighted sum over the 1 + mtp_passes passes; metrics per pass."""
+    hidden, logits, mid = jax.tree.map(jax.lax.stop_gradient, features)
+    ids, visual, assistant = batch["input_ids"], batch["visual"], batch["assistant"]
+    embeds = target.lm.embed_tokens(ivsb.next_tokens(ids, visual, obj.attention))  # token t+1 at position t
+    noisy = hidden + obj.noise * (jax.random.uniform(key, hidden.shape, hidden.dtype) - 0.5)
+    mask = ivsb.loss_mask(assistant)
+    attn = ivsb.attention_mask(visual, batch["lengths"], obj.attention)
+    positions = ivsb.draft_positions(visual, obj.attention)
+    next_hidden, next_logits = ivsb.shift_left(hidden), ivsb.shift_left(logits)
+    shiftable = ivsb.mtp_shiftable(assistant, visual)
+    total, metrics, h = 0.0, {}, noisy
+    for j in range(1 + obj.mtp_passes):
+        x = draft.fuse(embeds, h)
+        if obj.visual_input == "mid_layer":
+            x = ivsb.ivsb_inputs(x, mid, visual)
+        out, _ = draft.run_layers(x, positions, attn)
+        loss, m = pass_loss(out, target.logits(out), next_hidden, next_logits, mask, obj.feature_weight, obj.ce_weight)
+        total = total + obj.pass_decay**j * loss
+        metrics.update({f"pass{j}/loss": loss, **{f"pass{j}/{k}": v for k, v in m.items()}})
+        h = ivsb.mtp_hidden(noisy, jax.lax.stop_gradient(out) if obj.mtp_stop_gradient else out, shiftable)
+    metrics["scored_positions"] = jnp.sum(mask)
+    return total, metrics
+
+
+def make_optimizer(cfg: OptimConfig, steps: int):
+    warm = optax.linear_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1))
+    rest = (optax.constant_schedule(cfg.lr) if cfg.schedule == "constant"
+            else optax.cosine_decay_schedule(cfg.lr, max(steps - cfg.warmup_steps, 1)))
+    schedule = optax.join_schedules([warm, rest], [cfg.warmup_steps])
+    opt = optax.chain(optax.clip_by_global_norm(cfg.clip),
+                      optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
+    return opt, schedule
+
+
+def make_train_step(target_graphdef, draft_graphdef, optimizer, schedule, obj: ObjectiveConfig, capture_layer: int):
+    """step(state, target_params, batch) -> (state, metrics); state = {params, opt_state, step, rng}."""
+
+    def step(state, target_params, batch):
+        target = nnx.merge(target_graphdef, target_params)
+        if "features" in batch:
+            features = stored_features(target, batch)
+        else:
+            features = target_features(target, batch, capture_layer)
+        rng, key = jax.random.split(state["rng"])
+
+        def loss_fn(params):
+            return draft_loss(nnx.merge(draft_graphdef, params), target, features, batch, key, obj)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        metrics.update(loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state["step"]))
+        return {"params": params, "opt_state": opt_state, "step": state["step"] + 1, "rng": rng}, metrics
+
+    return step
