@@ -119,6 +119,9 @@ class LogConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     workdir: str = "runs/default"
+    # "draft": train a Sparrow draft against the frozen target; "target": fine-tune the target itself on
+    # the answers (next-token cross-entropy; how the embedded demo target is made).
+    mode: str = "draft"
     steps: int = 1000
     seed: int = 0
     export: str = "{workdir}/draft"  # the trained draft as a converted checkpoint (sparrow_jax.load)
@@ -134,6 +137,9 @@ class TrainConfig:
 
     def __post_init__(self):
         _require(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        _require(self.mode in ("draft", "target"), f"mode must be 'draft' or 'target', got {self.mode!r}")
+        _require(self.mode == "draft" or not (self.regenerate.enabled or self.data.features_dir),
+                 "mode=target trains on the manifest's answers: disable regenerate and data.features_dir")
         _require(bool(self.target.path), "target.path is required (a converted target checkpoint)")
         _require(bool(self.data.manifest), "data.manifest is required (a JSONL manifest, see train/data.py)")
         _require(self.data.seq_len >= 8 and self.data.batch_size >= 1, "data.seq_len must be >= 8, batch_size >= 1")

@@ -59,8 +59,8 @@ class Logger:
                         self.tb.add_scalar(k, v, step)
                 self.tb.flush()
             if self.bar is not None:
-                self.bar.set_postfix(loss=f"{row['loss']:.4f}", top1=f"{row['pass0/top1']:.3f}",
-                                     tok_s=f"{row['tokens_per_s']:.0f}")
+                acc = row.get("pass0/top1", row.get("token_accuracy", float("nan")))  # draft / target mode
+                self.bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{acc:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
         return row
 
     def close(self) -> None:

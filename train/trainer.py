@@ -15,10 +15,12 @@ from jax.experimental import multihost_utils
 from sparrow_jax import checkpoint
 from sparrow_jax.config import DraftConfig
 from sparrow_jax.models import build_model
+from sparrow_jax.prompting import TOKENIZER_DIR, copy_tokenizer_files
 from train import checkpointing, data, sharding
 from train.config import TrainConfig, TargetConfig, to_dict
 from train.log import Logger
 from train.step import make_optimizer, make_train_step
+from train.target_step import make_target_step
 from train.tokenizer import load as load_tokenizer
 
 
@@ -143,9 +145,12 @@ def run(cfg: TrainConfig, mesh=None) -> Trained:
         check_meta(cfg, target, len(records))
     data_iter = iter(data.loader(records, tok, target.config, cfg.data, local_batch, cfg.data.seed, features_dir))
 
-    draft = init_draft(cfg, target)
-    tgraph, tparams = nnx.split(target)
-    tparams = sharding.put_global(nnx.to_pure_dict(tparams), sharding.param_shardings(target, mesh))
+    if cfg.mode == "target":  # the target itself trains (the embedded demo's target): no frozen copy
+        draft, tparams = target, None
+    else:
+        draft = init_draft(cfg, target)
+        tgraph, tparams = nnx.split(target)
+        tparams = sharding.put_global(nnx.to_pure_dict(tparams), sharding.param_shardings(target, mesh))
     dgraph, state, state_sh, opt, schedule = initial_state(cfg, draft, mesh)
     workdir = Path(cfg.workdir)
     mngr = checkpointing.manager(workdir / "checkpoints", cfg.checkpoint)
@@ -156,8 +161,11 @@ def run(cfg: TrainConfig, mesh=None) -> Trained:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
 
-    step_fn = jax.jit(make_train_step(tgraph, dgraph, opt, schedule, cfg.objective, capture_layer(cfg, target)),
-                      out_shardings=(state_sh, None), donate_argnums=0)
+    if cfg.mode == "target":
+        train_step = make_target_step(dgraph, opt, schedule)
+    else:
+        train_step = make_train_step(tgraph, dgraph, opt, schedule, cfg.objective, capture_layer(cfg, target))
+    step_fn = jax.jit(train_step, out_shardings=(state_sh, None), donate_argnums=0)
     logger = Logger(workdir, cfg.log, cfg.steps, start)
     try:
         for s in range(start, cfg.steps):
@@ -173,4 +181,7 @@ def run(cfg: TrainConfig, mesh=None) -> Trained:
     # Gathered to host arrays first: the exported draft loads on any topology (one device, another mesh).
     params = jax.device_get(multihost_utils.process_allgather(state["params"], tiled=True))
     checkpoint.save(cfg.export, draft.config, params, cfg.target.dtype, overwrite=True)
+    if cfg.mode == "target" and Path(cfg.data.tokenizer).is_dir() and jax.process_index() == 0:
+        # A trained target carries its tokenizer, like a converted checkpoint (python -m infer reads it).
+        copy_tokenizer_files(cfg.data.tokenizer, Path(cfg.export) / TOKENIZER_DIR)
     return Trained(state, logger.history, draft.config, cfg.export)

@@ -9,8 +9,8 @@ import pathlib
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-PAD, EOS, START, END, VIDEO = "<|endoftext|>", "<|im_end|>", "<|im_start|>", "<|im_end|>", "<video>"
-SPECIALS = (PAD, START, END, VIDEO)  # ids 0..3
+PAD, EOS, START, END, VIDEO, IMAGE = "<|endoftext|>", "<|im_end|>", "<|im_start|>", "<|im_end|>", "<video>", "<image>"
+SPECIALS = (PAD, START, END, VIDEO, IMAGE)  # ids 0..4
 # Content is a string or a list of {"type": "video"} / {"type": "text", "text": ...} parts, as in HF
 # multimodal processors; a video part becomes the placeholder the processor expands.
 CHAT_TEMPLATE = (
@@ -50,7 +50,7 @@ def save_tokenizer(tok: Tokenizer, out) -> None:
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": CHAT_TEMPLATE,
         "bos_token": None, "eos_token": EOS, "pad_token": PAD, "unk_token": None,
-        "extra_special_tokens": {"video_token": VIDEO}, "model_max_length": 65536,
+        "extra_special_tokens": {"video_token": VIDEO, "image_token": IMAGE}, "model_max_length": 65536,
         "clean_up_tokenization_spaces": False,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
