@@ -5,23 +5,21 @@
 
 import sys
 
-import av
 import numpy as np
+
+from sparrow_jax.video import write_video
 
 
 def main(out: str, seconds: float = 3.0, rate: int = 24, width: int = 320, height: int = 240) -> None:
-    with av.open(out, "w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        y, x = np.mgrid[:height, :width]
-        for i in range(int(seconds * rate)):
-            img = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 96)], -1).astype(np.uint8)
-            left = i * (width - 40) // max(int(seconds * rate) - 1, 1)
-            img[100:140, left : left + 40] = 255
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
-        container.mux(stream.encode())
+    n = int(seconds * rate)
+    y, x = np.mgrid[:height, :width]
+    frames = np.empty((n, height, width, 3), np.uint8)
+    for i in range(n):
+        frames[i] = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 96)], -1)
+        left = i * (width - 40) // max(n - 1, 1)
+        frames[i, 100:140, left : left + 40] = 255
+    write_video(out, frames, rate)
     print(f"wrote {out}")
-
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "/tmp/clip.mp4")

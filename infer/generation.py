@@ -21,7 +21,7 @@ from sparrow_jax.config import draft_mismatch
 from sparrow_jax.inputs import PromptBatch, bucket, pad_to, prepare, text_positions
 from sparrow_jax.kv_cache import KVCache
 from sparrow_jax.sampling import SamplingConfig, sample
-from sparrow_jax.spec.loop import spec_decode
+from sparrow_jax.spec.loop import is_stop, spec_decode
 from sparrow_jax.spec.proposer import SparrowProposer
 from sparrow_jax.spec.tree import TreeShape
 
@@ -87,15 +87,11 @@ def _ar_start(logits, cache, stop_ids, key, pad_id, max_new: int, sampling: Samp
         step=jnp.int32(1),
         tokens=jnp.full((b, max_new), pad_id, jnp.int32).at[:, 0].set(first),
         last=first,
-        done=_is_stop(first, stop_ids) | (max_new <= 1),
+        done=is_stop(first, stop_ids) | (max_new <= 1),
         lengths=jnp.ones((b,), jnp.int32),
         cache=cache,
         key=key,
     )
-
-
-def _is_stop(t, stop_ids):
-    return jnp.any(t[:, None] == stop_ids[None, :], axis=-1)
 
 
 def _ar_running(s: _Loop, max_new: int):
@@ -113,7 +109,7 @@ def _ar_step(target, s: _Loop, rope_delta, stop_ids, pad_id, sampling: SamplingC
         step=s.step + 1,
         tokens=s.tokens.at[:, s.step].set(tok),
         last=tok,
-        done=s.done | _is_stop(tok, stop_ids),
+        done=s.done | is_stop(tok, stop_ids),
         lengths=s.lengths + (~s.done).astype(jnp.int32),
         cache=out.cache.advance(1),
         key=key,

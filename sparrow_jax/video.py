@@ -4,6 +4,7 @@ resizing each kept frame as it is decoded, so a long high-resolution video never
     video = read_video("clip.mp4", Sampling(fps=2.0, max_frames=160), size=(252, 448))
     video.frames      # uint8 [T, 252, 448, 3]
     video.timestamps  # seconds of each kept frame; video.fps is the sampled frame rate
+    write_video("out.mp4", frames, fps=8)  # uint8 [T, H, W, 3] -> H.264 (or any codec PyAV encodes)
 
 Sampling follows Hugging Face's video processors: `num_frames` frames at indices `i * total // num_frames`
 (uniform over the duration, starting at the first frame); with `fps`, `total / native_fps * fps` frames,
@@ -184,3 +185,18 @@ def _sampled_fps(n: int, total: int, native: float | None, times: np.ndarray) ->
         return n / total * native
     span = times[-1] - times[0] if n > 1 else math.nan
     return (n - 1) / span if math.isfinite(span) and span > 0 else None
+
+
+def write_video(path, frames: np.ndarray, fps: int, codec: str = "libx264", options: dict | None = None) -> None:
+    """Encode uint8 RGB frames [T, H, W, 3] (H, W even for 4:2:0) with PyAV; `options` are the codec's
+    (e.g. {"crf": "12"} for H.264 that keeps colours)."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=int(fps))
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = dict(options or {})
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())

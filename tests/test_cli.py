@@ -12,7 +12,7 @@ import pytest
 from conftest import convert_dir
 from flax import nnx
 from test_speculative import make_draft
-from test_video import write_video
+from test_video import write_clip
 
 import infer
 from infer.cli import IncrementalText, main
@@ -40,7 +40,7 @@ def ckpt(llava, tmp_path_factory):
     hf = write_tiny_tokenizer(shutil.copytree(llava[1], root / "hf"))
     target = convert_dir(hf, root / "target")
     draft = save_draft(root / "draft", make_draft(llava[3], window=8), target_layers=3)
-    return hf, target, draft, write_video(root / "clip.mp4", "libx264")
+    return hf, target, draft, write_clip(root / "clip.mp4", "libx264")
 
 
 def run_cli(capsys, *argv):
@@ -118,7 +118,7 @@ def test_cli_streams_the_generate_output(ckpt, llava, capsys):
 def test_bad_inputs_give_one_line_errors(ckpt, llava, capsys, tmp_path):
     hf, target, draft, video = ckpt
     (tmp_path / "notes.mp4").write_text("not a video\n" * 20)
-    data = write_video(tmp_path / "clip.webm", "libvpx-vp9").read_bytes()
+    data = write_clip(tmp_path / "clip.webm", "libvpx-vp9").read_bytes()
     (tmp_path / "cut.webm").write_bytes(data[: len(data) // 2])
     small = make_draft(llava[3])
     wide = dataclasses.replace(small.config, layers=dataclasses.replace(small.config.layers, hidden_size=32))

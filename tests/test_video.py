@@ -3,14 +3,13 @@ resizing while decoding equals preprocessing the full-size frames, and the error
 
 import dataclasses
 
-import av
 import numpy as np
 import pytest
 from transformers.video_utils import VideoMetadata, default_sample_indices_fn
 
 from sparrow_jax.config import LlavaOnevisionConfig, Qwen25VisionConfig, Qwen25VLConfig, SiglipConfig, TextConfig
 from sparrow_jax.processing import frame_size, video_prompt
-from sparrow_jax.video import PRESETS, Sampling, VideoError, read_video, sample_indices
+from sparrow_jax.video import PRESETS, Sampling, VideoError, read_video, sample_indices, write_video
 
 N, H, W, RATE = 12, 48, 64, 6  # 2 seconds
 
@@ -23,20 +22,15 @@ def frame(i):
     return img
 
 
-def write_video(path, codec, n=N):
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=RATE)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        for i in range(n):
-            c.mux(s.encode(av.VideoFrame.from_ndarray(frame(i), format="rgb24")))
-        c.mux(s.encode())
+def write_clip(path, codec, n=N):
+    write_video(path, np.stack([frame(i) for i in range(n)]), RATE, codec)
     return path
 
 
 @pytest.fixture(scope="module", params=[("mp4", "libx264"), ("webm", "libvpx-vp9")], ids=["mp4-h264", "webm-vp9"])
 def video_file(request, tmp_path_factory):
     ext, codec = request.param
-    return write_video(tmp_path_factory.mktemp("video") / f"clip.{ext}", codec)
+    return write_clip(tmp_path_factory.mktemp("video") / f"clip.{ext}", codec)
 
 
 def test_every_frame_decodes_to_its_contents(video_file):
@@ -111,11 +105,11 @@ def test_bad_files(tmp_path):
     (tmp_path / "notes.mp4").write_text("not a video\n" * 20)
     with pytest.raises(VideoError, match="cannot read it as a video"):
         read_video(tmp_path / "notes.mp4", Sampling(num_frames=4))
-    data = write_video(tmp_path / "clip.mp4", "libx264").read_bytes()
+    data = write_clip(tmp_path / "clip.mp4", "libx264").read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])  # mp4 index at the end: unreadable
     with pytest.raises(VideoError, match="cannot read it as a video"):
         read_video(tmp_path / "cut.mp4", Sampling(num_frames=4))
-    data = write_video(tmp_path / "clip.webm", "libvpx-vp9").read_bytes()
+    data = write_clip(tmp_path / "clip.webm", "libvpx-vp9").read_bytes()
     (tmp_path / "cut.webm").write_bytes(data[: len(data) // 2])  # header only: no frame left
     with pytest.raises(VideoError, match="no decodable video frames"):
         read_video(tmp_path / "cut.webm", Sampling(num_frames=4))

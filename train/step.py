@@ -13,13 +13,17 @@ from train.config import ObjectiveConfig, OptimConfig
 from train.loss import pass_loss
 
 
-def target_features(target, batch, capture_layer: int):
-    """(final normed hidden [B,L,H], logits [B,L,V], output of the first `capture_layer` layers [B,L,H])
-    from `decode(capture=...)`, the one capture function inference uses too."""
+def forward(target, batch, capture=()):
+    """The target's full forward over a training batch (`decode`, the one capture function inference uses)."""
     positions = batch["positions"]
     if positions.ndim == 3:  # M-RoPE, stored batch-first
         positions = jnp.moveaxis(positions, 1, 0)
-    out = target.decode(target.embed(batch["input_ids"], batch.get("video")), positions, capture=(capture_layer,))
+    return target.decode(target.embed(batch["input_ids"], batch.get("video")), positions, capture=capture)
+
+
+def target_features(target, batch, capture_layer: int):
+    """(final normed hidden [B,L,H], logits [B,L,V], output of the first `capture_layer` layers [B,L,H])."""
+    out = forward(target, batch, (capture_layer,))
     return out.hidden, target.logits(out.hidden), out.captured[capture_layer]
 
 
@@ -86,10 +90,15 @@ def make_train_step(target_graphdef, draft_graphdef, optimizer, schedule, obj: O
         def loss_fn(params):
             return draft_loss(nnx.merge(draft_graphdef, params), target, features, batch, key, obj)
 
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        metrics.update(loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state["step"]))
-        return {"params": params, "opt_state": opt_state, "step": state["step"] + 1, "rng": rng}, metrics
+        return optimize(state, loss_fn, optimizer, schedule, rng)
 
     return step
+
+
+def optimize(state, loss_fn, optimizer, schedule, rng):
+    """One optax update of state["params"] on loss_fn(params) -> (loss, metrics); (new state, metrics)."""
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics.update(loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state["step"]))
+    return {"params": params, "opt_state": opt_state, "step": state["step"] + 1, "rng": rng}, metrics

@@ -52,12 +52,13 @@ def spec_start(target, proposer, logits, hidden, ids, text_index, text_len, cach
     return SpecState(
         cache=cache, proposer=proposer.start(target, hidden, ids, text_index, text_len, first), root=first,
         tokens=jnp.full((b, max_new + dmax + 1), pad_id, jnp.int32).at[:, 0].set(first),
-        n_out=jnp.ones((b,), jnp.int32), done=_is_stop(first, stop_ids) | (max_new <= 1),
+        n_out=jnp.ones((b,), jnp.int32), done=is_stop(first, stop_ids) | (max_new <= 1),
         cycles=jnp.zeros((b,), jnp.int32), accepted=jnp.zeros((b, dmax), jnp.int32), key=key,
     )
 
 
-def _is_stop(t, stop_ids):
+def is_stop(t, stop_ids):
+    """Whether each token of `t` (any shape) is one of `stop_ids` [S]."""
     return jnp.any(t[..., None] == stop_ids, axis=-1)
 
 
@@ -82,7 +83,7 @@ def spec_cycle(target, proposer, s: SpecState, rope_delta, stop_ids, pad_id, max
     nxt = jnp.take_along_axis(tree.tokens, jnp.concatenate([path[:, 1:], path[:, -1:]], axis=1), axis=1)
     seq = jnp.where(i < n[:, None], nxt, jnp.where(i == n[:, None], bonus[:, None], pad_id))
     active = ~s.done
-    stops = _is_stop(seq, stop_ids) & (i <= n[:, None])
+    stops = is_stop(seq, stop_ids) & (i <= n[:, None])
     first_stop = jnp.where(jnp.any(stops, axis=1), jnp.argmax(stops, axis=1), dmax + 1)
     count = jnp.minimum(jnp.minimum(n + 1, first_stop + 1), max_new - s.n_out)
     count = jnp.where(active, count, 0)

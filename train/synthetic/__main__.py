@@ -12,7 +12,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0, help="first scene seed (scenes seed .. seed + count - 1)")
     p.add_argument("--frames", type=int, default=16, help="frames per video")
     p.add_argument("--size", type=int, default=112, help="frame height = width in pixels (even)")
-    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--fps", type=int, default=8)
     p.add_argument("--steps", type=int, default=32, help="simulation steps per scene (the frames sample them)")
     p.add_argument("--max-things", type=int, default=3, help="most objects in a scene")
     a = p.parse_args(argv)

@@ -6,24 +6,12 @@ from __future__ import annotations
 import json
 import pathlib
 
-import av
 import numpy as np
 from tqdm import tqdm
 
+from sparrow_jax.video import write_video
 from train.synthetic.describe import PROMPTS, describe, facts
 from train.synthetic.world import render, sample_scene
-
-
-def write_mp4(path, frames: np.ndarray, fps: float = 8.0, crf: int = 12) -> None:
-    """Encode [T, H, W, 3] uint8 frames (H, W even) as H.264 at a quality that keeps the colours."""
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=int(fps))
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
 
 
 def example(seed: int, steps: int = 32, max_things: int = 3):
@@ -33,7 +21,7 @@ def example(seed: int, steps: int = 32, max_things: int = 3):
     return scene, PROMPTS[rng.integers(len(PROMPTS))], describe(scene, rng)
 
 
-def write_dataset(out, count: int, seed: int = 0, frames: int = 16, size: int = 112, fps: float = 8.0,
+def write_dataset(out, count: int, seed: int = 0, frames: int = 16, size: int = 112, fps: int = 8,
                   steps: int = 32, max_things: int = 3) -> pathlib.Path:
     """Videos `seed .. seed + count - 1` under out/videos, and out/manifest.jsonl."""
     if size % 2:
@@ -45,7 +33,7 @@ def write_dataset(out, count: int, seed: int = 0, frames: int = 16, size: int = 
         for s in tqdm(range(seed, seed + count), desc="synthetic videos", unit="video"):
             scene, question, answer = example(s, steps, max_things)
             name = f"videos/{s:06d}.mp4"
-            write_mp4(out / name, render(scene, frames, size, size), fps)
+            write_video(out / name, render(scene, frames, size, size), fps, options={"crf": "12"})  # keeps colours
             required, _ = facts(scene)
             f.write(json.dumps({
                 "video": name, "seed": s,
