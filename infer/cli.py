@@ -28,10 +28,12 @@ DEFAULT_CAPACITY = 32768  # KV slots: the paper's longest setting (~25k visual t
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m infer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", required=True, help="converted target checkpoint (python -m convert target)")
+    p.add_argument("--demo", action="store_true",
+                   help="run the embedded demo pair on a shipped video (see sparrow_jax/demo/README.md)")
+    p.add_argument("--target", help="converted target checkpoint (python -m convert target); required without --demo")
     p.add_argument("--draft", help="converted Sparrow draft (python -m convert draft): speculative decoding")
-    p.add_argument("--video", required=True, help="video file: mp4, webm, mkv, avi (anything FFmpeg reads)")
-    p.add_argument("--prompt", required=True, action="append", help="a user turn; repeat for more user turns")
+    p.add_argument("--video", help="video file: mp4, webm, mkv, avi (anything FFmpeg reads); required without --demo")
+    p.add_argument("--prompt", action="append", help="a user turn; repeat for more user turns; required without --demo")
     p.add_argument("--system", help="system prompt (default: the chat template's own, if any)")
     p.add_argument("--tokenizer", help="directory with the tokenizer files (default: TARGET/tokenizer)")
     g = p.add_argument_group("generation")
@@ -63,8 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    missing = [f"--{k}" for k in ("target", "video", "prompt") if getattr(args, k) is None]
+    if missing and not args.demo:
+        parser.error(f"the following arguments are required (or --demo): {', '.join(missing)}")
     try:
+        if args.demo:
+            from infer import demo
+
+            return demo.run(args)
         return run(args)
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -84,7 +94,7 @@ def run(args) -> int:
     from sparrow_jax.video import read_video
 
     # Every check that can fail comes before the weights are loaded.
-    tree = _tree(args)
+    tree = _tree(args, args.draft is not None)
     config = _target_config(args.target)
     draft_config = None if args.draft is None else _draft_config(args.draft, config.text)
     if draft_config is not None and tree is None:
@@ -193,8 +203,8 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
-def _tree(args):
-    if (args.chain is not None or args.tree is not None) and args.draft is None:
+def _tree(args, speculative: bool):
+    if (args.chain is not None or args.tree is not None) and not speculative:
         raise ValueError("--chain and --tree shape the draft's proposals: give --draft CKPT too")
     if args.chain is not None:
         return TreeShape.chain(args.chain)

@@ -168,8 +168,14 @@ def generate(
     run = _setup(target, prompts, video, max_new_tokens, temperature, top_k, top_p, eos_token_id, pad_id, seed,
                  capacity, prompt_bucket, prefill_chunk, draft, tree, draft_chunk, draft_sees_visual)
     logits, cache, hidden, prefill_s = _run_prefill(run)
+    return _run_decode(run, logits, cache, hidden, max_new_tokens, prefill_s, run.proposer)
+
+
+def _run_decode(run: _Run, logits, cache, hidden, max_new_tokens: int, prefill_s: float, proposer) -> GenerateOutput:
+    """Decode after `run`'s prefill: autoregressively when `proposer` is None, else speculatively. The cache
+    is donated (consumed)."""
     t1 = time.perf_counter()
-    if run.proposer is None:
+    if proposer is None:
         tokens, lengths, _, _ = _decode(
             run.graphdef, run.state, logits, cache, run.rope_delta, run.stop_ids, run.key, run.pad_id,
             max_new_tokens, run.sampling,
@@ -177,7 +183,7 @@ def generate(
         cycles, accepted = lengths - 1, jnp.zeros((run.batch.batch, 0), jnp.int32)
     else:
         tokens, lengths, cycles, accepted, _ = _spec(
-            run.graphdef, run.state, run.proposer, logits, cache, hidden, run.ids, run.text_index, run.text_len,
+            run.graphdef, run.state, proposer, logits, cache, hidden, run.ids, run.text_index, run.text_len,
             run.rope_delta, run.stop_ids, run.key, run.pad_id, max_new_tokens, run.sampling,
         )
     tokens, lengths, cycles, accepted = jax.device_get((tokens, lengths, cycles, accepted))

@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     result = run(cfg, mesh)
     if jax.process_index() == 0:
         last = result.history[-1] if result.history else {}
-        print(f"done: step {cfg.steps}, loss {last.get('loss', float('nan')):.4f}; draft written to {result.export}")
+        print(f"done: step {cfg.steps}, loss {last.get('loss', float('nan')):.4f}; {cfg.mode} written to {result.export}")
     return 0
 
 

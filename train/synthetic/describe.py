@@ -166,5 +166,10 @@ def _predicates(rest: str, subject: tuple, found: set, alias: dict) -> None:
 
 def recall(text: str, scene: Scene) -> float:
     """Share of the scene's required facts that `text` states."""
-    required, _ = facts(scene)
+    return recall_of_facts(text, facts(scene)[0])
+
+
+def recall_of_facts(text: str, required) -> float:
+    """Share of `required` facts (tuples, or lists as in a manifest) that `text` states."""
+    required = {tuple(f) for f in required}
     return len(required & parse(text)) / len(required)

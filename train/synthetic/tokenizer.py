@@ -54,3 +54,10 @@ def save_tokenizer(tok: Tokenizer, out) -> None:
         "clean_up_tokenization_spaces": False,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+if __name__ == "__main__":  # python -m train.synthetic.tokenizer OUT_DIR [SCENES]
+    import sys
+
+    save_tokenizer(train_tokenizer(corpus(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)), sys.argv[1])
+    print(f"wrote {sys.argv[1]}/tokenizer.json")

@@ -1,0 +1,66 @@
+"""The target alone and the target with a draft, side by side on one prompt: the speedup measurement of
+`python -m infer --demo` and `python -m infer.bench video`.
+
+Both decodings start from one target prefill (the same jitted prefill `infer.generate` runs, keeping the
+prompt's hidden states for the draft), so a long video is prefilled once per measurement, not once per
+decoding. Each decoding is compiled by a first run and then timed over `repeats` runs from copies of the
+prefilled cache; reported times are medians. DSR = AR decoding time / speculative decoding time (the
+speculative time includes the draft's own prefill over the prompt's text); ESR adds the target's
+prefill to both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+
+import jax
+import jax.numpy as jnp
+
+from infer.generation import GenerateOutput, _run_decode, _run_prefill, _setup
+
+
+@dataclasses.dataclass
+class Comparison:
+    alone: GenerateOutput  # the target's autoregressive decoding (median run by decoding time)
+    speculative: GenerateOutput  # with the draft
+    prefill_s: float  # the target's prefill (compiled before, when `warm_prefill`)
+
+    @property
+    def identical(self) -> bool:
+        return self.alone.texts() == self.speculative.texts()
+
+    @property
+    def tau(self) -> float:
+        return self.speculative.stats["tau"]
+
+    @property
+    def dsr(self) -> float:
+        return self.alone.stats["decode_s"] / self.speculative.stats["decode_s"]
+
+    @property
+    def esr(self) -> float:
+        return (self.prefill_s + self.alone.stats["decode_s"]) / (self.prefill_s + self.speculative.stats["decode_s"])
+
+
+def compare(target, draft, prompts, video=None, *, repeats: int = 3, warm_prefill: bool = True, tree=None,
+            max_new_tokens: int = 64, **kwargs) -> Comparison:
+    """Decode `prompts` with `target` alone and with `draft` (keyword arguments as `infer.generate`)."""
+    run = _setup(target, prompts, video, max_new_tokens, kwargs.pop("temperature", 0.0), kwargs.pop("top_k", 0),
+                 kwargs.pop("top_p", 1.0), kwargs.pop("eos_token_id", None), kwargs.pop("pad_id", 0),
+                 kwargs.pop("seed", 0), kwargs.pop("capacity", None), kwargs.pop("prompt_bucket", 64),
+                 kwargs.pop("prefill_chunk", 512), draft, tree, kwargs.pop("draft_chunk", 64), False)
+    if kwargs:
+        raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+    if warm_prefill:
+        _run_prefill(run)
+    logits, cache, hidden, prefill_s = _run_prefill(run)
+
+    def median_run(proposer) -> GenerateOutput:
+        once = lambda: _run_decode(run, logits, jax.tree.map(jnp.copy, cache), hidden,  # noqa: E731
+                                   max_new_tokens, prefill_s, proposer)
+        once()  # compiles
+        runs = sorted((once() for _ in range(repeats)), key=lambda out: out.stats["decode_s"])
+        return runs[len(runs) // 2]
+
+    return Comparison(median_run(None), median_run(run.proposer), prefill_s)
