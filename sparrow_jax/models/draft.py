@@ -28,7 +28,7 @@ class SparrowDraft(nnx.Module):
     def __call__(self, token_embeds, hidden, positions, mask, cache=None):
         """token_embeds: the target's embedding of token t+1 [B,N,H]; hidden: h_t [B,N,H] (the target's
         final normed state, or the draft's own output when drafting ahead); positions [B,N];
-        mask [B,N,N] among the N entries. `cache`: None or {"k", "v": [layers, B, C, Hkv, D],
+        mask [B,N,N] among the N entries. `cache`: None or {"k", "v": [layers, B, Hkv, C, D],
         "mask": [B,N,C] visible cache slots}. Returns (out [B,N,H], (k, v) of the N entries
         [layers, B, N, Hkv, D]) for the caller to store."""
         return self.run_layers(self.fuse(token_embeds, hidden), positions, mask, cache)
