@@ -35,8 +35,8 @@ def check_capacity(capacity: int) -> None:
 
 
 def _scores(q5, k, scale):
-    """q5 [B,N,Hkv,G,D], k [B,S,Hkv,D] -> float32 [B,Hkv,G,N,S]."""
-    return jnp.einsum("bnhgd,bshd->bhgns", q5, k, preferred_element_type=jnp.float32) * scale
+    """q5 [B,N,Hkv,G,D], k [B,Hkv,S,D] (head-major, as the caches) -> float32 [B,Hkv,G,N,S]."""
+    return jnp.einsum("bnhgd,bhsd->bhgns", q5, k, preferred_element_type=jnp.float32) * scale
 
 
 def attend(q, k, v, mask, scale: float):
@@ -45,7 +45,8 @@ def attend(q, k, v, mask, scale: float):
     Softmax in float32, probabilities cast back to the value dtype (as HF eager attention)."""
     b, n, hq, d = q.shape
     hkv = k.shape[2]
-    scores = _scores(q.reshape(b, n, hkv, hq // hkv, d), k, scale)
+    q5 = q.reshape(b, n, hkv, hq // hkv, d)
+    scores = jnp.einsum("bnhgd,bshd->bhgns", q5, k, preferred_element_type=jnp.float32) * scale
     if mask is not None:
         scores = jnp.where(mask[:, None, None], scores, NEG)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
@@ -54,18 +55,23 @@ def attend(q, k, v, mask, scale: float):
 
 
 def _merge(state, s, v):
-    """Online-softmax update of (max, sum, acc) with masked scores s [B,h,g,N,S] over values v."""
+    """Online-softmax update of (max, sum, acc) with masked scores s [B,h,g,N,S] over values v [B,h,S,D]."""
     m, l, acc = state
     m_new = jnp.maximum(m, jnp.max(s, axis=-1))
     corr = jnp.exp(m - m_new)
     p = jnp.exp(s - m_new[..., None])
-    acc = acc * corr[..., None] + jnp.einsum("bhgns,bshd->bhgnd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    acc = acc * corr[..., None] + jnp.einsum("bhgns,bhsd->bhgnd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
     return m_new, l * corr + jnp.sum(p, axis=-1), acc
 
 
-def attend_cached(q, k_new, v_new, new_mask, k_cache, v_cache, scale: float, *, cache_mask=None, lengths=None):
+def attend_cached(q, k_new, v_new, new_mask, k_cache, v_cache, layer, scale: float, *, cache_mask=None, lengths=None):
     """Attention of N new queries over [cache ; N new entries].
 
+    k_cache/v_cache hold every layer's cache [L,B,Hkv,C,D]; `layer` (an int or a traced index, e.g. the
+    layer scan's) picks this layer's. They are passed whole on purpose: slicing the layer out first (as
+    scan `xs`) makes XLA materialise a copy of the layer's whole cache every step (it does not fuse the
+    slice into the block loop), which at 16k context cost more than the attention itself; indexing
+    (layer, block) inside the loop reads just the blocks needed, in place.
     new_mask [B,N,N]: which new entries each query sees (it must see itself). The cache part is either
     `cache_mask` [B,N,C] (read in one pass: small caches such as the draft's) or `lengths` [B]: slots
     below each row's length are visible, read in blocks up to the longest row.
@@ -73,24 +79,26 @@ def attend_cached(q, k_new, v_new, new_mask, k_cache, v_cache, scale: float, *, 
     b, n, hq, d = q.shape
     hkv = k_new.shape[2]
     q5 = q.reshape(b, n, hkv, hq // hkv, d)
+    k_new, v_new = jnp.swapaxes(k_new, 1, 2), jnp.swapaxes(v_new, 1, 2)  # head-major, as the cache
     s = jnp.where(new_mask[:, None, None], _scores(q5, k_new, scale), NEG)
     m = jnp.max(s, axis=-1)
     p = jnp.exp(s - m[..., None])
-    state = (m, jnp.sum(p, axis=-1), jnp.einsum("bhgns,bshd->bhgnd", p.astype(v_new.dtype), v_new,
+    state = (m, jnp.sum(p, axis=-1), jnp.einsum("bhgns,bhsd->bhgnd", p.astype(v_new.dtype), v_new,
                                                 preferred_element_type=jnp.float32))
     if cache_mask is not None:
-        sc = jnp.where(cache_mask[:, None, None], _scores(q5, k_cache, scale), NEG)
-        state = _merge(state, sc, v_cache)
+        kl, vl = (jax.lax.dynamic_index_in_dim(c, layer, 0, keepdims=False) for c in (k_cache, v_cache))
+        sc = jnp.where(cache_mask[:, None, None], _scores(q5, kl, scale), NEG)
+        state = _merge(state, sc, vl)
     else:
-        cap = k_cache.shape[1]
+        cap = k_cache.shape[3]
         block = min(BLOCK, cap)
         if cap % block:
             raise ValueError(f"cache capacity {cap} must be a multiple of the attention block {block}")
 
         def body(j, st):
             start = j * block
-            kb = jax.lax.dynamic_slice_in_dim(k_cache, start, block, axis=1)
-            vb = jax.lax.dynamic_slice_in_dim(v_cache, start, block, axis=1)
+            at, size = (layer, 0, 0, start, 0), (1, b, hkv, block, d)
+            kb, vb = (jax.lax.dynamic_slice(c, at, size)[0] for c in (k_cache, v_cache))
             valid = (start + jnp.arange(block))[None, :] < lengths[:, None]  # [B, block]
             sc = jnp.where(valid[:, None, None, None, :], _scores(q5, kb, scale), NEG)
             return _merge(st, sc, vb)
@@ -112,7 +120,8 @@ class Attention(nnx.Module):
 
     def __call__(self, x, cos, sin, mask, cache=None):
         """x [B,N,H]; `mask` [B,N,N] among the N tokens. `cache`: None, or a dict with `k`, `v`
-        ([B,C,Hkv,D], this layer's cache) and `mask` or `lengths` (see `attend_cached`).
+        (every layer's cache [L,B,Hkv,C,D]), `layer` (this layer's index in them) and `mask` or
+        `lengths` (see `attend_cached`).
         Returns (out [B,N,H], (k, v) of the N tokens [B,N,Hkv,D]) for the caller to store."""
         heads = lambda y, n: y.reshape(*y.shape[:-1], n, -1)  # noqa: E731
         q = rope.apply(heads(self.q_proj(x), self.heads), cos, sin)
@@ -121,6 +130,6 @@ class Attention(nnx.Module):
         if cache is None:
             out = attend(q, k, v, mask, self.scale)
         else:
-            out = attend_cached(q, k, v, mask, cache["k"], cache["v"], self.scale,
+            out = attend_cached(q, k, v, mask, cache["k"], cache["v"], cache["layer"], self.scale,
                                 cache_mask=cache.get("mask"), lengths=cache.get("lengths"))
         return self.o_proj(out.reshape(*out.shape[:-2], -1)), (k, v)

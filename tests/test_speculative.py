@@ -103,7 +103,7 @@ def test_draft_cache_holds_text_only_and_does_not_grow_with_video(llava):
         shapes.append(state.dcache.k.shape)
         assert int(state.dcache.count[0]) == len(text) == 9  # only text positions entered the draft
         # S + (W + M) + T + 1 slots: 2 + (16 + 8) + 2 + 1
-        assert state.dcache.k.shape[2] == 29
+        assert state.dcache.k.shape[3] == 29
     assert shapes[0] == shapes[1]
 
 

@@ -28,7 +28,7 @@ class SparrowDraft(nnx.Module):
     def __call__(self, token_embeds, hidden, positions, mask, cache=None):
         """token_embeds: the target's embedding of token t+1 [B,N,H]; hidden: h_t [B,N,H] (the target's
         final normed state, or the draft's own output when drafting ahead); positions [B,N];
-        mask [B,N,N] among the N entries. `cache`: None or {"k", "v": [layers, B, C, Hkv, D],
+        mask [B,N,N] among the N entries. `cache`: None or {"k", "v": [layers, B, Hkv, C, D],
         "mask": [B,N,C] visible cache slots}. Returns (out [B,N,H], (k, v) of the N entries
         [layers, B, N, Hkv, D]) for the caller to store."""
         return self.run_layers(self.fuse(token_embeds, hidden), positions, mask, cache)
@@ -46,14 +46,14 @@ class SparrowDraft(nnx.Module):
         t = self.config.layers
         x = x.astype(self.dtype)
         cos, sin = rope.cos_sin(rope.inv_freq(t.rope, t.head_dim), positions, self.dtype)
-        view = lambda i: None if cache is None else {"k": cache["k"][i], "v": cache["v"][i], "mask": cache["mask"]}  # noqa: E731
+        view = lambda i: None if cache is None else {**cache, "layer": i}  # noqa: E731  (see `attend_cached`)
         x, (k0, v0) = self.first(x, cos, sin, mask, view(0))
         ks, vs = [k0[None]], [v0[None]]
         if self.rest is not None:
-            xs = None if cache is None else (cache["k"][1:], cache["v"][1:])
+            xs = None if cache is None else jnp.arange(1, t.num_layers)
 
-            def body(layer, h, kv):
-                return layer(h, cos, sin, mask, None if kv is None else {"k": kv[0], "v": kv[1], "mask": cache["mask"]})
+            def body(layer, h, i):
+                return layer(h, cos, sin, mask, None if i is None else view(i))
 
             x, (k_rest, v_rest) = scan_layers(self.rest, body, x, xs, 0, t.num_layers - 1)
             ks.append(k_rest)

@@ -97,8 +97,9 @@ class DecoderLM(nnx.Module):
             mask = kv_cache.causal_mask(b, n)
         cos, sin = self.cos_sin(positions)
 
-        def body(layer, x, kv):
-            view = None if kv is None else {"k": kv[0], "v": kv[1], "lengths": cache.lengths}
+        def body(layer, x, i):
+            # The whole stacked cache plus this layer's index, not the layer's slice (see `attend_cached`).
+            view = None if cache is None else {"k": cache.k, "v": cache.v, "layer": i, "lengths": cache.lengths}
             return layer(x, cos, sin, mask, view)
 
         x = embeds.astype(self.dtype)
@@ -107,7 +108,7 @@ class DecoderLM(nnx.Module):
         for start, stop in zip(bounds[:-1], bounds[1:]):
             if start in capture:
                 captured[start] = x
-            xs = (cache.k[start:stop], cache.v[start:stop]) if cache is not None else None
+            xs = jnp.arange(start, stop) if cache is not None else None
             x, (k_new, v_new) = scan_layers(self.layers, body, x, xs, start, stop)
             ks.append(k_new)
             vs.append(v_new)

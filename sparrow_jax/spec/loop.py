@@ -36,8 +36,8 @@ def _compact(cache: KVCache, path):
     rows = jnp.arange(path.shape[0])[:, None]
     src = cache.lengths[:, None] + path
     dst = cache.lengths[:, None] + jnp.arange(path.shape[1])
-    k = cache.k.at[:, rows, dst].set(cache.k[:, rows, src], mode="drop")
-    v = cache.v.at[:, rows, dst].set(cache.v[:, rows, src], mode="drop")
+    k = cache.k.at[:, rows, :, dst].set(cache.k[:, rows, :, src], mode="drop")  # slot axis 3 (see KVCache)
+    v = cache.v.at[:, rows, :, dst].set(cache.v[:, rows, :, src], mode="drop")
     return cache.replace(k=k, v=v)
 
 

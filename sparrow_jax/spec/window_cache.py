@@ -20,7 +20,7 @@ from flax import struct
 
 @struct.dataclass
 class WindowCache:
-    k: jax.Array  # [layers, B, S + R + T + 1, Hkv, D]
+    k: jax.Array  # [layers, B, Hkv, S + R + T + 1, D]: head-major like the target's KVCache (shared `write`)
     v: jax.Array
     pos: jax.Array  # [B, S + R] draft position held by each pinned/ring slot, -1 if empty
     count: jax.Array  # [B] committed draft positions
@@ -34,7 +34,7 @@ class WindowCache:
         t = cfg.layers
         ring = cfg.window + max_write
         slots = cfg.pinned + ring + scratch + 1
-        shape = (t.num_layers, batch, slots, t.num_kv_heads, t.head_dim)
+        shape = (t.num_layers, batch, t.num_kv_heads, slots, t.head_dim)
         return cls(
             jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.full((batch, cfg.pinned + ring), -1, jnp.int32),
             jnp.zeros((batch,), jnp.int32), cfg.pinned, cfg.window, ring, scratch,
