@@ -8,7 +8,7 @@ engine: a target of realistic depth (random weights, converted from a PyTorch ch
     autoregressive decoding: the engine's speedup ceiling;
   - one draft proposal (Sparrow: text-only window cache) against the number of visual tokens, next to a
     draft that attends to every prompt token (what EAGLE/MSD drafts do): flat vs growing.
-video: our autoregressive prefill/decoding cost against the number of visual tokens (LLaVA-OneVision).
+video: the embedded (or a given) target alone vs with its Sparrow draft against visual tokens: tau, DSR, ESR.
 """
 
 from __future__ import annotations
@@ -118,15 +118,16 @@ def main(argv=None) -> int:
     e.add_argument("--new-tokens", type=int, default=64)
     e.add_argument("--k", type=int, default=4, help="oracle chain length")
     e.add_argument("--repeats", type=int, default=3)
-    v = sub.add_parser("video", help="autoregressive cost against visual tokens (LLaVA-OneVision shape)")
-    v.add_argument("rest", nargs=argparse.REMAINDER)
-    args = p.parse_args(argv)
+    sub.add_parser("video", help="target alone vs with its draft against visual tokens: tau, DSR, ESR", add_help=False)
+    args, rest = p.parse_known_args(argv)
     if args.command == "engine":
+        if rest:
+            p.error(f"unrecognized arguments: {' '.join(rest)}")
         engine(args)
         return 0
     from infer.bench_video import main as video_main
 
-    return video_main(args.rest)
+    return video_main(rest)
 
 
 if __name__ == "__main__":

@@ -1,59 +1,99 @@
-"""python -m infer.bench video: autoregressive prefill/decoding cost against the number of visual tokens.
+"""python -m infer.bench video: the target alone against the target with its Sparrow draft, against the number
+of visual tokens: tau, decoding speedup (DSR) and end-to-end speedup (ESR), measured side by side in one
+run (`infer.compare`: one prefill per video, both decodings compiled first, medians of `--repeats`).
 
-Runs a randomly initialised LLaVA-OneVision-shaped model (no checkpoint needed) or a converted one
-(`--target DIR`), reports medians over `--repeats` runs after a warm-up, and prints every figure as a
-ratio to the shortest video measured in the same run. The speculative path adds its columns (tau, DSR,
-ESR) with the draft milestone.
+Defaults to the embedded demo pair (sparrow_jax.demo) on held-out synthetic scenes rendered at each frame
+count (16 visual tokens per frame: 32 frames ~ 0.5k, 256 ~ 4k, 1024 ~ 16k, 1600 ~ 25k visual tokens).
+Also reports whether the two outputs are identical and the facts of the scene the answers recall.
+`--target/--draft` measure another converted LLaVA-OneVision pair on the same scenes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 
 import numpy as np
 from tqdm.auto import tqdm
 
-import infer
-from sparrow_jax import checkpoint
-from sparrow_jax.config import LlavaOnevisionConfig, SiglipConfig, TextConfig
-from sparrow_jax.models import build_model
 
+def scene_video(seed: int, frames: int, size: int) -> np.ndarray:
+    """uint8 [frames, size, size, 3]: held-out scene `seed` rendered at `frames` frames."""
+    from train.synthetic.dataset import example
+    from train.synthetic.world import render
 
-def default_target():
-    text = TextConfig(vocab_size=2048, hidden_size=256, intermediate_size=768, num_layers=4, num_heads=4,
-                      num_kv_heads=2, head_dim=64)
-    vision = SiglipConfig(hidden_size=64, intermediate_size=128, num_layers=1, num_heads=2, image_size=112, patch_size=14)
-    return build_model(LlavaOnevisionConfig(text=text, vision=vision, video_token_id=2000, image_token_id=2001))
-
-
-def run(target, frames: int, new_tokens: int, repeats: int, rng) -> dict:
-    cfg = target.config
-    n_video = cfg.num_video_tokens(frames)
-    prompt = np.concatenate([rng.integers(0, 1000, 16), np.full(n_video, cfg.video_token_id), rng.integers(0, 1000, 16)])
-    video = rng.standard_normal((1, frames, cfg.vision.image_size, cfg.vision.image_size, 3)).astype(np.float32)
-    stats = [infer.generate(target, [prompt], video, max_new_tokens=new_tokens).stats for _ in range(repeats + 1)][1:]
-    med = lambda k: statistics.median(s[k] for s in stats)  # noqa: E731
-    return {"visual_tokens": n_video, "prefill_s": med("prefill_s"), "decode_s": med("decode_s"),
-            "tok_per_s": med("decode_tokens_per_s")}
+    scene, _, _ = example(seed)
+    return render(scene, frames, size, size)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m infer.bench video", description=__doc__)
-    p.add_argument("--target", help="converted LLaVA-OneVision checkpoint (default: random 4-layer model)")
-    p.add_argument("--frames", default="8,32,128", help="comma-separated frame counts")
-    p.add_argument("--new-tokens", type=int, default=64)
+    from sparrow_jax import demo
+
+    p = argparse.ArgumentParser(prog="python -m infer.bench video", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", default=str(demo.TARGET), help="converted target (default: the demo target)")
+    p.add_argument("--draft", default=str(demo.DRAFT), help="converted Sparrow draft (default: the demo draft)")
+    p.add_argument("--frames", default="32,256,1024,1600", help="comma-separated frame counts")
+    p.add_argument("--videos", type=int, default=3, help="held-out scenes per frame count")
+    p.add_argument("--new-tokens", type=int, default=160)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--chain", type=int, metavar="K", help="draft a chain of K tokens (default: the EAGLE-2 tree)")
+    p.add_argument("--tree", metavar="TOPK,DEPTH,TOTAL", help="draft tree budget")
+    p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
-    target = checkpoint.load(args.target) if args.target else default_target()
-    rng = np.random.default_rng(0)
-    rows = [run(target, int(f), args.new_tokens, args.repeats, rng) for f in tqdm(args.frames.split(","), desc="videos")]
-    base = rows[0]
-    print(f"{'visual tokens':>13} {'prefill s':>10} {'decode tok/s':>13} {'decode speed vs first':>22} {'prefill vs first':>17}")
-    for r in rows:
-        print(f"{r['visual_tokens']:>13} {r['prefill_s']:>10.3f} {r['tok_per_s']:>13.1f} "
-              f"{r['tok_per_s'] / base['tok_per_s']:>21.2f}x {r['prefill_s'] / base['prefill_s']:>16.2f}x")
-    return 0
+
+    import sparrow_jax
+    from infer.cli import _draft_config, _load_draft, _target_config, _tree
+    from infer.compare import compare
+    from sparrow_jax.processing import frame_size, video_prompt
+    from sparrow_jax.prompting import load_tokenizer
+    from train.synthetic.describe import recall_of_facts
+
+    config = _target_config(args.target)
+    draft_config = _draft_config(args.draft, config.text)
+    tree = _tree(args, True)
+    tokenizer = load_tokenizer(args.target)
+    target = sparrow_jax.load(args.target)
+    draft = _load_draft(args.draft, draft_config, None, None)
+    samples = demo.samples()[: args.videos]
+    size = frame_size(config, 112, 112)[0]
+    print(f"target {args.target} ({config.text.num_layers} layers x {config.text.hidden_size}); draft {args.draft} "
+          f"({draft_config.layers.num_layers} layer, window {draft_config.window}); tree "
+          f"{tree or 'EAGLE-2 8/3/30'}; {len(samples)} held-out videos per length; up to {args.new_tokens} new "
+          f"tokens, greedy; medians of {args.repeats} runs")
+    rows = []
+    for frames in (int(f) for f in args.frames.split(",")):
+        per_video = []
+        for i, rec in enumerate(tqdm(samples, desc=f"{frames} frames", leave=False)):
+            ids, pixels = video_prompt(config, tokenizer.prompt_ids([demo.QUESTION]),
+                                       scene_video(rec["seed"], frames, size), fps=None)
+            c = compare(target, draft, [ids], [pixels], repeats=args.repeats, warm_prefill=i == 0, tree=tree,
+                        max_new_tokens=args.new_tokens, eos_token_id=tokenizer.eos_token_ids,
+                        pad_id=tokenizer.pad_token_id)
+            text = tokenizer.decode(c.alone.texts()[0])
+            per_video.append({"visual": int((ids == config.video_token_id).sum()), "tau": c.tau, "dsr": c.dsr,
+                              "esr": c.esr, "identical": c.identical, "prefill_s": c.prefill_s,
+                              "ar_tok_s": c.alone.stats["decode_tokens_per_s"],
+                              "spec_tok_s": c.speculative.stats["decode_tokens_per_s"],
+                              "new_tokens": c.alone.stats["new_tokens"],
+                              "recall": recall_of_facts(text, rec["facts"])})
+        med = {k: statistics.median(v[k] for v in per_video) for k in per_video[0] if k != "identical"}
+        rows.append({"frames": frames, **med, "identical": all(v["identical"] for v in per_video),
+                     "videos": per_video})
+        if len(rows) == 1:
+            print(f"{'frames':>6} {'visual':>6} {'prefill s':>9} {'AR tok/s':>8} {'spec tok/s':>10} {'tau':>5} "
+                  f"{'DSR':>6} {'ESR':>6} {'identical':>9} {'recall':>6} {'tokens':>6}")
+        r = rows[-1]
+        print(f"{frames:>6} {r['visual']:>6.0f} {r['prefill_s']:>9.2f} {r['ar_tok_s']:>8.1f} {r['spec_tok_s']:>10.1f} "
+              f"{r['tau']:>5.2f} {r['dsr']:>5.2f}x {r['esr']:>5.2f}x {str(r['identical']):>9} {r['recall']:>6.2f} "
+              f"{r['new_tokens']:>6.0f}")
+        sys.stdout.flush()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0 if all(r["identical"] for r in rows) else 1
 
 
 if __name__ == "__main__":

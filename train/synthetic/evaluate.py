@@ -1,0 +1,63 @@
+"""Description accuracy of a target on held-out synthetic scenes: the share of each scene's facts its greedy
+answer states (`describe.recall`), at several frame counts (the trained one and longer ones).
+
+    python -m train.synthetic.evaluate --target sparrow_jax/demo/target --frames 8,16,32,64 --count 64
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from tqdm import tqdm
+
+HELD_OUT = 1_000_000  # first held-out seed: training scenes are 0 .. count - 1 (see examples/reproduce_demo.sh)
+
+
+def evaluate(target, tokenizer, frames: int, seeds, batch: int = 16, max_new_tokens: int = 192,
+             question: str = "Describe the video.") -> dict:
+    """Mean recall and the share of exactly complete answers over scenes `seeds` rendered at `frames` frames."""
+    import infer
+    from sparrow_jax.processing import frame_size, video_prompt
+    from train.synthetic.dataset import example
+    from train.synthetic.describe import recall
+    from train.synthetic.world import render
+
+    size = frame_size(target.config, 112, 112)[0]
+    scores = []
+    for start in tqdm(range(0, len(seeds), batch), desc=f"{frames} frames", leave=False):
+        chunk = seeds[start: start + batch]
+        scenes = [example(s)[0] for s in chunk]
+        prompts = [video_prompt(target.config, tokenizer.prompt_ids([question]), render(sc, frames, size, size))
+                   for sc in scenes]
+        out = infer.generate(target, [p for p, _ in prompts], [v for _, v in prompts], max_new_tokens=max_new_tokens,
+                             eos_token_id=tokenizer.eos_token_ids, pad_id=tokenizer.pad_token_id)
+        scores += [recall(tokenizer.decode(t), sc) for t, sc in zip(out.texts(), scenes)]
+    visual = int(target.config.num_video_tokens(frames))
+    return {"frames": frames, "visual_tokens": visual, "scenes": len(scores), "recall": float(np.mean(scores)),
+            "complete": float(np.mean([s == 1.0 for s in scores]))}
+
+
+def main(argv=None) -> int:
+    import sparrow_jax
+    from sparrow_jax.prompting import load_tokenizer
+
+    p = argparse.ArgumentParser(prog="python -m train.synthetic.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", required=True, help="converted target checkpoint with its tokenizer")
+    p.add_argument("--frames", default="8,16,32,64", help="comma-separated frame counts")
+    p.add_argument("--count", type=int, default=64, help="held-out scenes per frame count")
+    p.add_argument("--batch", type=int, default=16)
+    args = p.parse_args(argv)
+    target, tok = sparrow_jax.load(args.target), load_tokenizer(args.target)
+    seeds = list(range(HELD_OUT, HELD_OUT + args.count))
+    print(f"{'frames':>6} {'visual tokens':>13} {'scenes':>6} {'fact recall':>11} {'all facts':>9}")
+    for f in (int(x) for x in args.frames.split(",")):
+        r = evaluate(target, tok, f, seeds, args.batch)
+        print(f"{r['frames']:>6} {r['visual_tokens']:>13} {r['scenes']:>6} {r['recall']:>11.3f} {r['complete']:>9.3f}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
