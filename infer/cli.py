@@ -122,15 +122,22 @@ def run(args) -> int:
         tokens = out.texts()[0]
         print(json.dumps({"text": tokenizer.decode(tokens), "tokens": tokens, **info, "stats": out.stats}))
         return 0
-    stream = infer.stream(target, [ids], [pixels], **kw)
-    text = IncrementalText(tokenizer.decode)
-    with Ticker(f"prefill ({len(ids)} tokens)", args.quiet) as ticker:
+    stream = show_stream(infer.stream(target, [ids], [pixels], **kw), tokenizer.decode,
+                         f"prefill ({len(ids)} tokens)", args.quiet)
+    print(stats_line(stream.output.stats), file=sys.stderr)
+    return 0
+
+
+def show_stream(stream, decode, label: str, quiet: bool):
+    """Write row 0's text to stdout as `stream` accepts tokens (elapsed time under `label` until the first
+    ones arrive); returns the exhausted stream, whose `output` holds the GenerateOutput."""
+    text = IncrementalText(decode)
+    with Ticker(label, quiet) as ticker:
         for new in stream:
             ticker.stop()
             _write(text.add(new[0]))
     _write(text.flush() + "\n")
-    print(stats_line(stream.output.stats), file=sys.stderr)
-    return 0
+    return stream
 
 
 class IncrementalText:

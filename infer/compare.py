@@ -17,7 +17,7 @@ import statistics
 import jax
 import jax.numpy as jnp
 
-from infer.generation import GenerateOutput, _run_decode, _run_prefill, _setup
+from infer.generation import GenerateOutput, _run_decode, _run_prefill, setup_like_generate
 
 
 @dataclasses.dataclass
@@ -43,22 +43,16 @@ class Comparison:
         return (self.prefill_s + self.alone.stats["decode_s"]) / (self.prefill_s + self.speculative.stats["decode_s"])
 
 
-def compare(target, draft, prompts, video=None, *, repeats: int = 3, warm_prefill: bool = True, tree=None,
-            max_new_tokens: int = 64, **kwargs) -> Comparison:
-    """Decode `prompts` with `target` alone and with `draft` (keyword arguments as `infer.generate`)."""
-    run = _setup(target, prompts, video, max_new_tokens, kwargs.pop("temperature", 0.0), kwargs.pop("top_k", 0),
-                 kwargs.pop("top_p", 1.0), kwargs.pop("eos_token_id", None), kwargs.pop("pad_id", 0),
-                 kwargs.pop("seed", 0), kwargs.pop("capacity", None), kwargs.pop("prompt_bucket", 64),
-                 kwargs.pop("prefill_chunk", 512), draft, tree, kwargs.pop("draft_chunk", 64), False)
-    if kwargs:
-        raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+def compare(target, draft, prompts, video=None, *, repeats: int = 3, warm_prefill: bool = True,
+            **kwargs) -> Comparison:
+    """Decode `prompts` with `target` alone and with `draft` (`kwargs`: `infer.generate`'s keyword arguments)."""
+    run = setup_like_generate(target, prompts, video, draft=draft, **kwargs)
     if warm_prefill:
         _run_prefill(run)
     logits, cache, hidden, prefill_s = _run_prefill(run)
 
     def median_run(proposer) -> GenerateOutput:
-        once = lambda: _run_decode(run, logits, jax.tree.map(jnp.copy, cache), hidden,  # noqa: E731
-                                   max_new_tokens, prefill_s, proposer)
+        once = lambda: _run_decode(run, logits, jax.tree.map(jnp.copy, cache), hidden, prefill_s, proposer)  # noqa: E731
         once()  # compiles
         runs = sorted((once() for _ in range(repeats)), key=lambda out: out.stats["decode_s"])
         return runs[len(runs) // 2]

@@ -8,9 +8,7 @@ temperature 0 they must be). `--target/--draft/--video/--frames` replace the shi
 
 from __future__ import annotations
 
-import sys
-
-from infer.cli import IncrementalText, Ticker
+from infer.cli import Ticker, show_stream
 
 REPEATS = 3
 # On a CPU the target's verify forward costs about in proportion to the tokens it checks, so a short chain
@@ -59,14 +57,10 @@ def run(args) -> int:
     spec_kw = dict(kw, tree=shape)
     if args.temperature:
         say("note: --demo decodes greedily (temperature 0), where the two outputs must be identical")
-    with Ticker("compiling the stream", args.quiet) as ticker:
-        stream = infer.stream(target, [ids], [pixels], draft=draft, **spec_kw)
-        text = IncrementalText(tokenizer.decode)
-        say("\ntarget + draft, streamed:")
-        for new in stream:
-            ticker.stop()
-            write(text.add(new[0]))
-    write(text.flush() + "\n\n")
+    say("\ntarget + draft, streamed:")
+    stream = show_stream(infer.stream(target, [ids], [pixels], draft=draft, **spec_kw), tokenizer.decode,
+                         "compiling the stream", args.quiet)
+    say("")
 
     with Ticker("compiling and timing both", args.quiet):
         c = compare(target, draft, [ids], [pixels], repeats=REPEATS, **spec_kw)
@@ -90,9 +84,4 @@ def run(args) -> int:
 
 def say(line: str) -> None:
     print(line, flush=True)
-
-
-def write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
 

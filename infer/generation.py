@@ -8,6 +8,7 @@ decoding times are measured honestly; within decoding there is no host round tri
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from functools import partial
 
@@ -168,23 +169,31 @@ def generate(
     run = _setup(target, prompts, video, max_new_tokens, temperature, top_k, top_p, eos_token_id, pad_id, seed,
                  capacity, prompt_bucket, prefill_chunk, draft, tree, draft_chunk, draft_sees_visual)
     logits, cache, hidden, prefill_s = _run_prefill(run)
-    return _run_decode(run, logits, cache, hidden, max_new_tokens, prefill_s, run.proposer)
+    return _run_decode(run, logits, cache, hidden, prefill_s, run.proposer)
 
 
-def _run_decode(run: _Run, logits, cache, hidden, max_new_tokens: int, prefill_s: float, proposer) -> GenerateOutput:
+def setup_like_generate(target, prompts, video=None, **kwargs) -> "_Run":
+    """The host-side setup `generate` does for the same arguments (its defaults applied), for callers that
+    drive prefill and decoding themselves (`infer.stream`, `infer.compare`)."""
+    args = inspect.signature(generate).bind(target, prompts, video, **kwargs)
+    args.apply_defaults()
+    return _setup(**args.arguments)
+
+
+def _run_decode(run: _Run, logits, cache, hidden, prefill_s: float, proposer) -> GenerateOutput:
     """Decode after `run`'s prefill: autoregressively when `proposer` is None, else speculatively. The cache
     is donated (consumed)."""
     t1 = time.perf_counter()
     if proposer is None:
         tokens, lengths, _, _ = _decode(
             run.graphdef, run.state, logits, cache, run.rope_delta, run.stop_ids, run.key, run.pad_id,
-            max_new_tokens, run.sampling,
+            run.max_new_tokens, run.sampling,
         )
         cycles, accepted = lengths - 1, jnp.zeros((run.batch.batch, 0), jnp.int32)
     else:
         tokens, lengths, cycles, accepted, _ = _spec(
             run.graphdef, run.state, proposer, logits, cache, hidden, run.ids, run.text_index, run.text_len,
-            run.rope_delta, run.stop_ids, run.key, run.pad_id, max_new_tokens, run.sampling,
+            run.rope_delta, run.stop_ids, run.key, run.pad_id, run.max_new_tokens, run.sampling,
         )
     tokens, lengths, cycles, accepted = jax.device_get((tokens, lengths, cycles, accepted))
     return GenerateOutput(np.asarray(tokens), np.asarray(lengths),
@@ -216,6 +225,7 @@ class _Run:
     ids: jax.Array
     capacity: int
     chunk: int
+    max_new_tokens: int
     sampling: SamplingConfig
     proposer: object | None
     text_index: jax.Array | None
@@ -257,7 +267,8 @@ def _setup(target, prompts, video, max_new_tokens, temperature, top_k, top_p, eo
         text_index, text_len = map(jnp.asarray, text_positions(batch, target.config, draft_chunk, draft_sees_visual))
     graphdef, state = nnx.split(target)
     return _Run(
-        graphdef, state, batch, jnp.asarray(batch.input_ids), capacity, min(width, prefill_chunk), sampling, draft,
+        graphdef, state, batch, jnp.asarray(batch.input_ids), capacity, min(width, prefill_chunk), max_new_tokens,
+        sampling, draft,
         text_index, text_len, jnp.asarray(batch.rope_delta), jnp.asarray(stops or [-1], jnp.int32),
         jax.random.key(seed), jnp.int32(pad_id),
     )

@@ -13,7 +13,6 @@ Python so that each call's accepted tokens can be shown at once. The tokens equa
 
 from __future__ import annotations
 
-import inspect
 import time
 from functools import partial
 
@@ -27,9 +26,8 @@ from infer.generation import (
     _ar_start,
     _ar_step,
     _run_prefill,
-    _setup,
-    generate,
     generation_stats,
+    setup_like_generate,
 )
 from sparrow_jax.spec.loop import spec_cycle, spec_start
 
@@ -66,8 +64,8 @@ class TokenStream:
     """Iterate to decode: each item is, per row, the list of token ids accepted by one jitted call.
     After the iteration, `output` holds the GenerateOutput that `infer.generate` returns."""
 
-    def __init__(self, run, max_new_tokens: int, steps: int):
-        self._run, self._max_new, self._steps = run, max_new_tokens, steps
+    def __init__(self, run, steps: int):
+        self._run, self._max_new, self._steps = run, run.max_new_tokens, steps
         self.output: GenerateOutput | None = None
         self.prefill_s: float | None = None
 
@@ -110,6 +108,4 @@ def stream(target, prompts, video=None, *, steps_per_call: int = 1, **kwargs) ->
     checked here; prefill runs when the iteration starts."""
     if steps_per_call < 1:
         raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
-    args = inspect.signature(generate).bind(target, prompts, video, **kwargs)
-    args.apply_defaults()
-    return TokenStream(_setup(**args.arguments), args.arguments["max_new_tokens"], steps_per_call)
+    return TokenStream(setup_like_generate(target, prompts, video, **kwargs), steps_per_call)
