@@ -38,6 +38,34 @@ def evaluate(target, tokenizer, frames: int, seeds, batch: int = 16, max_new_tok
             "complete": float(np.mean([s == 1.0 for s in scores]))}
 
 
+def video_reliance(target, tokenizer, seeds, frames: int = 8, question: str = "Describe the video.") -> dict:
+    """Mean answer NLL (nats per token, teacher-forced ground truth) with each scene's own video and with the
+    next scene's: equal when the target ignores the video, far apart when its answers come from it."""
+    import jax
+    import jax.numpy as jnp
+
+    from sparrow_jax.processing import frame_size, video_prompt
+    from train.synthetic.dataset import example
+    from train.synthetic.world import render
+
+    size = frame_size(target.config, 112, 112)[0]
+    examples = [example(s) for s in seeds]
+    videos = [render(scene, frames, size, size) for scene, _, _ in examples]
+    forward = jax.jit(lambda ids, video: target(ids, video))
+
+    def nll(answer, video):
+        ids, v = video_prompt(target.config, tokenizer.prompt_ids([question]), video)
+        a = tokenizer.tokenizer(answer, add_special_tokens=False)["input_ids"] + tokenizer.eos_token_ids[:1]
+        logits = forward(jnp.asarray(np.concatenate([ids, a])[None], jnp.int32), jax.tree.map(lambda x: x[None], v))
+        logp = jax.nn.log_softmax(logits[0, len(ids) - 1: -1].astype(jnp.float32))
+        return -float(jnp.mean(logp[jnp.arange(len(a)), jnp.asarray(a)]))
+
+    n = len(examples)
+    own = [nll(examples[i][2], videos[i]) for i in range(n)]
+    other = [nll(examples[i][2], videos[(i + 1) % n]) for i in range(n)]
+    return {"own_video": float(np.mean(own)), "other_video": float(np.mean(other))}
+
+
 def main(argv=None) -> int:
     import sparrow_jax
     from sparrow_jax.prompting import load_tokenizer

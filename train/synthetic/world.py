@@ -125,7 +125,7 @@ def simulate(things: tuple[Thing, ...], steps: int) -> Scene:
     return Scene(things, steps, centres, tuple(events))
 
 
-def _shape_mask(shape: str, dx, dy, r: float):
+def shape_mask(shape: str, dx, dy, r: float):
     if shape == "circle":
         return dx**2 + dy**2 <= r**2
     if shape == "square":
@@ -150,6 +150,6 @@ def render(scene: Scene, frames: int, height: int, width: int) -> np.ndarray:
         for i, t in enumerate(scene.things):
             if scene.visible(i, step):
                 cx, cy = scene.centres[step, i]
-                img[_shape_mask(t.shape, xs - cx, ys - cy, SIZES[t.size])] = COLOURS[scene.colour_at(i, step)]
+                img[shape_mask(t.shape, xs - cx, ys - cy, SIZES[t.size])] = COLOURS[scene.colour_at(i, step)]
         out[f] = img
     return out
