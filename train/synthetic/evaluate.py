@@ -1,5 +1,6 @@
 """Description accuracy of a target on held-out synthetic scenes: the share of each scene's facts its greedy
-answer states (`describe.recall`), at several frame counts (the trained one and longer ones).
+answer states (`describe.recall`), at several frame counts (the trained one and longer ones), and how much
+its answers rest on the video (`video_reliance`).
 
     python -m train.synthetic.evaluate --target sparrow_jax/demo/target --frames 8,16,32,64 --count 64
 """
@@ -79,8 +80,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     target, tok = sparrow_jax.load(args.target), load_tokenizer(args.target)
     seeds = list(range(HELD_OUT, HELD_OUT + args.count))
+    frames = [int(x) for x in args.frames.split(",")]
+    r = video_reliance(target, tok, seeds[:16], frames[0])
+    print(f"answer NLL at {frames[0]} frames (16 scenes, ground truth teacher-forced): {r['own_video']:.3f} with its own "
+          f"video, {r['other_video']:.3f} with another scene's", flush=True)
     print(f"{'frames':>6} {'visual tokens':>13} {'scenes':>6} {'fact recall':>11} {'all facts':>9}")
-    for f in (int(x) for x in args.frames.split(",")):
+    for f in frames:
         r = evaluate(target, tok, f, seeds, args.batch)
         print(f"{r['frames']:>6} {r['visual_tokens']:>13} {r['scenes']:>6} {r['recall']:>11.3f} {r['complete']:>9.3f}",
               flush=True)
