@@ -25,7 +25,8 @@ from flax import nnx
 from tqdm import trange
 
 from sparrow_jax import checkpoint
-from train.synthetic.world import COLOURS, SHAPES, SIZES, render, sample_scene, shape_mask
+from train.synthetic.world import (COLOURS, SHAPES, SIZES, frame_steps, pixel_centres, render, sample_scene,
+                                   shape_mask)
 
 CLASSES = [(c, s, z) for c in COLOURS for s in SHAPES for z in SIZES]
 CLASS_INDEX = {k: i for i, k in enumerate(CLASSES)}
@@ -36,12 +37,12 @@ def frames_and_labels(rng: np.random.Generator, scenes: int, frames: int, size: 
     """uint8 frames [scenes * frames, size, size, 3] of fresh random scenes, and labels [N, grid * grid, 80]:
     for each cell of the pooled token grid, the objects that cover part of it."""
     images, labels = [], np.zeros((scenes * frames, grid * grid, len(CLASSES)), np.float32)
-    ys, xs = np.meshgrid((np.arange(size) + 0.5) / size, (np.arange(size) + 0.5) / size, indexing="ij")
+    ys, xs = pixel_centres(size, size)
     cell = -(-size // grid)
     for n in range(scenes):
         scene = sample_scene(rng)
         images.append(render(scene, frames, size, size))
-        for f, step in enumerate(np.linspace(0, scene.steps - 1, frames).round().astype(int)):  # render()'s
+        for f, step in enumerate(frame_steps(scene, frames)):
             for i, t in enumerate(scene.things):
                 if scene.visible(i, step):
                     cx, cy = scene.centres[step, i]

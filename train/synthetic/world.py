@@ -140,11 +140,21 @@ def shape_mask(shape: str, dx, dy, r: float):
     raise ValueError(f"unknown shape {shape!r}")
 
 
+def frame_steps(scene: Scene, frames: int) -> np.ndarray:
+    """The simulation steps that `frames` rendered frames show: spread uniformly over the scene."""
+    return np.linspace(0, scene.steps - 1, frames).round().astype(int)
+
+
+def pixel_centres(height: int, width: int):
+    """(ys, xs) [height, width]: each pixel's centre in canvas units."""
+    return np.meshgrid((np.arange(height) + 0.5) / height, (np.arange(width) + 0.5) / width, indexing="ij")
+
+
 def render(scene: Scene, frames: int, height: int, width: int) -> np.ndarray:
     """[frames, height, width, 3] uint8: `frames` samples spread uniformly over the scene's steps."""
-    ys, xs = np.meshgrid((np.arange(height) + 0.5) / height, (np.arange(width) + 0.5) / width, indexing="ij")
+    ys, xs = pixel_centres(height, width)
     out = np.empty((frames, height, width, 3), np.uint8)
-    for f, step in enumerate(np.linspace(0, scene.steps - 1, frames).round().astype(int)):
+    for f, step in enumerate(frame_steps(scene, frames)):
         img = np.empty((height, width, 3), np.uint8)
         img[:] = BACKGROUND
         for i, t in enumerate(scene.things):
