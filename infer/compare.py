@@ -12,7 +12,6 @@ prefill to both.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 
 import jax
 import jax.numpy as jnp

@@ -18,17 +18,27 @@ QUESTIONS = ("Describe the video.", "What happens in this clip?", "Describe the 
              "What is shown?", "Summarise the scene.", "What moves in the video?")
 
 
-def random_target(path, tree: dict, seed: int, scale: float, dtype: str = "float32") -> None:
-    """Save a randomly initialised target built from our config tree `tree` at `path`; weights (not
-    norms) are multiplied by `scale` so that its next-token distributions are less flat."""
+def random_model(tree: dict, seed: int, scale: float):
+    """A randomly initialised target built from our config tree `tree`; weights (not norms) are multiplied
+    by `scale` so that its next-token distributions are less flat."""
     if tree.get("model_type") not in CONFIGS:
         raise ConfigError(f"target.random_init: model_type {tree.get('model_type')!r} is not one of {sorted(CONFIGS)}")
-    config = _from_tree(CONFIGS[tree["model_type"]], tree)
-    model = build_model(config, rngs=nnx.Rngs(seed))
+    model = build_model(_from_tree(CONFIGS[tree["model_type"]], tree), rngs=nnx.Rngs(seed))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     params = jax.tree_util.tree_map_with_path(
         lambda p, a: a if "norm" in jax.tree_util.keystr(p) else a * scale, params)
-    checkpoint.save(path, config, checkpoint.to_numpy(params), dtype, overwrite=True)
+    return checkpoint.assign(model, params)
+
+
+def save_model(path, model, dtype: str = "float32") -> None:
+    """Save `model` (a target) as a converted checkpoint at `path`, replacing what is there."""
+    params = checkpoint.to_numpy(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    checkpoint.save(path, model.config, params, dtype, overwrite=True)
+
+
+def random_target(path, tree: dict, seed: int, scale: float, dtype: str = "float32") -> None:
+    """Save `random_model(tree, seed, scale)` at `path`."""
+    save_model(path, random_model(tree, seed, scale), dtype)
 
 
 def synthetic_manifest(path, n: int, seed: int, frames: int = 4, size: int = 32) -> None:

@@ -57,8 +57,12 @@ def video_reliance(target, tokenizer, seeds, frames: int = 8, question: str = "D
     def nll(answer, video):
         ids, v = video_prompt(target.config, tokenizer.prompt_ids([question]), video)
         a = tokenizer.tokenizer(answer, add_special_tokens=False)["input_ids"] + tokenizer.eos_token_ids[:1]
-        logits = forward(jnp.asarray(np.concatenate([ids, a])[None], jnp.int32), jax.tree.map(lambda x: x[None], v))
-        logp = jax.nn.log_softmax(logits[0, len(ids) - 1: -1].astype(jnp.float32))
+        full = np.concatenate([ids, a])
+        # Padded at the end to a multiple of 64 tokens so that one compile serves most answers; causal
+        # attention keeps the padding out of the logits read below.
+        full = np.pad(full, (0, -len(full) % 64), constant_values=tokenizer.pad_token_id)
+        logits = forward(jnp.asarray(full[None], jnp.int32), jax.tree.map(lambda x: x[None], v))
+        logp = jax.nn.log_softmax(logits[0, len(ids) - 1: len(ids) - 1 + len(a)].astype(jnp.float32))
         return -float(jnp.mean(logp[jnp.arange(len(a)), jnp.asarray(a)]))
 
     n = len(examples)

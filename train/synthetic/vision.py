@@ -115,7 +115,7 @@ def pretrain(target, steps: int, scenes: int = 16, frames: int = 4, lr: float = 
 
 def main(argv=None) -> int:
     from train import config
-    from train.stand_ins import random_target
+    from train.stand_ins import random_model, save_model
 
     p = argparse.ArgumentParser(prog="python -m train.synthetic.vision", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="the target-training config (its target.random_init)")
@@ -128,12 +128,10 @@ def main(argv=None) -> int:
     cfg = config.load(args.config, []).target
     if cfg.random_init is None:
         raise SystemExit(f"{args.config}: target.random_init is needed (the target starts from random weights)")
-    random_target(args.out, cfg.random_init, cfg.random_seed, cfg.random_scale, cfg.dtype)
-    target = checkpoint.load(args.out, cfg.dtype)
+    target = random_model(cfg.random_init, cfg.random_seed, cfg.random_scale)
     start = time.time()
     r = pretrain(target, args.steps, args.scenes, args.frames, args.lr, cfg.random_seed)
-    params = checkpoint.to_numpy(nnx.to_pure_dict(nnx.state(target, nnx.Param)))
-    checkpoint.save(args.out, target.config, params, cfg.dtype, overwrite=True)
+    save_model(args.out, target, cfg.dtype)
     print(f"vision pretraining: {args.steps} steps in {time.time() - start:.0f} s; on unseen scenes: loss "
           f"{r['loss']:.4f} (best constant guess {r['prior_loss']:.4f}), frames with every object right "
           f"{r['accuracy']:.3f}; saved {args.out}")
