@@ -109,7 +109,8 @@ def test_config_overrides_and_errors(tmp_path):
         train_config.load(path, ["steps"])
 
 
-def test_encode_expands_video_and_loader_resumes_exactly(tmp_path):
+def _tiny_video_data(tmp_path):
+    """(tokenizer, a tiny LLaVA-OV config with 1 token per frame, 10 records of 3-frame videos)."""
     from sparrow_jax.config import LlavaOnevisionConfig, SiglipConfig, TextConfig
     from train import data
 
@@ -127,7 +128,13 @@ def test_encode_expands_video_and_loader_resumes_exactly(tmp_path):
         lines.append(json.dumps({"id": str(i), "frames": f"{i}.npy", "conversations": [
             {"from": "human", "value": "q" * i}, {"from": "gpt", "value": "answer"}]}))
     (tmp_path / "m.jsonl").write_text("\n".join(lines))
-    records = data.read_manifest(tmp_path / "m.jsonl")
+    return tok, target_cfg, data.read_manifest(tmp_path / "m.jsonl")
+
+
+def test_encode_expands_video_and_loader_resumes_exactly(tmp_path):
+    from train import data
+
+    tok, target_cfg, records = _tiny_video_data(tmp_path)
     dcfg = train_config.DataConfig(manifest="m", seq_len=64, num_frames=2)
     ex = data.encode(records[3], tok, target_cfg, 64, 2)
     n_video = target_cfg.num_video_tokens(2)  # 2 frames x 1 pooled patch + newline = 3
@@ -146,6 +153,42 @@ def test_encode_expands_video_and_loader_resumes_exactly(tmp_path):
         for k in ("input_ids", "assistant", "visual", "lengths"):
             np.testing.assert_array_equal(a[k], b[k])
         np.testing.assert_array_equal(a["video"], b["video"])
+
+
+def test_loader_mixes_video_lengths_and_stretches_positions(tmp_path):
+    from train import data
+
+    tok, target_cfg, records = _tiny_video_data(tmp_path)  # 1 token per frame (+ 1 newline)
+    dcfg = train_config.DataConfig(manifest="m", num_frames=[1, 4], seq_len=[48, 64], stretch_frames=40)
+    it = iter(data.loader(records, tok, target_cfg, dcfg, local_batch=3, seed=5))
+    batches = [next(it) for _ in range(8)]
+    shapes = {(b["input_ids"].shape[1], b["video"].shape[1]) for b in batches}
+    assert shapes == {(48, 1), (64, 4)}  # both settings drawn, each with its own row length
+    stretches = []
+    for b in batches:
+        frames = b["video"].shape[1]
+        for pos, vis, n in zip(b["positions"], b["visual"], b["lengths"]):
+            steps = np.diff(pos[:n])
+            at = np.flatnonzero(vis[:n])  # frame tokens, then the newline
+            gaps = steps[at[:frames - 1]]  # from each frame to the next
+            assert len(set(gaps.tolist())) <= 1  # frames evenly spread
+            stretch = int(gaps[0]) if frames > 1 else 1
+            assert 1 <= stretch <= 40 // frames
+            assert np.all(np.delete(steps, at[:frames - 1]) == 1)  # everything else stays contiguous
+            stretches.append(stretch)
+    assert max(stretches) > 1
+    state = it.get_state()
+    again = iter(data.loader(records, tok, target_cfg, dcfg, local_batch=3, seed=5))
+    again.set_state(state)
+    np.testing.assert_array_equal(next(it)["positions"], next(again)["positions"])
+
+    with pytest.raises(ValueError, match="lists, of equal length"):
+        train_config.TrainConfig(target=train_config.TargetConfig(path="t"),
+                                 data=train_config.DataConfig(manifest="m", num_frames=[1, 4], seq_len=[48]))
+    with pytest.raises(ValueError, match="offline features"):
+        train_config.TrainConfig(target=train_config.TargetConfig(path="t"),
+                                 data=train_config.DataConfig(manifest="m", num_frames=[1, 4], seq_len=[48, 64],
+                                                              features_dir="f"))
 
 
 def test_hf_tokenizer_chat_template_assistant_mask(tmp_path):
@@ -169,3 +212,7 @@ def test_hf_tokenizer_chat_template_assistant_mask(tmp_path):
     ids, mask = tokenize_conversation(tok, msgs)
     assert [words[i] for i in ids[mask]] == ["ok", "fine", "<|im_end|>"]
     assert ids.tolist().count(3) == 1 and tok.eos_ids == [2]
+    from train.tokenizer import load
+
+    with pytest.raises(FileNotFoundError, match="data.tokenizer .* neither 'byte' nor a directory"):
+        load(str(tmp_path / "absent"))

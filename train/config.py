@@ -48,14 +48,28 @@ class DataConfig:
     manifest: str = ""  # JSONL, see train/data.py
     tokenizer: str = "byte"  # "byte" (the built-in tiny ChatML byte tokenizer) or an HF tokenizer directory
     video_placeholder: str = ""  # text for the video in the first user turn; empty: "<video>" (see tokenizer.load)
-    seq_len: int = 2048  # every row is padded (or its answer truncated) to this many tokens
+    # Every row is padded (or its answer truncated) to seq_len tokens. Lists train on mixed video lengths:
+    # each batch draws one entry of num_frames (repeat an entry to weigh it) and the seq_len beside it.
+    # Offline features and answer regeneration use the first entry.
+    seq_len: int | list = 2048
     batch_size: int = 8  # global; each process reads batch_size / process_count rows
-    num_frames: int = 8  # frames sampled uniformly from each video
+    num_frames: int | list = 8  # frames sampled uniformly from each video
+    # > 0: in half the rows, RoPE positions of the frames are spread out as if the video had k frames, k
+    # log-uniform in [frames, stretch_frames], the sampled ones evenly among them: long-video positions at
+    # short-video cost (1-D positions only, i.e. LLaVA-OneVision). See train/data.py:stretch_positions.
+    stretch_frames: int = 0
     fps: float | None = None  # frame rate of the sampled frames (Qwen2.5-VL M-RoPE time axis)
     seed: int = 0  # shuffling seed
     system_prompt: str = ""
     features_dir: str = ""  # offline mode: the target states stored by python -m train.features (empty: online)
     synthetic_examples: int = 0  # >0 and no manifest yet: write a synthetic one (tiny runs, tests)
+
+    @property
+    def buckets(self) -> list[tuple[int, int]]:
+        """(num_frames, seq_len) pairs a batch draws from; empty when the two lists differ in length."""
+        frames = self.num_frames if isinstance(self.num_frames, list) else [self.num_frames]
+        lens = self.seq_len if isinstance(self.seq_len, list) else [self.seq_len] * len(frames)
+        return list(zip(frames, lens)) if len(frames) == len(lens) else []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +156,12 @@ class TrainConfig:
                  "mode=target trains on the manifest's answers: disable regenerate and data.features_dir")
         _require(bool(self.target.path), "target.path is required (a converted target checkpoint)")
         _require(bool(self.data.manifest), "data.manifest is required (a JSONL manifest, see train/data.py)")
-        _require(self.data.seq_len >= 8 and self.data.batch_size >= 1, "data.seq_len must be >= 8, batch_size >= 1")
+        d = self.data
+        _require(len(d.buckets) >= 1 and all(isinstance(v, int) and v >= 8 for _, v in d.buckets)
+                 and all(isinstance(f, int) and f >= 1 for f, _ in d.buckets) and d.batch_size >= 1,
+                 "data.seq_len must be >= 8, num_frames >= 1 and batch_size >= 1; as lists, of equal length")
+        _require(not d.features_dir or (len(d.buckets) == 1 and not d.stretch_frames),
+                 "offline features (data.features_dir) are stored for one num_frames and seq_len, unstretched")
         o = self.objective
         _require(not self.data.features_dir or o.visual_input == "mid_layer",
                  "offline features (data.features_dir) store mid-layer states at visual positions; "

@@ -137,14 +137,6 @@ def collate(examples, target_config, seq_len: int, pad_id: int) -> dict:
     return out
 
 
-class _Encode(grain.MapTransform):
-    def __init__(self, fn):
-        self.fn = fn
-
-    def map(self, element):
-        return self.fn(element)
-
-
 def with_features(example: dict, rec: dict, features_dir) -> dict:
     """Attach the record's stored target states (see train/features.py); they must match its tokens."""
     feats = np.load(Path(features_dir) / f"{rec['_index']:08d}.npy")
@@ -154,24 +146,52 @@ def with_features(example: dict, rec: dict, features_dir) -> dict:
     return {**example, "features": feats}
 
 
+def stretch_positions(positions, visual, frames: int, tokens_per_frame: int, stretch: np.ndarray) -> np.ndarray:
+    """1-D positions [B, L] with row i's frames spread `stretch[i]` times as far apart, as if its video had
+    stretch[i] x frames frames of which these are every stretch[i]-th: the text after the video sits as far
+    from it as after a long video, so long-video RoPE distances train on short rows."""
+    frame = np.clip((np.cumsum(visual, axis=1) - 1) // tokens_per_frame, 0, frames - 1)  # text: its neighbours'
+    return positions + (np.asarray(stretch)[:, None] - 1) * tokens_per_frame * frame
+
+
+def batch_settings(cfg, indices, seed: int):
+    """(num_frames, seq_len, per-row stretch) of the batch holding records `indices`: drawn from a generator
+    seeded by them, so a resumed loader (which replays the same indices) draws the same."""
+    rng = np.random.default_rng([seed, *indices])
+    frames, seq_len = cfg.buckets[rng.integers(len(cfg.buckets))]
+    stretch = np.ones(len(indices), np.int64)
+    if cfg.stretch_frames > frames:
+        span = np.exp(rng.uniform(0, np.log(cfg.stretch_frames / frames), len(indices)))
+        keep = rng.random(len(indices)) < 0.5  # half the rows keep the positions inference gives them
+        stretch = np.where(keep, 1, np.maximum(1, np.floor(span))).astype(np.int64)
+    return frames, seq_len, stretch
+
+
 def loader(records, tok, target_config, cfg, local_batch: int, seed: int, features_dir=None):
     """An endless grain DataLoader over `records`: each JAX process reads its own shard, shuffled per epoch
     with `seed`; `iter(loader)` has get_state()/set_state() for exact resumption (saved in checkpoints).
-    With `features_dir`, each example carries its stored target states (offline mode)."""
+    Each batch draws its frame count from cfg.buckets (see batch_settings). With `features_dir`, each
+    example carries its stored target states (offline mode)."""
+    if cfg.stretch_frames and target_config.model_type != "llava_onevision":
+        raise ValueError("data.stretch_frames spreads 1-D RoPE positions; it is for LLaVA-OneVision targets, "
+                         f"not {target_config.model_type} (M-RoPE already spaces frames by time)")
     sampler = grain.IndexSampler(
         len(records), shard_options=grain.ShardByJaxProcess(drop_remainder=True), shuffle=True, num_epochs=None,
         seed=seed,
     )
 
-    def example(rec):
-        e = encode(rec, tok, target_config, cfg.seq_len, cfg.num_frames, cfg.fps, cfg.system_prompt)
-        return with_features(e, rec, features_dir) if features_dir else e
+    def batch(recs):
+        frames, seq_len, stretch = batch_settings(cfg, [r["_index"] for r in recs], seed)
+        examples = [encode(r, tok, target_config, seq_len, frames, cfg.fps, cfg.system_prompt) for r in recs]
+        if features_dir:
+            examples = [with_features(e, r, features_dir) for e, r in zip(examples, recs)]
+        out = collate(examples, target_config, seq_len, tok.pad_id)
+        if cfg.stretch_frames:
+            out["positions"] = stretch_positions(out["positions"], out["visual"], frames,
+                                                 target_config.pooled_grid ** 2, stretch)
+        return out
 
-    ops = [
-        _Encode(example),
-        grain.Batch(local_batch, drop_remainder=True,
-                    batch_fn=lambda ex: collate(ex, target_config, cfg.seq_len, tok.pad_id)),
-    ]
+    ops = [grain.Batch(local_batch, drop_remainder=True, batch_fn=batch)]
     return grain.DataLoader(data_source=records, sampler=sampler, operations=ops, worker_count=0)
 
 

@@ -56,12 +56,13 @@ def write_features(cfg: TrainConfig, target, tok, records, batch_size: int = 8, 
     graphdef, params = nnx.split(target)
     k = capture_layer(cfg, target)
     forward = jax.jit(lambda p, b: draft_states(nnx.merge(graphdef, p), b, k))
+    [(frames, seq_len)] = cfg.data.buckets  # one setting (checked by TrainConfig)
     for start in tqdm(range(0, len(records), batch_size), desc="features", disable=not progress):
         chunk = records[start: start + batch_size]
-        examples = [data.encode(r, tok, target.config, cfg.data.seq_len, cfg.data.num_frames, cfg.data.fps,
-                                cfg.data.system_prompt) for r in chunk]
+        examples = [data.encode(r, tok, target.config, seq_len, frames, cfg.data.fps, cfg.data.system_prompt)
+                    for r in chunk]
         examples += examples[-1:] * (batch_size - len(examples))  # one shape, one compile
-        batch = data.collate(examples, target.config, cfg.data.seq_len, tok.pad_id)
+        batch = data.collate(examples, target.config, seq_len, tok.pad_id)
         states = np.asarray(forward(params, jax.tree.map(jax.numpy.asarray, batch)))
         for i, rec in enumerate(chunk):
             np.save(out / f"{rec['_index']:08d}.npy", states[i, : len(examples[i]["ids"])])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -81,7 +83,12 @@ def load(name: str, video_placeholder: str = ""):
     the first user turn (empty: "<video>", LLaVA-OneVision's; Qwen2.5-VL's is
     "<|vision_start|><|video_pad|><|vision_end|>")."""
     video_placeholder = video_placeholder or "<video>"
-    return ByteChatTokenizer(video_placeholder) if name == "byte" else HFChatTokenizer(name, video_placeholder)
+    if name == "byte":
+        return ByteChatTokenizer(video_placeholder)
+    if not (Path(name) / "tokenizer_config.json").is_file():  # not transformers' hub-name error
+        raise FileNotFoundError(f"data.tokenizer {name!r} is neither 'byte' nor a directory holding an HF "
+                                "tokenizer (tokenizer.json, tokenizer_config.json)")
+    return HFChatTokenizer(name, video_placeholder)
 
 
 def tokenize_conversation(tok, messages) -> tuple[np.ndarray, np.ndarray]:
