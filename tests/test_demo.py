@@ -12,13 +12,15 @@ from sparrow_jax.config import draft_mismatch
 from sparrow_jax.processing import frame_size, video_prompt
 from sparrow_jax.prompting import load_tokenizer
 from sparrow_jax.video import Sampling, read_video
-from train.synthetic.describe import recall_of_facts
 
 # Measured on the shipped pair (the first 4 held-out videos, 8 frames, one batch, EAGLE-2 tree 8/3/30,
-# greedy, up to 192 tokens; sparrow_jax/demo/README.md): tau 4.19 and fact recall 0.190 (the first pair,
-# whose target had not learnt to see, stated 0.018). The floors sit just under them.
-TAU_MEASURED, TAU_FLOOR = 4.19, 3.9
-RECALL_MEASURED, RECALL_FLOOR = 0.190, 0.15
+# greedy, up to 192 tokens; sparrow_jax/demo/README.md): tau 4.22. The floor sits just under it.
+TAU_MEASURED, TAU_FLOOR = 4.22, 3.9
+# Ground-truth answers of the 8 shipped held-out scenes cost 0.744 nats per token with their own video and
+# 1.182 with the next scene's (ratio 0.63; a target that ignores the video sits at 1.0, as the first
+# shipped one did, 0.98). Fact recall over 4-8 scenes swings too much to test (0.04-0.19 between pairs whose
+# recall over 32 scenes is 0.11-0.13), so seeing is tested through the answers' likelihood.
+RELIANCE_MEASURED, RELIANCE_CEILING = 0.63, 0.75
 VIDEOS = 4
 
 
@@ -67,12 +69,14 @@ def test_draft_tau_above_floor(decoded):
     assert spec.stats["tau"] >= TAU_FLOOR, f"tau {spec.stats['tau']:.2f} fell below {TAU_FLOOR} (measured {TAU_MEASURED})"
 
 
-def test_target_describes_what_it_sees(pair, decoded):
-    """The target sees the video: its descriptions state held-out scenes' facts (the manifest's ground truth)."""
-    records, alone, _ = decoded
-    texts = [pair[2].decode(t) for t in alone.texts()]
-    recall = sum(recall_of_facts(t, r["facts"]) for t, r in zip(texts, records)) / len(records)
-    assert recall >= RECALL_FLOOR, f"fact recall {recall:.3f} fell below {RECALL_FLOOR} (measured {RECALL_MEASURED})"
+def test_target_answers_rest_on_the_video(pair):
+    """The target sees the video: held-out scenes' ground-truth answers are far likelier with their own video."""
+    from train.synthetic.evaluate import video_reliance
+
+    target, _, tok = pair
+    r = video_reliance(target, tok, [rec["seed"] for rec in demo.samples()], demo.FRAMES)
+    ratio = r["own_video"] / r["other_video"]
+    assert ratio <= RELIANCE_CEILING, f"answer NLL own/other video {ratio:.2f} above {RELIANCE_CEILING} (measured {RELIANCE_MEASURED})"
 
 
 def test_demo_command(capsys):

@@ -11,7 +11,7 @@ ROOT = Path(__file__).parent
 TARGET = ROOT / "target"  # converted target checkpoint (tokenizer/ inside)
 DRAFT = ROOT / "draft"  # converted Sparrow draft
 VIDEOS = ROOT / "videos"  # held-out scenes (seeds never trained on) and manifest.jsonl
-FRAMES = 8  # frames per video the target was trained on (16 visual tokens each)
+FRAMES = 8  # frames per shipped video, the target's main training length (16 visual tokens each)
 QUESTION = "Describe the video."
 
 
