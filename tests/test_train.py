@@ -1,6 +1,6 @@
 """End-to-end training on the tiny CPU config: the loss falls and the trained draft accepts more in
 `infer.generate`; resuming equals a straight run; 8 virtual devices (data x fsdp) match one device;
-two `jax.distributed` processes train; the trained draft exports through `convert export`."""
+two `jax.distributed` processes train (on mixed video lengths); the trained draft exports through `convert export`."""
 
 import json
 import os
@@ -133,7 +133,11 @@ def test_two_processes_with_jax_distributed(tiny, tmp_path):
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    overrides = short_run(tmp_path, tiny[0], "steps=3", "checkpoint.every=2", "mesh.fsdp=2")  # params split across hosts
+    # Params split across hosts; two video lengths, so both processes must draw the same one each step.
+    overrides = short_run(tmp_path, tiny[0], "steps=3", "checkpoint.every=2", "mesh.fsdp=2",
+                          "data.num_frames=[4,2]", "data.seq_len=[128,96]", "data.seed=1")
+    cfg = config.load(TINY, overrides)
+    assert {data.batch_settings(cfg.data, k, cfg.data.seed, 4)[0] for k in range(3)} == {4, 2}  # both drawn
     procs = [subprocess.Popen(_cli(overrides, extra=["--coordinator", f"localhost:{port}", "--num-processes", "2",
                                                      "--process-id", str(i)]),
                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

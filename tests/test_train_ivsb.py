@@ -182,6 +182,16 @@ def test_loader_mixes_video_lengths_and_stretches_positions(tmp_path):
     again.set_state(state)
     np.testing.assert_array_equal(next(it)["positions"], next(again)["positions"])
 
+    # Two processes: disjoint records, but the same (frames, seq_len) at every step (one global shape).
+    procs = [iter(data.loader(records, tok, target_cfg, dcfg, local_batch=2, seed=5, shard=(i, 2))) for i in (0, 1)]
+    rows = set()
+    for step in range(6):
+        a, b = (next(p) for p in procs)
+        assert a["input_ids"].shape == b["input_ids"].shape and a["video"].shape == b["video"].shape
+        if step < 2:  # 8 of the 10 records, all within the first epoch; each record's question differs
+            rows |= {tuple(r[:n]) for x in (a, b) for r, n in zip(x["input_ids"], x["lengths"])}
+    assert len(rows) == 8
+
     with pytest.raises(ValueError, match="lists, of equal length"):
         train_config.TrainConfig(target=train_config.TargetConfig(path="t"),
                                  data=train_config.DataConfig(manifest="m", num_frames=[1, 4], seq_len=[48]))

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import grain.python as grain
+import grain
+import jax
 import numpy as np
 
 from sparrow_jax.inputs import prepare, visual_token_ids
@@ -154,34 +155,34 @@ def stretch_positions(positions, visual, frames: int, tokens_per_frame: int, str
     return positions + (np.asarray(stretch)[:, None] - 1) * tokens_per_frame * frame
 
 
-def batch_settings(cfg, indices, seed: int):
-    """(num_frames, seq_len, per-row stretch) of the batch holding records `indices`: drawn from a generator
-    seeded by them, so a resumed loader (which replays the same indices) draws the same."""
-    rng = np.random.default_rng([seed, *indices])
+def batch_settings(cfg, step: int, seed: int, rows: int):
+    """(num_frames, seq_len, per-row stretch) of the `step`-th batch: drawn from a generator seeded by the
+    step number, so every process draws the same shape for a global batch and a resumed loader draws what
+    the uninterrupted one would have."""
+    rng = np.random.default_rng([seed, step])
     frames, seq_len = cfg.buckets[rng.integers(len(cfg.buckets))]
-    stretch = np.ones(len(indices), np.int64)
+    stretch = np.ones(rows, np.int64)
     if cfg.stretch_frames > frames:
-        span = np.exp(rng.uniform(0, np.log(cfg.stretch_frames / frames), len(indices)))
-        keep = rng.random(len(indices)) < 0.5  # half the rows keep the positions inference gives them
+        span = np.exp(rng.uniform(0, np.log(cfg.stretch_frames / frames), rows))
+        keep = rng.random(rows) < 0.5  # half the rows keep the positions inference gives them
         stretch = np.where(keep, 1, np.maximum(1, np.floor(span))).astype(np.int64)
     return frames, seq_len, stretch
 
 
-def loader(records, tok, target_config, cfg, local_batch: int, seed: int, features_dir=None):
-    """An endless grain DataLoader over `records`: each JAX process reads its own shard, shuffled per epoch
-    with `seed`; `iter(loader)` has get_state()/set_state() for exact resumption (saved in checkpoints).
-    Each batch draws its frame count from cfg.buckets (see batch_settings). With `features_dir`, each
-    example carries its stored target states (offline mode)."""
+def loader(records, tok, target_config, cfg, local_batch: int, seed: int, features_dir=None, shard=None):
+    """An endless grain dataset of local batches over `records`, reshuffled every epoch with `seed`; each
+    JAX process (`shard` = (index, count), default this process) reads every count-th record of the
+    stream. `iter(loader)` has get_state()/set_state() for exact resumption (saved in checkpoints).
+    Batch k draws its frame count from cfg.buckets by k (see batch_settings); the next batches are
+    encoded in a background thread while a step trains. With `features_dir`, each example carries its
+    stored target states (offline mode)."""
     if cfg.stretch_frames and target_config.model_type != "llava_onevision":
         raise ValueError("data.stretch_frames spreads 1-D RoPE positions; it is for LLaVA-OneVision targets, "
                          f"not {target_config.model_type} (M-RoPE already spaces frames by time)")
-    sampler = grain.IndexSampler(
-        len(records), shard_options=grain.ShardByJaxProcess(drop_remainder=True), shuffle=True, num_epochs=None,
-        seed=seed,
-    )
+    index, count = shard or (jax.process_index(), jax.process_count())
 
-    def batch(recs):
-        frames, seq_len, stretch = batch_settings(cfg, [r["_index"] for r in recs], seed)
+    def batch(step, recs):
+        frames, seq_len, stretch = batch_settings(cfg, step, seed, len(recs))
         examples = [encode(r, tok, target_config, seq_len, frames, cfg.fps, cfg.system_prompt) for r in recs]
         if features_dir:
             examples = [with_features(e, r, features_dir) for e, r in zip(examples, recs)]
@@ -191,8 +192,9 @@ def loader(records, tok, target_config, cfg, local_batch: int, seed: int, featur
                                                  target_config.pooled_grid ** 2, stretch)
         return out
 
-    ops = [grain.Batch(local_batch, drop_remainder=True, batch_fn=batch)]
-    return grain.DataLoader(data_source=records, sampler=sampler, operations=ops, worker_count=0)
+    ds = grain.MapDataset.source(records).shuffle(seed=seed).repeat()[index::count]
+    ds = ds.batch(local_batch, drop_remainder=True, batch_fn=list).map_with_index(batch)
+    return ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
 
 
 def absolute_paths(records) -> list[dict]:

@@ -137,10 +137,6 @@ def run(cfg: TrainConfig, mesh=None) -> Trained:
     if cfg.data.batch_size % shards or cfg.data.batch_size % jax.process_count():
         raise ValueError(f"data.batch_size {cfg.data.batch_size} must be a multiple of data x fsdp = {shards} "
                          f"and of the process count {jax.process_count()}")
-    if len(cfg.data.buckets) > 1 and jax.process_count() > 1:
-        # Each process draws its batch's frame count from its own records; the global batch needs one shape.
-        raise NotImplementedError("mixed video lengths (lists in data.num_frames / data.seq_len) run on one "
-                                  "process for now; give one num_frames and seq_len for multi-process training")
     local_batch = cfg.data.batch_size // jax.process_count()
     features_dir = cfg.data.features_dir or None
     if features_dir:
