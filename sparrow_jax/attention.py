@@ -18,6 +18,7 @@ from sparrow_jax.layers import Dense
 
 NEG = -1e30  # masked score: finite, so fully masked padding rows stay finite
 BLOCK = 1024  # cache slots read per step of the blocked attention (see `round_capacity`)
+QUERY_CHUNK = 1024  # longer uncached attention runs in query chunks (see `_attend_chunked`)
 
 
 def round_capacity(need: int) -> int:
@@ -42,7 +43,10 @@ def _scores(q5, k, scale):
 def attend(q, k, v, mask, scale: float):
     """q [B,N,Hq,D], k/v [B,S,Hkv,D], mask [B,N,S] bool or None (all visible) -> [B,N,Hq,D].
 
-    Softmax in float32, probabilities cast back to the value dtype (as HF eager attention)."""
+    Softmax in float32, probabilities cast back to the value dtype (as HF eager attention). More than
+    QUERY_CHUNK queries go through `_attend_chunked`, which keeps memory linear in N for training."""
+    if q.shape[1] > QUERY_CHUNK:
+        return _attend_chunked(q, k, v, mask, scale)
     b, n, hq, d = q.shape
     hkv = k.shape[2]
     q5 = q.reshape(b, n, hkv, hq // hkv, d)
@@ -52,6 +56,23 @@ def attend(q, k, v, mask, scale: float):
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bhgns,bshd->bhgnd", probs, v)
     return jnp.moveaxis(out, 3, 1).reshape(b, n, hq, d)
+
+
+def _attend_chunked(q, k, v, mask, scale: float):
+    """`attend` over query chunks of at most QUERY_CHUNK, each rematerialised in the backward pass: the
+    [N, S] scores and probabilities exist one chunk at a time, in the forward and the backward pass,
+    instead of whole (at 4k tokens and batch 4 those are 1 GB per layer, kept for the backward pass).
+    Each query's softmax is over all S keys as before, so the result is the dense one."""
+    b, n = q.shape[:2]
+    count = -(-n // QUERY_CHUNK)
+    size = -(-n // count)  # even chunks: little padding
+    pad = count * size - n
+    q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    mask = None if mask is None else jnp.pad(mask, ((0, 0), (0, pad), (0, 0)))
+    split = lambda x: jnp.moveaxis(x.reshape(b, count, size, *x.shape[2:]), 1, 0)  # noqa: E731
+    one = jax.checkpoint(lambda qc, mc: attend(qc, k, v, mc, scale))
+    out = jax.lax.map(lambda xs: one(*xs), (split(q), None if mask is None else split(mask)))
+    return jnp.moveaxis(out, 0, 1).reshape(b, count * size, *out.shape[3:])[:, :n]
 
 
 def _merge(state, s, v):
