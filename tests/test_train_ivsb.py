@@ -155,6 +155,29 @@ def test_encode_expands_video_and_loader_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(a["video"], b["video"])
 
 
+def test_load_frames_picks_what_inference_picks(tmp_path):
+    """A video file is sampled and resized as `sparrow_jax.video` does for inference; a video shorter than
+    num_frames has its frames repeated in order; a frames array is sampled by the same rule."""
+    from sparrow_jax.video import Sampling, read_video, write_video
+    from train import data
+
+    _, target_cfg, _ = _tiny_video_data(tmp_path)  # 14 x 14 frames
+    rng = np.random.default_rng(1)
+    clip = rng.integers(0, 255, (5, 4, 4, 3), dtype=np.uint8).repeat(8, axis=1).repeat(8, axis=2)  # 32 x 32
+    write_video(tmp_path / "clip.mp4", clip, fps=5)
+    np.save(tmp_path / "clip.npy", clip)
+    rec = {"video": "clip.mp4", "_base": str(tmp_path)}
+    three = data.load_frames(rec, 3, target_cfg)
+    want = read_video(tmp_path / "clip.mp4", Sampling(num_frames=3), (14, 14))
+    assert want.indices.tolist() == [0, 1, 3]
+    np.testing.assert_array_equal(three, want.frames)
+    every = read_video(tmp_path / "clip.mp4", Sampling(num_frames=5), (14, 14)).frames
+    np.testing.assert_array_equal(data.load_frames(rec, 8, target_cfg), every[[0, 0, 1, 1, 2, 3, 3, 4]])
+    arr = data.load_frames({"frames": "clip.npy", "_base": str(tmp_path)}, 3, target_cfg)
+    np.testing.assert_array_equal(arr, clip[[0, 1, 3]])  # resized later, by video_prompt
+    assert data.load_frames({"_base": str(tmp_path)}, 3, target_cfg) is None
+
+
 def test_loader_mixes_video_lengths_and_stretches_positions(tmp_path):
     from train import data
 

@@ -21,7 +21,8 @@ import jax
 import numpy as np
 
 from sparrow_jax.inputs import prepare, visual_token_ids
-from sparrow_jax.processing import video_prompt
+from sparrow_jax.processing import frame_size, video_prompt
+from sparrow_jax.video import Sampling, read_video, sample_indices
 from train.tokenizer import tokenize_conversation
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -69,21 +70,17 @@ def messages(rec: dict, system_prompt: str = "", video_placeholder: str | None =
     return out
 
 
-def sample_indices(total: int, n: int) -> np.ndarray:
-    """n frame indices spread uniformly over `total` frames (repeats when the video is shorter)."""
-    return np.round(np.linspace(0, total - 1, n)).astype(np.int64) if total > 0 else np.zeros(0, np.int64)
+def load_frames(rec: dict, num_frames: int, target_config) -> np.ndarray | None:
+    """uint8 [num_frames, H, W, 3] frames of a record, or None for a text-only record.
 
-
-def load_frames(rec: dict, num_frames: int) -> np.ndarray | None:
-    """uint8 [num_frames, H, W, 3] frames of a record, or None for a text-only record."""
+    Frames are picked as inference picks them (`sparrow_jax.video`: uniform over the duration, from the
+    first frame), and a video file is decoded frame by frame, resized to the target's frame size as it
+    goes, so a long video never sits in memory whole. A video with fewer frames than `num_frames` has
+    them repeated in order, so that every row of a batch holds `num_frames`."""
     base = Path(rec.get("_base", "."))
+    sampling = Sampling(num_frames=num_frames)
     if "video" in rec:
-        try:
-            import av
-        except ImportError:
-            raise ImportError("decoding video files needs PyAV (pip install av); or give 'frames'") from None
-        with av.open(str(base / rec["video"])) as container:
-            frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        frames = read_video(base / rec["video"], sampling, lambda h, w: frame_size(target_config, h, w)).frames
     elif "frames" in rec:
         if isinstance(rec["frames"], str):
             frames = np.load(base / rec["frames"])
@@ -91,14 +88,15 @@ def load_frames(rec: dict, num_frames: int) -> np.ndarray | None:
             from PIL import Image
 
             frames = np.stack([np.asarray(Image.open(base / f).convert("RGB")) for f in rec["frames"]])
+        frames = frames[sample_indices(len(frames), None, sampling)]
     else:
         return None
-    return frames[sample_indices(len(frames), num_frames)]
+    return frames[np.arange(num_frames) * len(frames) // num_frames]
 
 
 def encode(rec: dict, tok, target_config, seq_len: int, num_frames: int, fps=None, system_prompt: str = "") -> dict:
     """One record -> {ids [n], assistant [n] bool, video (the family's per-row video input or None)}, n <= seq_len."""
-    frames = load_frames(rec, num_frames)
+    frames = load_frames(rec, num_frames, target_config)
     msgs = messages(rec, system_prompt, tok.video_placeholder if frames is not None else None)
     ids, assistant = tokenize_conversation(tok, msgs)
     video = None
