@@ -9,6 +9,7 @@ engine: a target of realistic depth (random weights, converted from a PyTorch ch
   - one draft proposal (Sparrow: text-only window cache) against the number of visual tokens, next to a
     draft that attends to every prompt token (what EAGLE/MSD drafts do): flat vs growing.
 video: the embedded (or a given) target alone vs with its Sparrow draft against visual tokens: tau, DSR, ESR.
+verify: the target's forward over N tokens against one token, over caches of several context lengths.
 """
 
 from __future__ import annotations
@@ -119,12 +120,17 @@ def main(argv=None) -> int:
     e.add_argument("--k", type=int, default=4, help="oracle chain length")
     e.add_argument("--repeats", type=int, default=3)
     sub.add_parser("video", help="target alone vs with its draft against visual tokens: tau, DSR, ESR", add_help=False)
+    sub.add_parser("verify", help="the target's forward over N tokens vs one token, per context", add_help=False)
     args, rest = p.parse_known_args(argv)
     if args.command == "engine":
         if rest:
             p.error(f"unrecognized arguments: {' '.join(rest)}")
         engine(args)
         return 0
+    if args.command == "verify":
+        from infer.bench_verify import main as verify_main
+
+        return verify_main(rest)
     from infer.bench_video import main as video_main
 
     return video_main(rest)
