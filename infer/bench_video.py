@@ -15,17 +15,7 @@ import json
 import statistics
 import sys
 
-import numpy as np
 from tqdm.auto import tqdm
-
-
-def scene_video(seed: int, frames: int, size: int) -> np.ndarray:
-    """uint8 [frames, size, size, 3]: held-out scene `seed` rendered at `frames` frames."""
-    from train.synthetic.dataset import example
-    from train.synthetic.world import render
-
-    scene, _, _ = example(seed)
-    return render(scene, frames, size, size)
 
 
 def main(argv=None) -> int:
@@ -49,6 +39,7 @@ def main(argv=None) -> int:
     from infer.compare import compare
     from sparrow_jax.processing import frame_size, video_prompt
     from sparrow_jax.prompting import load_tokenizer
+    from train.synthetic.dataset import scene_video
     from train.synthetic.describe import recall_of_facts
 
     config = _target_config(args.target)

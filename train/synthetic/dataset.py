@@ -21,6 +21,12 @@ def example(seed: int, steps: int = 32, max_things: int = 3):
     return scene, PROMPTS[rng.integers(len(PROMPTS))], describe(scene, rng)
 
 
+def scene_video(seed: int, frames: int, size: int) -> np.ndarray:
+    """uint8 [frames, size, size, 3]: scene `seed` rendered at `frames` frames (any count: held-out scenes
+    at the lengths evaluation and benchmarks ask for)."""
+    return render(example(seed)[0], frames, size, size)
+
+
 def write_dataset(out, count: int, seed: int = 0, frames: int = 16, size: int = 112, fps: int = 8,
                   steps: int = 32, max_things: int = 3) -> pathlib.Path:
     """Videos `seed .. seed + count - 1` under out/videos, and out/manifest.jsonl."""

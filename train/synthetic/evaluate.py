@@ -20,17 +20,16 @@ def evaluate(target, tokenizer, frames: int, seeds, batch: int = 16, max_new_tok
     """Mean recall and the share of exactly complete answers over scenes `seeds` rendered at `frames` frames."""
     import infer
     from sparrow_jax.processing import frame_size, video_prompt
-    from train.synthetic.dataset import example
+    from train.synthetic.dataset import example, scene_video
     from train.synthetic.describe import recall
-    from train.synthetic.world import render
 
     size = frame_size(target.config, 112, 112)[0]
     scores = []
     for start in tqdm(range(0, len(seeds), batch), desc=f"{frames} frames", leave=False):
         chunk = seeds[start: start + batch]
         scenes = [example(s)[0] for s in chunk]
-        prompts = [video_prompt(target.config, tokenizer.prompt_ids([question]), render(sc, frames, size, size))
-                   for sc in scenes]
+        prompts = [video_prompt(target.config, tokenizer.prompt_ids([question]), scene_video(s, frames, size))
+                   for s in chunk]
         out = infer.generate(target, [p for p, _ in prompts], [v for _, v in prompts], max_new_tokens=max_new_tokens,
                              eos_token_id=tokenizer.eos_token_ids, pad_id=tokenizer.pad_token_id)
         scores += [recall(tokenizer.decode(t), sc) for t, sc in zip(out.texts(), scenes)]
@@ -44,15 +43,16 @@ def video_reliance(target, tokenizer, seeds, frames: int = 8, question: str = "D
     next scene's: equal when the target ignores the video, far apart when its answers come from it."""
     import jax
     import jax.numpy as jnp
+    from flax import nnx
 
     from sparrow_jax.processing import frame_size, video_prompt
-    from train.synthetic.dataset import example
-    from train.synthetic.world import render
+    from train.synthetic.dataset import example, scene_video
 
     size = frame_size(target.config, 112, 112)[0]
-    examples = [example(s) for s in seeds]
-    videos = [render(scene, frames, size, size) for scene, _, _ in examples]
-    forward = jax.jit(lambda ids, video: target(ids, video))
+    answers = [example(s)[2] for s in seeds]
+    videos = [scene_video(s, frames, size) for s in seeds]
+    graphdef, state = nnx.split(target)  # weights as arguments, not constants baked into the program
+    logits_of = jax.jit(lambda state, ids, video: nnx.merge(graphdef, state)(ids, video))
 
     def nll(answer, video):
         ids, v = video_prompt(target.config, tokenizer.prompt_ids([question]), video)
@@ -61,13 +61,13 @@ def video_reliance(target, tokenizer, seeds, frames: int = 8, question: str = "D
         # Padded at the end to a multiple of 64 tokens so that one compile serves most answers; causal
         # attention keeps the padding out of the logits read below.
         full = np.pad(full, (0, -len(full) % 64), constant_values=tokenizer.pad_token_id)
-        logits = forward(jnp.asarray(full[None], jnp.int32), jax.tree.map(lambda x: x[None], v))
+        logits = logits_of(state, jnp.asarray(full[None], jnp.int32), jax.tree.map(lambda x: x[None], v))
         logp = jax.nn.log_softmax(logits[0, len(ids) - 1: len(ids) - 1 + len(a)].astype(jnp.float32))
         return -float(jnp.mean(logp[jnp.arange(len(a)), jnp.asarray(a)]))
 
-    n = len(examples)
-    own = [nll(examples[i][2], videos[i]) for i in range(n)]
-    other = [nll(examples[i][2], videos[(i + 1) % n]) for i in range(n)]
+    n = len(seeds)
+    own = [nll(answers[i], videos[i]) for i in range(n)]
+    other = [nll(answers[i], videos[(i + 1) % n]) for i in range(n)]
     return {"own_video": float(np.mean(own)), "other_video": float(np.mean(other))}
 
 
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     seeds = list(range(HELD_OUT, HELD_OUT + args.count))
     frames = [int(x) for x in args.frames.split(",")]
     r = video_reliance(target, tok, seeds[:16], frames[0])
-    print(f"answer NLL at {frames[0]} frames (16 scenes, ground truth teacher-forced): {r['own_video']:.3f} with its own "
+    print(f"answer NLL at {frames[0]} frames ({len(seeds[:16])} scenes, ground truth teacher-forced): {r['own_video']:.3f} with its own "
           f"video, {r['other_video']:.3f} with another scene's", flush=True)
     print(f"{'frames':>6} {'visual tokens':>13} {'scenes':>6} {'fact recall':>11} {'all facts':>9}")
     for f in frames:
