@@ -85,9 +85,10 @@ def main(argv=None) -> int:
     target, tok = sparrow_jax.load(args.target), load_tokenizer(args.target)
     seeds = list(range(HELD_OUT, HELD_OUT + args.count))
     frames = [int(x) for x in args.frames.split(",")]
-    r = video_reliance(target, tok, seeds[:16], frames[0])
-    print(f"answer NLL at {frames[0]} frames ({len(seeds[:16])} scenes, ground truth teacher-forced): {r['own_video']:.3f} with its own "
-          f"video, {r['other_video']:.3f} with another scene's", flush=True)
+    few = seeds[:16]
+    r = video_reliance(target, tok, few, frames[0])
+    print(f"answer NLL at {frames[0]} frames ({len(few)} scenes, ground truth teacher-forced): {r['own_video']:.3f} "
+          f"with its own video, {r['other_video']:.3f} with another scene's", flush=True)
     print(f"{'frames':>6} {'visual tokens':>13} {'scenes':>6} {'fact recall':>11} {'all facts':>9}")
     for f in frames:
         r = evaluate(target, tok, f, seeds, args.batch)
