@@ -153,12 +153,13 @@ def stretch_positions(positions, visual, frames: int, tokens_per_frame: int, str
     return positions + (np.asarray(stretch)[:, None] - 1) * tokens_per_frame * frame
 
 
-def batch_settings(cfg, step: int, seed: int, rows: int):
-    """(num_frames, seq_len, per-row stretch) of the `step`-th batch: drawn from a generator seeded by the
-    step number, so every process draws the same shape for a global batch and a resumed loader draws what
-    the uninterrupted one would have."""
-    rng = np.random.default_rng([seed, step])
-    frames, seq_len = cfg.buckets[rng.integers(len(cfg.buckets))]
+def batch_settings(cfg, step: int, seed: int, rows: int, part: int = 0):
+    """(num_frames, seq_len, per-row stretch) of process `part`'s rows of the `step`-th batch. The shape is
+    drawn from the step number alone, so every process draws the same one for the global batch; the
+    stretches also from `part`, so processes' rows differ. A resumed loader draws what the uninterrupted
+    one would have."""
+    frames, seq_len = cfg.buckets[np.random.default_rng([seed, step]).integers(len(cfg.buckets))]
+    rng = np.random.default_rng([seed, step, part])
     stretch = np.ones(rows, np.int64)
     if cfg.stretch_frames > frames:
         span = np.exp(rng.uniform(0, np.log(cfg.stretch_frames / frames), rows))
@@ -180,7 +181,7 @@ def loader(records, tok, target_config, cfg, local_batch: int, seed: int, featur
     index, count = shard or (jax.process_index(), jax.process_count())
 
     def batch(step, recs):
-        frames, seq_len, stretch = batch_settings(cfg, step, seed, len(recs))
+        frames, seq_len, stretch = batch_settings(cfg, step, seed, len(recs), index)
         examples = [encode(r, tok, target_config, seq_len, frames, cfg.fps, cfg.system_prompt) for r in recs]
         if features_dir:
             examples = [with_features(e, r, features_dir) for e, r in zip(examples, recs)]
