@@ -23,7 +23,8 @@ def example(seed: int, steps: int = 32, max_things: int = 3):
 
 def scene_video(seed: int, frames: int, size: int) -> np.ndarray:
     """uint8 [frames, size, size, 3]: scene `seed` rendered at `frames` frames (any count: held-out scenes
-    at the lengths evaluation and benchmarks ask for)."""
+    at the lengths a benchmark asks for). Callers that also need the scene or its answer take `example`
+    once and `render` it themselves."""
     return render(example(seed)[0], frames, size, size)
 
 

@@ -20,16 +20,17 @@ def evaluate(target, tokenizer, frames: int, seeds, batch: int = 16, max_new_tok
     """Mean recall and the share of exactly complete answers over scenes `seeds` rendered at `frames` frames."""
     import infer
     from sparrow_jax.processing import frame_size, video_prompt
-    from train.synthetic.dataset import example, scene_video
+    from train.synthetic.dataset import example
     from train.synthetic.describe import recall
+    from train.synthetic.world import render
 
     size = frame_size(target.config, 112, 112)[0]
     scores = []
     for start in tqdm(range(0, len(seeds), batch), desc=f"{frames} frames", leave=False):
         chunk = seeds[start: start + batch]
         scenes = [example(s)[0] for s in chunk]
-        prompts = [video_prompt(target.config, tokenizer.prompt_ids([question]), scene_video(s, frames, size))
-                   for s in chunk]
+        prompts = [video_prompt(target.config, tokenizer.prompt_ids([question]), render(sc, frames, size, size))
+                   for sc in scenes]
         out = infer.generate(target, [p for p, _ in prompts], [v for _, v in prompts], max_new_tokens=max_new_tokens,
                              eos_token_id=tokenizer.eos_token_ids, pad_id=tokenizer.pad_token_id)
         scores += [recall(tokenizer.decode(t), sc) for t, sc in zip(out.texts(), scenes)]
@@ -46,11 +47,13 @@ def video_reliance(target, tokenizer, seeds, frames: int = 8, question: str = "D
     from flax import nnx
 
     from sparrow_jax.processing import frame_size, video_prompt
-    from train.synthetic.dataset import example, scene_video
+    from train.synthetic.dataset import example
+    from train.synthetic.world import render
 
     size = frame_size(target.config, 112, 112)[0]
-    answers = [example(s)[2] for s in seeds]
-    videos = [scene_video(s, frames, size) for s in seeds]
+    examples = [example(s) for s in seeds]  # (scene, question, answer), each drawn once
+    answers = [answer for _, _, answer in examples]
+    videos = [render(scene, frames, size, size) for scene, _, _ in examples]
     graphdef, state = nnx.split(target)  # weights as arguments, not constants baked into the program
     logits_of = jax.jit(lambda state, ids, video: nnx.merge(graphdef, state)(ids, video))
 
