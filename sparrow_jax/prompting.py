@@ -48,8 +48,8 @@ def chat_messages(turns, system: str | None = None, video: bool = True) -> list[
             content.insert(0, {"type": "video"})
             video = False
         messages.append({"role": role, "content": content})
-    if not any(m["role"] == "user" for m in messages):
-        raise ValueError("the conversation needs at least one user turn (--prompt TEXT)")
+    if video:  # still to place: no user turn took it
+        raise ValueError("the conversation has no user turn to carry the video (--prompt TEXT)")
     return messages
 
 
@@ -60,10 +60,13 @@ class ChatTokenizer:
     eos_token_ids: list[int]
     pad_token_id: int
 
+    def render(self, messages, add_generation_prompt: bool = True) -> str:
+        """`chat_messages` rendered with the chat template (training renders its conversations here too)."""
+        return self.tokenizer.apply_chat_template(list(messages), chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
     def prompt_text(self, turns, system: str | None = None, video: bool = True) -> str:
-        messages = chat_messages(turns, system, video)
-        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
-                                                  add_generation_prompt=True)
+        return self.render(chat_messages(turns, system, video))
 
     def prompt_ids(self, turns, system: str | None = None, video: bool = True) -> list[int]:
         """Token ids of the rendered conversation, ending with the assistant's generation prompt; the video is

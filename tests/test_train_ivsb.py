@@ -83,11 +83,13 @@ def test_losses_by_hand():
 
 
 def test_chat_template_assistant_mask():
+    from train.data import messages
+
     tok = ByteChatTokenizer()
-    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"},
-            {"role": "user", "content": "?"}, {"role": "assistant", "content": "yes"}]
-    ids, mask = tokenize_conversation(tok, msgs)
-    assert tok.decode(ids) == ("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nok<|im_end|>\n"
+    rec = {"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"},
+                             {"role": "user", "content": "?"}, {"role": "assistant", "content": "yes"}]}
+    ids, mask = tokenize_conversation(tok, messages(rec, video=True))
+    assert tok.decode(ids) == ("<|im_start|>user\n<video>\nhi<|im_end|>\n<|im_start|>assistant\nok<|im_end|>\n"
                                "<|im_start|>user\n?<|im_end|>\n<|im_start|>assistant\nyes<|im_end|>\n")
     assert tok.decode(ids[mask]) == "ok<|im_end|>\nyes<|im_end|>\n"  # content + end of turn, no headers
     assert tok.decode(tok.encode("a\udcff<video>b")) == "a\udcff<video>b"  # any byte sequence round-trips
@@ -225,26 +227,34 @@ def test_loader_mixes_video_lengths_and_stretches_positions(tmp_path):
 
 
 def test_hf_tokenizer_chat_template_assistant_mask(tmp_path):
-    """The same assistant-mask rule through a Hugging Face tokenizer and its own (ChatML) chat template."""
+    """The same assistant-mask rule through a Hugging Face tokenizer and its own (ChatML) chat template; the
+    video is placed by the template, and a training row starts with exactly the prompt inference builds."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
+    from sparrow_jax.prompting import load_tokenizer
+    from train.data import messages
     from train.tokenizer import HFChatTokenizer
 
     words = ["<unk>", "<|im_start|>", "<|im_end|>", "<video>", "user", "assistant", "hi", "ok", "fine"]
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
-    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for p in m['content'] %}"
+                "{% if p['type'] == 'video' %}<video> {% else %}{{ p['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+                "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     fast = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="<|im_end|>",
                                    additional_special_tokens=["<|im_start|>", "<|im_end|>", "<video>"],
                                    chat_template=template)
     fast.save_pretrained(tmp_path)
     tok = HFChatTokenizer(str(tmp_path))
-    msgs = [{"role": "user", "content": "<video> hi"}, {"role": "assistant", "content": "ok fine"}]
-    ids, mask = tokenize_conversation(tok, msgs)
+    rec = {"conversations": [{"from": "human", "value": "<video>\nhi"}, {"from": "gpt", "value": "ok fine"}]}
+    ids, mask = tokenize_conversation(tok, messages(rec, video=True))
     assert [words[i] for i in ids[mask]] == ["ok", "fine", "<|im_end|>"]
-    assert ids.tolist().count(3) == 1 and tok.eos_ids == [2]
+    assert ids.tolist().count(3) == 1 and tok.eos_ids == [2]  # the data's own "<video>" was dropped
+    prompt = load_tokenizer(tmp_path).prompt_ids(["hi"])
+    assert ids[: len(prompt)].tolist() == prompt and not mask[: len(prompt)].any() and mask[len(prompt)]
+    with pytest.raises(ValueError, match="holds a video placeholder, but the record has no 'video'"):
+        messages(rec)
     from train.tokenizer import load
 
     with pytest.raises(FileNotFoundError, match="data.tokenizer .* neither 'byte' nor a directory"):

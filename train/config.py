@@ -47,7 +47,7 @@ class DraftSection:
 class DataConfig:
     manifest: str = ""  # JSONL, see train/data.py
     tokenizer: str = "byte"  # "byte" (the built-in tiny ChatML byte tokenizer) or an HF tokenizer directory
-    video_placeholder: str = ""  # text for the video in the first user turn; empty: "<video>" (see tokenizer.load)
+    video_placeholder: str = ""  # how the byte tokenizer writes the video; empty: "<video>" (see tokenizer.load)
     # Every row is padded (or its answer truncated) to seq_len tokens. Lists train on mixed video lengths:
     # each batch draws one entry of num_frames (repeat an entry to weigh it) and the seq_len beside it.
     # Offline features and answer regeneration use the first entry.

@@ -7,13 +7,14 @@ Manifest: one JSON object per line; paths are relative to the manifest's directo
      "frames": "frames/clip-7.npy" | ["f0.jpg", ...],  # uint8 [T, H, W, 3] frames / image files; or neither
      "conversations": [{"role": "user", "content": "What happens?"},
                        {"role": "assistant", "content": "A dog catches a ball."}]}
-ShareGPT-style turns ({"from": "human" | "gpt", "value": ...}) are accepted too. The video placeholder
-is put at the start of the first user turn unless the text already holds it.
+ShareGPT-style turns ({"from": "human" | "gpt", "value": ...}) are accepted too. The video belongs to
+the first user turn; the chat template places it, as at inference (see `messages`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import grain
@@ -22,6 +23,7 @@ import numpy as np
 
 from sparrow_jax.inputs import prepare, visual_token_ids
 from sparrow_jax.processing import frame_size, video_prompt
+from sparrow_jax.prompting import chat_messages
 from sparrow_jax.video import Sampling, read_video, sample_indices
 from train.tokenizer import tokenize_conversation
 
@@ -54,20 +56,27 @@ def write_manifest(path, records) -> None:
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def messages(rec: dict, system_prompt: str = "", video_placeholder: str | None = None) -> list[dict]:
-    out = [{"role": "system", "content": system_prompt}] if system_prompt else []
+def messages(rec: dict, system_prompt: str = "", video: bool = False) -> list[dict]:
+    """The record's conversation as HF chat messages in the structured form inference renders
+    (`sparrow_jax.prompting.chat_messages`); with `video`, the first user turn carries it, where the chat
+    template puts it. A "<video>" or "<image>" already written in that turn's text (LLaVA-style data) is
+    dropped, so the video is placed once; without a video it is an error."""
+    turns = []
     for turn in rec["conversations"]:
         role = ROLES.get(turn.get("role", turn.get("from")))
         if role is None:
             raise ValueError(f"record {rec.get('id', '?')}: unknown role in turn {turn}")
-        out.append({"role": role, "content": turn.get("content", turn.get("value", ""))})
-    if video_placeholder:
-        first = next((m for m in out if m["role"] == "user"), None)
-        if first is None:
-            raise ValueError(f"record {rec.get('id', '?')}: a video needs a user turn to sit in")
-        if video_placeholder not in first["content"]:
-            first["content"] = video_placeholder + "\n" + first["content"]
-    return out
+        turns.append((role, turn.get("content", turn.get("value", ""))))
+    first = next((i for i, (role, _) in enumerate(turns) if role == "user"), None)
+    if video and first is None:
+        raise ValueError(f"record {rec.get('id', '?')}: a video needs a user turn to sit in")
+    if first is not None:
+        text, found = re.subn(r"<(video|image)>\n?", "", turns[first][1], count=1)
+        if found and not video:
+            raise ValueError(f"record {rec.get('id', '?')}: its text holds a video placeholder, but the record "
+                             "has no 'video' or 'frames'")
+        turns[first] = ("user", text)
+    return chat_messages(turns, system_prompt or None, video)
 
 
 def load_frames(rec: dict, num_frames: int, target_config) -> np.ndarray | None:
@@ -97,7 +106,7 @@ def load_frames(rec: dict, num_frames: int, target_config) -> np.ndarray | None:
 def encode(rec: dict, tok, target_config, seq_len: int, num_frames: int, fps=None, system_prompt: str = "") -> dict:
     """One record -> {ids [n], assistant [n] bool, video (the family's per-row video input or None)}, n <= seq_len."""
     frames = load_frames(rec, num_frames, target_config)
-    msgs = messages(rec, system_prompt, tok.video_placeholder if frames is not None else None)
+    msgs = messages(rec, system_prompt, video=frames is not None)
     ids, assistant = tokenize_conversation(tok, msgs)
     video = None
     if frames is not None:

@@ -22,7 +22,7 @@ from train.data import load_frames, messages
 def prompt_of(rec: dict, tok, target_config, cfg_data):
     """(prompt ids up to the generation prompt of the last assistant turn, video or None)."""
     frames = load_frames(rec, cfg_data.buckets[0][0], target_config)  # mixed lengths: the first num_frames
-    msgs = messages(rec, cfg_data.system_prompt, tok.video_placeholder if frames is not None else None)
+    msgs = messages(rec, cfg_data.system_prompt, video=frames is not None)
     if msgs[-1]["role"] == "assistant":
         msgs = msgs[:-1]
     ids = np.asarray(tok.render(msgs, add_generation_prompt=True), np.int32)

@@ -1,7 +1,10 @@
 """Chat tokenization for training: the target's chat template, and which tokens are the assistant's.
 
-`ByteChatTokenizer` is a built-in ChatML tokenizer over bytes for tiny offline runs (no files needed);
-`HFChatTokenizer` wraps the target's Hugging Face tokenizer and its own chat template.
+Conversations are HF chat messages in the structured form inference renders (`sparrow_jax.prompting.
+chat_messages`: content parts, the video a part of the first user turn), so a training row is tokenized
+exactly as the prompt the model meets at inference. `HFChatTokenizer` is the target's Hugging Face
+tokenizer, loaded as inference loads it (`sparrow_jax.prompting.load_tokenizer`: same chat template, same
+EOS); `ByteChatTokenizer` is a built-in ChatML tokenizer over bytes for tiny offline runs (no files needed).
 """
 
 from __future__ import annotations
@@ -47,47 +50,43 @@ class ByteChatTokenizer:
         return "".join(out)
 
     def render(self, messages, add_generation_prompt: bool = False) -> list[int]:
-        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        def content(parts):
+            return "".join(self.video_placeholder + "\n" if p["type"] == "video" else p["text"] for p in parts)
+
+        text = "".join(f"<|im_start|>{m['role']}\n{content(m['content'])}<|im_end|>\n" for m in messages)
         return self.encode(text + ("<|im_start|>assistant\n" if add_generation_prompt else ""))
 
 
 class HFChatTokenizer:
     """The target's Hugging Face tokenizer (a directory with tokenizer files and a chat template)."""
 
-    def __init__(self, path: str, video_placeholder: str = "<video>"):
-        from transformers import AutoTokenizer
+    def __init__(self, path: str):
+        from sparrow_jax.prompting import load_tokenizer
 
-        self.tok = AutoTokenizer.from_pretrained(path)
-        if not self.tok.chat_template:
-            raise ValueError(f"the tokenizer in {path} has no chat template")
-        self.video_placeholder = video_placeholder
-        eos = {self.tok.eos_token_id, self.tok.convert_tokens_to_ids("<|im_end|>")}
-        self.eos_ids = sorted(i for i in eos if isinstance(i, int) and i >= 0 and i != self.tok.unk_token_id)
-        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-        self.vocab_size = len(self.tok)
+        self.chat = load_tokenizer(path)
+        self.eos_ids, self.pad_id = self.chat.eos_token_ids, self.chat.pad_token_id
+        self.vocab_size = len(self.chat.tokenizer)
 
     def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False)
+        return self.chat.tokenizer.encode(text, add_special_tokens=False)
 
     def decode(self, ids) -> str:
-        return self.tok.decode(list(map(int, ids)), skip_special_tokens=False)
+        return self.chat.tokenizer.decode(list(map(int, ids)), skip_special_tokens=False)
 
     def render(self, messages, add_generation_prompt: bool = False) -> list[int]:
-        text = self.tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
-        return self.encode(text)
+        return self.encode(self.chat.render(messages, add_generation_prompt))
 
 
 def load(name: str, video_placeholder: str = ""):
-    """The tokenizer named by `data.tokenizer`; `video_placeholder` is the text standing for the video in
-    the first user turn (empty: "<video>", LLaVA-OneVision's; Qwen2.5-VL's is
-    "<|vision_start|><|video_pad|><|vision_end|>")."""
-    video_placeholder = video_placeholder or "<video>"
+    """The tokenizer named by `data.tokenizer`. `video_placeholder` is how the byte tokenizer writes the
+    video (empty: "<video>", LLaVA-OneVision's; Qwen2.5-VL's is "<|vision_start|><video><|vision_end|>");
+    an HF tokenizer's chat template writes it itself."""
     if name == "byte":
-        return ByteChatTokenizer(video_placeholder)
+        return ByteChatTokenizer(video_placeholder or "<video>")
     if not (Path(name) / "tokenizer_config.json").is_file():  # not transformers' hub-name error
         raise FileNotFoundError(f"data.tokenizer {name!r} is neither 'byte' nor a directory holding an HF "
                                 "tokenizer (tokenizer.json, tokenizer_config.json)")
-    return HFChatTokenizer(name, video_placeholder)
+    return HFChatTokenizer(name)
 
 
 def tokenize_conversation(tok, messages) -> tuple[np.ndarray, np.ndarray]:
