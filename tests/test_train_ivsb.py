@@ -255,6 +255,8 @@ def test_hf_tokenizer_chat_template_assistant_mask(tmp_path):
     assert ids[: len(prompt)].tolist() == prompt and not mask[: len(prompt)].any() and mask[len(prompt)]
     with pytest.raises(ValueError, match="holds a video placeholder, but the record has no 'video'"):
         messages(rec)
+    qwen = {"conversations": [{"role": "user", "content": "<|vision_start|><|video_pad|><|vision_end|>hi"}]}
+    assert messages(qwen, video=True)[0]["content"] == [{"type": "video"}, {"type": "text", "text": "hi"}]
     from train.tokenizer import load
 
     with pytest.raises(FileNotFoundError, match="data.tokenizer .* neither 'byte' nor a directory"):

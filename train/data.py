@@ -27,6 +27,8 @@ from sparrow_jax.prompting import chat_messages
 from sparrow_jax.video import Sampling, read_video, sample_indices
 from train.tokenizer import tokenize_conversation
 
+# A video or image placeholder written in the data's text: LLaVA's "<video>", Qwen's vision block.
+PLACEHOLDER = re.compile(r"(<\|vision_start\|>)?<(video|image|\|video_pad\||\|image_pad\|)>(<\|vision_end\|>)?\n?")
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
@@ -59,8 +61,9 @@ def write_manifest(path, records) -> None:
 def messages(rec: dict, system_prompt: str = "", video: bool = False) -> list[dict]:
     """The record's conversation as HF chat messages in the structured form inference renders
     (`sparrow_jax.prompting.chat_messages`); with `video`, the first user turn carries it, where the chat
-    template puts it. A "<video>" or "<image>" already written in that turn's text (LLaVA-style data) is
-    dropped, so the video is placed once; without a video it is an error."""
+    template puts it. A placeholder already written in that turn's text (`PLACEHOLDER`: LLaVA-style "<video>",
+    Qwen-style "<|vision_start|><|video_pad|><|vision_end|>") is dropped, so the video is placed once;
+    without a video it is an error."""
     turns = []
     for turn in rec["conversations"]:
         role = ROLES.get(turn.get("role", turn.get("from")))
@@ -71,7 +74,7 @@ def messages(rec: dict, system_prompt: str = "", video: bool = False) -> list[di
     if video and first is None:
         raise ValueError(f"record {rec.get('id', '?')}: a video needs a user turn to sit in")
     if first is not None:
-        text, found = re.subn(r"<(video|image)>\n?", "", turns[first][1], count=1)
+        text, found = PLACEHOLDER.subn("", turns[first][1], count=1)
         if found and not video:
             raise ValueError(f"record {rec.get('id', '?')}: its text holds a video placeholder, but the record "
                              "has no 'video' or 'frames'")
