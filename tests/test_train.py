@@ -76,6 +76,35 @@ def test_trained_draft_exports(tiny, tmp_path):
     assert (tmp_path / "hf" / "config.json").is_file()
 
 
+def test_text_only_rows_train_as_the_draft_runs_at_inference(tiny):
+    """objective.text_only_fraction draws rows trained text-only (VATA) among IVSB rows: at 1.0 every row
+    is, and the loss is attention="text_only"'s; at 0.0 it is plain IVSB's."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from train.step import draft_loss, target_features
+
+    cfg, _ = tiny
+    target, draft = sparrow_jax.load(cfg.target.path), sparrow_jax.load(cfg.export)
+    tok = ByteChatTokenizer()
+    recs = data.read_manifest(cfg.regenerate.output)[:4]
+    batch = data.collate([data.encode(r, tok, target.config, cfg.data.seq_len, cfg.data.num_frames) for r in recs],
+                         target.config, cfg.data.seq_len, tok.pad_id)
+    batch = {k: jnp.asarray(v) for k, v in batch.items() if v is not None}
+    feats = target_features(target, batch, target.lm.config.num_layers // 2)
+
+    def loss(**kw):
+        return float(draft_loss(draft, target, feats, batch, jax.random.key(0),
+                                dataclasses.replace(cfg.objective, **kw))[0])
+
+    ivsb_loss, text_loss = loss(attention="ivsb"), loss(attention="text_only")
+    assert abs(ivsb_loss - text_loss) > 1e-4
+    assert loss(attention="ivsb", text_only_fraction=1.0) == text_loss
+    assert loss(attention="ivsb", text_only_fraction=0.0) == ivsb_loss
+    assert loss(attention="ivsb", text_only_fraction=0.5) not in (ivsb_loss, text_loss)  # key 0 draws both kinds
+
+
 @pytest.fixture(scope="module")
 def straight(tiny, tmp_path_factory):
     """4 steps in one go, checkpoints every 2."""

@@ -27,8 +27,11 @@ def test_shifts():
 
 def test_next_tokens_skip_the_video_in_text_only_mode():
     ids, visual = jnp.asarray(IDS), jnp.asarray(VISUAL)
-    assert ivsb.next_tokens(ids, visual, "ivsb").tolist() == [[11, V, V, 12, 13, 14, 15, 0]]
-    assert ivsb.next_tokens(ids, visual, "text_only").tolist() == [[11, 12, 12, 12, 13, 14, 15, 0]]
+    assert ivsb.next_tokens(ids, visual, False).tolist() == [[11, V, V, 12, 13, 14, 15, 0]]
+    assert ivsb.next_tokens(ids, visual, True).tolist() == [[11, 12, 12, 12, 13, 14, 15, 0]]
+    rows = jnp.concatenate([ids, ids]), jnp.concatenate([visual, visual])
+    assert ivsb.next_tokens(*rows, jnp.array([True, False])).tolist() == [[11, 12, 12, 12, 13, 14, 15, 0],
+                                                                          [11, V, V, 12, 13, 14, 15, 0]]
 
 
 def test_loss_mask_scores_generated_token_to_next():
@@ -57,20 +60,22 @@ def test_ivsb_inputs_take_mid_layer_states_at_visual_positions():
 
 def test_attention_masks_and_positions():
     visual, lengths = jnp.asarray(VISUAL), jnp.asarray([6])
-    full = np.asarray(ivsb.attention_mask(visual, lengths, "ivsb")[0])
+    full = np.asarray(ivsb.attention_mask(visual, lengths, False)[0])
     want = np.tril(np.ones((8, 8), bool))
     want[:, 6:] = False
     want[np.arange(8), np.arange(8)] = True  # padding queries still see themselves
     np.testing.assert_array_equal(full, want)
-    text = np.asarray(ivsb.attention_mask(visual, lengths, "text_only")[0])
+    text = np.asarray(ivsb.attention_mask(visual, lengths, True)[0])
     want_text = want.copy()
     want_text[:, 2:4] = False
     want_text[[2, 3], [2, 3]] = True
     np.testing.assert_array_equal(text, want_text)
-    assert ivsb.draft_positions(visual, "ivsb").tolist() == [list(range(8))]
-    assert ivsb.draft_positions(visual, "text_only").tolist() == [[0, 1, 1, 1, 2, 3, 4, 5]]
-    with pytest.raises(ValueError, match="unknown draft attention mode"):
-        ivsb.attention_mask(visual, lengths, "nope")
+    assert ivsb.draft_positions(visual, False).tolist() == [list(range(8))]
+    assert ivsb.draft_positions(visual, True).tolist() == [[0, 1, 1, 1, 2, 3, 4, 5]]
+    # per row: a text-only row and an IVSB row in one batch
+    two, rows = jnp.concatenate([visual, visual]), jnp.array([False, True])
+    np.testing.assert_array_equal(ivsb.attention_mask(two, jnp.asarray([6, 6]), rows), np.stack([want, want_text]))
+    assert ivsb.draft_positions(two, rows).tolist() == [list(range(8)), [0, 1, 1, 1, 2, 3, 4, 5]]
 
 
 def test_losses_by_hand():
@@ -107,6 +112,8 @@ def test_config_overrides_and_errors(tmp_path):
         train_config.load(path, ["steps=abc"])
     with pytest.raises(train_config.ConfigError, match="objective.attention must be one of"):
         train_config.load(path, ["objective.attention=all"])
+    with pytest.raises(train_config.ConfigError, match=r"objective.text_only_fraction must be in \[0, 1\], got 1.5"):
+        train_config.load(path, ["objective.text_only_fraction=1.5"])
     with pytest.raises(train_config.ConfigError, match="key=value"):
         train_config.load(path, ["steps"])
 

@@ -10,6 +10,9 @@ the target's next state h_{t+1}, whose lm_head distribution is the target's pred
   states (at inference the accepted prefix always comes from the target); visual anchors stay fixed.
 - Loss: position t counts when tokens t+1 and t+2 are both the assistant's: the draft reads a generated
   token and predicts the next one, as at inference.
+- Text-only rows: the sequence exactly as the draft meets it at inference (VATA): visual keys hidden,
+  text positions compacted, the last text position before the video paired with the first one after.
+  IVSB rows learn from the visual states; text-only rows learn to do without them, as at inference.
 """
 
 from __future__ import annotations
@@ -30,16 +33,20 @@ def shift_right(x, n: int = 1, fill=0):
     return jnp.concatenate([pad, x[:, :-n]], axis=1)
 
 
-def next_tokens(ids, visual, mode: str):
-    """The token each position pairs with: token t+1 over the IVSB sequence; in "text_only" mode the next
+def _rows(text_only, visual):
+    """`text_only` (a bool, or [B] bool per row) as [B] bool."""
+    return jnp.broadcast_to(jnp.asarray(text_only, bool), visual.shape[:1])
+
+
+def next_tokens(ids, visual, text_only):
+    """The token each position pairs with: token t+1 over the IVSB sequence; in text-only rows the next
     *text* token (the video is not in the draft's sequence at inference, so the last text position before
     it pairs with the first text token after it)."""
-    if mode != "text_only":
-        return shift_left(ids)
     n = ids.shape[1]
     own = jnp.where(visual, n, jnp.arange(n)[None])  # a text position's own index, n for visual ones
     nxt = jax.lax.cummin(shift_left(own, 1, n), axis=1, reverse=True)  # smallest text index > t
-    return jnp.where(nxt < n, jnp.take_along_axis(ids, jnp.minimum(nxt, n - 1), axis=1), 0)
+    text = jnp.where(nxt < n, jnp.take_along_axis(ids, jnp.minimum(nxt, n - 1), axis=1), 0)
+    return jnp.where(_rows(text_only, visual)[:, None], text, shift_left(ids))
 
 
 def loss_mask(assistant):
@@ -63,22 +70,18 @@ def mtp_hidden(target_hidden, prev_out, shiftable):
     return jnp.where(shiftable[..., None], shift_right(prev_out.astype(target_hidden.dtype)), target_hidden)
 
 
-def attention_mask(visual, lengths, mode: str):
-    """[B, L, L] bool: causal over the row's real tokens; "text_only" hides visual keys (as VATA does at
+def attention_mask(visual, lengths, text_only):
+    """[B, L, L] bool: causal over the row's real tokens; text-only rows hide visual keys (as VATA does at
     inference). Every query sees itself, so no softmax row is empty."""
     b, n = visual.shape
     q, k = jnp.arange(n)[:, None], jnp.arange(n)[None, :]
     mask = (k <= q)[None] & (k[None] < lengths[:, None, None])
-    if mode == "text_only":
-        mask = mask & ~visual[:, None, :]
-    elif mode != "ivsb":
-        raise ValueError(f"unknown draft attention mode {mode!r}")
+    mask = mask & ~(visual & _rows(text_only, visual)[:, None])[:, None, :]
     return mask | (q == k)[None]
 
 
-def draft_positions(visual, mode: str):
-    """RoPE positions: the sequence index over the IVSB sequence; the compacted text index in
-    "text_only" mode (exactly the positions the draft gets at inference)."""
-    if mode == "text_only":
-        return jnp.maximum(jnp.cumsum(~visual, axis=1, dtype=jnp.int32) - 1, 0)
-    return jnp.broadcast_to(jnp.arange(visual.shape[1], dtype=jnp.int32), visual.shape)
+def draft_positions(visual, text_only):
+    """RoPE positions: the sequence index over the IVSB sequence; in text-only rows the compacted text
+    index (exactly the positions the draft gets at inference)."""
+    compact = jnp.maximum(jnp.cumsum(~visual, axis=1, dtype=jnp.int32) - 1, 0)
+    return jnp.where(_rows(text_only, visual)[:, None], compact, jnp.arange(visual.shape[1], dtype=jnp.int32))

@@ -45,11 +45,14 @@ def draft_loss(draft, target, features, batch, key, obj: ObjectiveConfig):
     """Weighted sum over the 1 + mtp_passes passes; metrics per pass."""
     hidden, logits, mid = jax.tree.map(jax.lax.stop_gradient, features)
     ids, visual, assistant = batch["input_ids"], batch["visual"], batch["assistant"]
-    embeds = target.lm.embed_tokens(ivsb.next_tokens(ids, visual, obj.attention))  # token t+1 at position t
+    # Rows trained as the draft runs at inference (no visual states); `key` itself stays the noise's.
+    text_only = (obj.attention == "text_only") | (
+        jax.random.uniform(jax.random.fold_in(key, 1), ids.shape[:1]) < obj.text_only_fraction)
+    embeds = target.lm.embed_tokens(ivsb.next_tokens(ids, visual, text_only))  # token t+1 at position t
     noisy = hidden + obj.noise * (jax.random.uniform(key, hidden.shape, hidden.dtype) - 0.5)
     mask = ivsb.loss_mask(assistant)
-    attn = ivsb.attention_mask(visual, batch["lengths"], obj.attention)
-    positions = ivsb.draft_positions(visual, obj.attention)
+    attn = ivsb.attention_mask(visual, batch["lengths"], text_only)
+    positions = ivsb.draft_positions(visual, text_only)
     next_hidden, next_logits = ivsb.shift_left(hidden), ivsb.shift_left(logits)
     shiftable = ivsb.mtp_shiftable(assistant, visual)
     total, metrics, h = 0.0, {}, noisy
