@@ -2,6 +2,7 @@
 `infer.generate`; resuming equals a straight run; 8 virtual devices (data x fsdp) match one device;
 two `jax.distributed` processes train (on mixed video lengths); the trained draft exports through `convert export`."""
 
+import dataclasses
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -20,6 +22,7 @@ from sparrow_jax.models import build_model
 from sparrow_jax.spec.tree import TreeShape
 from train import checkpointing, config, data
 from train.regenerate import prompt_of
+from train.step import draft_loss, target_features
 from train.tokenizer import ByteChatTokenizer
 from train.trainer import run
 
@@ -79,12 +82,6 @@ def test_trained_draft_exports(tiny, tmp_path):
 def test_text_only_rows_train_as_the_draft_runs_at_inference(tiny):
     """objective.text_only_fraction draws rows trained text-only (VATA) among IVSB rows: at 1.0 every row
     is, and the loss is attention="text_only"'s; at 0.0 it is plain IVSB's."""
-    import dataclasses
-
-    import jax.numpy as jnp
-
-    from train.step import draft_loss, target_features
-
     cfg, _ = tiny
     target, draft = sparrow_jax.load(cfg.target.path), sparrow_jax.load(cfg.export)
     tok = ByteChatTokenizer()

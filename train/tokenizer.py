@@ -20,7 +20,6 @@ class ByteChatTokenizer:
 
     SPECIALS = ("<|im_start|>", "<|im_end|>", "<video>", "<image>", "<pad>", "<|vision_start|>", "<|vision_end|>")
     vocab_size = 256 + len(SPECIALS)
-    video_placeholder = "<video>"
 
     def __init__(self, video_placeholder: str = "<video>"):
         self.video_placeholder = video_placeholder  # Qwen2.5-VL: "<|vision_start|><video><|vision_end|>"
