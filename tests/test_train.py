@@ -81,7 +81,8 @@ def test_trained_draft_exports(tiny, tmp_path):
 
 def test_text_only_rows_train_as_the_draft_runs_at_inference(tiny):
     """objective.text_only_fraction draws rows trained text-only (VATA) among IVSB rows: at 1.0 every row
-    is, and the loss is attention="text_only"'s; at 0.0 it is plain IVSB's."""
+    is, and the loss is attention="text_only"'s; at 0.0 it is plain IVSB's. objective.text_len packs
+    text-only rows to their text."""
     cfg, _ = tiny
     target, draft = sparrow_jax.load(cfg.target.path), sparrow_jax.load(cfg.export)
     tok = ByteChatTokenizer()
@@ -100,6 +101,12 @@ def test_text_only_rows_train_as_the_draft_runs_at_inference(tiny):
     assert loss(attention="ivsb", text_only_fraction=1.0) == text_loss
     assert loss(attention="ivsb", text_only_fraction=0.0) == ivsb_loss
     assert loss(attention="ivsb", text_only_fraction=0.5) not in (ivsb_loss, text_loss)  # key 0 draws both kinds
+    # objective.text_len drops the visual positions instead of masking them: the same loss (same noise draws),
+    # and a row cut shorter than its text trains on less of it.
+    text = int(jnp.max(batch["lengths"] - jnp.sum(batch["visual"], axis=1)))
+    assert loss(attention="text_only", text_len=text) == pytest.approx(text_loss, rel=1e-5)
+    assert loss(attention="text_only", text_len=text + 7) == pytest.approx(text_loss, rel=1e-5)
+    assert abs(loss(attention="text_only", text_len=text // 2) - text_loss) > 1e-4
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,16 @@ def test_shifts():
     assert ivsb.shift_right(x).tolist() == [[0, 0, 1, 2, 3, 4]]
 
 
+def test_text_rows_pack_the_text_without_the_video():
+    # Row 0: the IVSB row (8 real tokens); row 1: the same with 2 tokens of padding (6 real).
+    ids = jnp.asarray(np.concatenate([IDS, [[20, V, V, 21, 22, 0, 0, 0]]]))
+    visual, lengths = ids == V, jnp.asarray([8, 6])
+    (packed, feats), kept = ivsb.text_rows(visual, lengths, 5, ids, jnp.stack([ids, -ids], -1))
+    assert packed.tolist() == [[10, 11, 12, 13, 14], [20, 21, 22, 0, 0]]
+    assert feats[..., 1].tolist() == (-packed).tolist()  # trailing axes travel along
+    assert kept.tolist() == [5, 4]  # row 0 cut at width 5 (6 text tokens); row 1 keeps its 4 real ones
+
+
 def test_next_tokens_skip_the_video_in_text_only_mode():
     ids, visual = jnp.asarray(IDS), jnp.asarray(VISUAL)
     assert ivsb.next_tokens(ids, visual, False).tolist() == [[11, V, V, 12, 13, 14, 15, 0]]
@@ -114,6 +124,8 @@ def test_config_overrides_and_errors(tmp_path):
         train_config.load(path, ["objective.attention=all"])
     with pytest.raises(train_config.ConfigError, match=r"objective.text_only_fraction must be in \[0, 1\], got 1.5"):
         train_config.load(path, ["objective.text_only_fraction=1.5"])
+    with pytest.raises(train_config.ConfigError, match="objective.text_len=64 needs objective.attention=text_only"):
+        train_config.load(path, ["objective.text_len=64"])
     with pytest.raises(train_config.ConfigError, match="key=value"):
         train_config.load(path, ["steps"])
 
@@ -150,6 +162,15 @@ def test_encode_expands_video_and_loader_resumes_exactly(tmp_path):
     assert int(np.sum(ex["ids"] == tok.video_token_id)) == n_video == 3
     assert tok.decode(ex["ids"][ex["assistant"]]) == "answer<|im_end|>\n"
     assert ex["video"].shape == (2, 14, 14, 3)
+    # Offline mode needs the tokens only: the same layout, the video never read (a missing file is fine).
+    layout = data.encode(dict(records[3], frames="gone.npy"), tok, target_cfg, 64, 2, layout_only=True)
+    assert layout["video"] is None
+    np.testing.assert_array_equal(layout["ids"], ex["ids"])
+    np.testing.assert_array_equal(layout["assistant"], ex["assistant"])
+    feats = lambda e: dict(e, features=np.zeros((len(e["ids"]), 4), np.float32))  # noqa: E731
+    offline, online = (data.collate([feats(e)], target_cfg, 64, tok.pad_id) for e in (layout, ex))
+    for k in ("input_ids", "positions", "lengths", "assistant", "visual"):
+        np.testing.assert_array_equal(offline[k], online[k])
 
     it = iter(data.loader(records, tok, target_cfg, dcfg, local_batch=3, seed=5))
     first = [next(it) for _ in range(2)]

@@ -91,6 +91,10 @@ class ObjectiveConfig:
     visual_input: str = "mid_layer"  # IVSB; "final_hidden": EAGLE-style fc(embed, h) at visual positions too
     attention: str = "ivsb"  # "ivsb": over the whole IVSB sequence; "text_only": visual keys masked (as VATA)
     text_only_fraction: float = 0.0  # with "ivsb": this fraction of rows (drawn each step) trains text-only
+    # With "text_only": > 0 runs the draft over each row's first text_len text tokens alone (the visual
+    # positions dropped, not masked), so a step costs what the text costs however long the video; text past
+    # text_len is not trained on. 0: over the whole row, visual keys masked.
+    text_len: int = 0
     mtp_passes: int = 1  # extra passes on the draft's own shifted outputs (ViSpec: 1-2)
     pass_decay: float = 0.8  # pass j weighs pass_decay**j (EAGLE-3 / SpecForge)
     mtp_stop_gradient: bool = True  # do not backpropagate into the previous pass through its outputs
@@ -172,6 +176,8 @@ class TrainConfig:
         _require(o.mtp_passes >= 0, f"objective.mtp_passes must be >= 0, got {o.mtp_passes}")
         _require(0.0 <= o.text_only_fraction <= 1.0,
                  f"objective.text_only_fraction must be in [0, 1], got {o.text_only_fraction}")
+        _require(o.text_len >= 0 and (o.text_len == 0 or o.attention == "text_only"),
+                 f"objective.text_len={o.text_len} needs objective.attention=text_only (and must be >= 0)")
         _require(o.feature_weight >= 0 and o.ce_weight >= 0 and o.noise >= 0, "objective weights and noise must be >= 0")
         _require(self.optim.schedule in ("constant", "cosine"), f"optim.schedule must be constant or cosine, got {self.optim.schedule!r}")
         _require(self.optim.lr > 0 and self.optim.warmup_steps >= 0, "optim.lr must be > 0, warmup_steps >= 0")

@@ -21,8 +21,9 @@ import grain
 import jax
 import numpy as np
 
+from sparrow_jax.config import LlavaOnevisionConfig
 from sparrow_jax.inputs import prepare, visual_token_ids
-from sparrow_jax.processing import frame_size, video_prompt
+from sparrow_jax.processing import expand_video_placeholder, frame_size, video_prompt
 from sparrow_jax.prompting import chat_messages
 from sparrow_jax.video import Sampling, read_video, sample_indices
 from train.tokenizer import tokenize_conversation
@@ -106,14 +107,24 @@ def load_frames(rec: dict, num_frames: int, target_config) -> np.ndarray | None:
     return frames[np.arange(num_frames) * len(frames) // num_frames]
 
 
-def encode(rec: dict, tok, target_config, seq_len: int, num_frames: int, fps=None, system_prompt: str = "") -> dict:
-    """One record -> {ids [n], assistant [n] bool, video (the family's per-row video input or None)}, n <= seq_len."""
-    frames = load_frames(rec, num_frames, target_config)
-    msgs = messages(rec, system_prompt, video=frames is not None)
-    ids, assistant = tokenize_conversation(tok, msgs)
+def encode(rec: dict, tok, target_config, seq_len: int, num_frames: int, fps=None, system_prompt: str = "",
+           layout_only: bool = False) -> dict:
+    """One record -> {ids [n], assistant [n] bool, video (the family's per-row video input or None)}, n <= seq_len.
+
+    `layout_only` (offline mode, where stored features replace the target): the tokens without the pixels;
+    a LLaVA-OneVision video is then not decoded at all (its token count follows from num_frames alone)."""
+    skip = layout_only and isinstance(target_config, LlavaOnevisionConfig) and ("video" in rec or "frames" in rec)
+    frames = None if skip else load_frames(rec, num_frames, target_config)
+    has_video = skip or frames is not None
+    ids, assistant = tokenize_conversation(tok, messages(rec, system_prompt, video=has_video))
     video = None
-    if frames is not None:
-        expanded, video = video_prompt(target_config, ids, frames, fps=fps)
+    if has_video:
+        if skip:
+            expanded = expand_video_placeholder(ids, target_config.video_token_id,
+                                                target_config.num_video_tokens(num_frames))
+        else:
+            expanded, video = video_prompt(target_config, ids, frames, fps=fps)
+            video = None if layout_only else video
         vid = target_config.video_token_id
         if np.sum(ids == vid) != 1:
             raise ValueError(f"record {rec.get('id', '?')}: expected one video placeholder, found {int(np.sum(ids == vid))}")
@@ -131,7 +142,10 @@ def collate(examples, target_config, seq_len: int, pad_id: int) -> dict:
     rows = [e["ids"] for e in examples]
     videos = [e["video"] for e in examples]
     videos = None if all(v is None for v in videos) else videos
-    b = prepare(target_config, rows, videos, pad_id=pad_id, multiple=seq_len)
+    layout = target_config
+    if "features" in examples[0] and videos is None and isinstance(target_config, LlavaOnevisionConfig):
+        layout = target_config.text  # video tokens without pixels (encode's layout_only): 1-D positions as for text
+    b = prepare(layout, rows, videos, pad_id=pad_id, multiple=seq_len)
     assistant = np.zeros(b.input_ids.shape, bool)
     for i, e in enumerate(examples):
         assistant[i, : len(e["assistant"])] = e["assistant"]
@@ -194,7 +208,8 @@ def loader(records, tok, target_config, cfg, local_batch: int, seed: int, featur
 
     def batch(step, recs):
         frames, seq_len, stretch = batch_settings(cfg, step, seed, len(recs), index)
-        examples = [encode(r, tok, target_config, seq_len, frames, cfg.fps, cfg.system_prompt) for r in recs]
+        examples = [encode(r, tok, target_config, seq_len, frames, cfg.fps, cfg.system_prompt, bool(features_dir))
+                    for r in recs]
         if features_dir:
             examples = [with_features(e, r, features_dir) for e, r in zip(examples, recs)]
         out = collate(examples, target_config, seq_len, tok.pad_id)

@@ -49,6 +49,15 @@ def next_tokens(ids, visual, text_only):
     return jnp.where(_rows(text_only, visual)[:, None], text, shift_left(ids))
 
 
+def text_rows(visual, lengths, width: int, *arrays):
+    """Each row's text positions, in order, packed into `width` slots: what a text-only row is without its
+    video. arrays [B, L, ...] -> [B, width, ...]; also returns the packed rows' real lengths [B] (text past
+    `width` is cut off). Padding follows the real tokens, so it follows the text after packing too."""
+    order = jnp.argsort(visual, axis=1, stable=True)[:, :width]  # text positions first, in order
+    packed = [jnp.take_along_axis(a, order.reshape(order.shape + (1,) * (a.ndim - 2)), axis=1) for a in arrays]
+    return packed, jnp.minimum(lengths - jnp.sum(visual, axis=1, dtype=lengths.dtype), width)
+
+
 def loss_mask(assistant):
     """[B, L] float32: position t is scored when tokens t+1 and t+2 are assistant tokens."""
     return (shift_left(assistant, 1, False) & shift_left(assistant, 2, False)).astype(jnp.float32)

@@ -48,10 +48,16 @@ def draft_loss(draft, target, features, batch, key, obj: ObjectiveConfig):
     # Rows trained as the draft runs at inference (no visual states); `key` itself stays the noise's.
     text_only = (obj.attention == "text_only") | (
         jax.random.uniform(jax.random.fold_in(key, 1), ids.shape[:1]) < obj.text_only_fraction)
-    embeds = target.lm.embed_tokens(ivsb.next_tokens(ids, visual, text_only))  # token t+1 at position t
+    nxt = ivsb.next_tokens(ids, visual, text_only)  # token t+1 at position t
     noisy = hidden + obj.noise * (jax.random.uniform(key, hidden.shape, hidden.dtype) - 0.5)
+    lengths = batch["lengths"]
+    if obj.text_len:  # every row text-only: drop the visual positions instead of masking them
+        (nxt, noisy, hidden, logits, mid, assistant), lengths = ivsb.text_rows(
+            visual, lengths, obj.text_len, nxt, noisy, hidden, logits, mid, assistant)
+        visual = jnp.zeros(assistant.shape, bool)
+    embeds = target.lm.embed_tokens(nxt)
     mask = ivsb.loss_mask(assistant)
-    attn = ivsb.attention_mask(visual, batch["lengths"], text_only)
+    attn = ivsb.attention_mask(visual, lengths, text_only)
     positions = ivsb.draft_positions(visual, text_only)
     next_hidden, next_logits = ivsb.shift_left(hidden), ivsb.shift_left(logits)
     shiftable = ivsb.mtp_shiftable(assistant, visual)
