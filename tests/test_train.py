@@ -201,3 +201,38 @@ def test_offline_features_train_like_online(tiny, straight, tmp_path):
     _assert_trees_close(offline.state["params"], ref.state["params"], 1e-6)
     with pytest.raises(ValueError, match="other settings"):
         run(config.load(TINY, overrides + ["data.seq_len=96"]))
+
+    # Interrupted: meta.json not yet "complete", a file missing. Training refuses; writing again keeps the
+    # files already there and writes the rest.
+    meta = tmp_path / "f" / "meta.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "complete": False}))
+    files = sorted((tmp_path / "f").glob("*.npy"))
+    files[-1].unlink()
+    kept = files[0].stat().st_mtime_ns
+    with pytest.raises(ValueError, match="incomplete"):
+        run(cfg)
+    write_features(cfg, target, load_tokenizer("byte"), records, progress=False)
+    assert files[-1].is_file() and files[0].stat().st_mtime_ns == kept
+    assert json.loads(meta.read_text())["complete"]
+
+
+def test_offline_features_mix_video_lengths(tiny, tmp_path):
+    """Records that set their own num_frames (offline mode): stored at their length, trained side by side."""
+    from train.features import write_features
+    from train.tokenizer import load as load_tokenizer
+    from train.trainer import load_target
+
+    records = [dict(r, num_frames=1) if i % 2 else r for i, r in enumerate(data.read_manifest(tiny[0].regenerate.output))]
+    data.write_manifest(tmp_path / "mixed.jsonl", data.absolute_paths(records))
+    cfg = config.load(TINY, short_run(tmp_path, tiny[0], "steps=2", f"data.manifest={tmp_path / 'mixed.jsonl'}",
+                                      f"data.features_dir={tmp_path / 'f'}", "objective.attention=text_only",
+                                      "objective.text_len=96"))
+    target, tok = load_target(cfg.target), load_tokenizer("byte")
+    records = data.read_manifest(cfg.data.manifest)
+    write_features(cfg, target, tok, records, batch_size=4, progress=False)
+    for rec in records[:4]:
+        ids = data.encode(rec, tok, target.config, cfg.data.seq_len, cfg.data.num_frames)["ids"]
+        visual = int(np.sum(ids == target.config.video_token_id))
+        assert visual == target.config.num_video_tokens(data.record_frames(rec, cfg.data.num_frames))
+        assert len(np.load(tmp_path / "f" / f"{rec['_index']:08d}.npy")) == len(ids)
+    assert len(run(cfg).history) == 2

@@ -185,6 +185,22 @@ def test_encode_expands_video_and_loader_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(a["video"], b["video"])
 
 
+def test_records_may_set_their_own_frame_count(tmp_path):
+    from train import data
+
+    tok, target_cfg, records = _tiny_video_data(tmp_path)
+    records[1]["num_frames"] = records[4]["num_frames"] = 1
+    assert data.load_frames(records[1], 3, target_cfg).shape[0] == 1
+    assert data.load_frames(records[0], 3, target_cfg).shape[0] == 3
+    ids = data.encode(records[1], tok, target_cfg, 64, 3, layout_only=True)["ids"]
+    assert int(np.sum(ids == tok.video_token_id)) == target_cfg.num_video_tokens(1)
+    # Batches of one frame count each (shortest first), in manifest order within a count.
+    assert data.frame_batches(records, 3, 3) == [[1, 4], [0, 2, 3], [5, 6, 7], [8, 9]]
+    dcfg = train_config.DataConfig(manifest="m", seq_len=64, num_frames=3)
+    with pytest.raises(ValueError, match="need offline features"):
+        data.loader(records, tok, target_cfg, dcfg, local_batch=2, seed=0)
+
+
 def test_load_frames_picks_what_inference_picks(tmp_path):
     """A video file is sampled and resized as `sparrow_jax.video` does for inference; a video shorter than
     num_frames has its frames repeated in order; a frames array is sampled by the same rule."""

@@ -5,6 +5,7 @@ Manifest: one JSON object per line; paths are relative to the manifest's directo
     {"id": "clip-7",                                   # optional
      "video": "videos/clip-7.mp4",                     # a video file (decoded with PyAV), or
      "frames": "frames/clip-7.npy" | ["f0.jpg", ...],  # uint8 [T, H, W, 3] frames / image files; or neither
+     "num_frames": 1600,                               # optional: frames to sample here (else data.num_frames)
      "conversations": [{"role": "user", "content": "What happens?"},
                        {"role": "assistant", "content": "A dog catches a ball."}]}
 ShareGPT-style turns ({"from": "human" | "gpt", "value": ...}) are accepted too. The video belongs to
@@ -83,14 +84,36 @@ def messages(rec: dict, system_prompt: str = "", video: bool = False) -> list[di
     return chat_messages(turns, system_prompt or None, video)
 
 
+def record_frames(rec: dict, num_frames: int) -> int:
+    """Frames sampled from a record's video: the record's own "num_frames" when it sets one (a manifest
+    that mixes video lengths), else `num_frames` (the run's setting)."""
+    return int(rec.get("num_frames", num_frames))
+
+
+def frame_batches(records, num_frames: int, batch_size: int) -> list[list[int]]:
+    """Indices of `records` in batches of at most `batch_size` whose records all sample the same number of
+    frames (in the manifest's order when every record uses `num_frames`)."""
+    order = sorted(range(len(records)), key=lambda i: record_frames(records[i], num_frames))
+    batches = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and \
+                record_frames(records[batches[-1][0]], num_frames) == record_frames(records[i], num_frames):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def load_frames(rec: dict, num_frames: int, target_config) -> np.ndarray | None:
-    """uint8 [num_frames, H, W, 3] frames of a record, or None for a text-only record.
+    """uint8 [num_frames, H, W, 3] frames of a record (its own "num_frames" if set, see `record_frames`),
+    or None for a text-only record.
 
     Frames are picked as inference picks them (`sparrow_jax.video`: uniform over the duration, from the
     first frame), and a video file is decoded frame by frame, resized to the target's frame size as it
     goes, so a long video never sits in memory whole. A video with fewer frames than `num_frames` has
     them repeated in order, so that every row of a batch holds `num_frames`."""
     base = Path(rec.get("_base", "."))
+    num_frames = record_frames(rec, num_frames)
     sampling = Sampling(num_frames=num_frames)
     if "video" in rec:
         frames = read_video(base / rec["video"], sampling, lambda h, w: frame_size(target_config, h, w)).frames
@@ -121,7 +144,7 @@ def encode(rec: dict, tok, target_config, seq_len: int, num_frames: int, fps=Non
     if has_video:
         if skip:
             expanded = expand_video_placeholder(ids, target_config.video_token_id,
-                                                target_config.num_video_tokens(num_frames))
+                                                target_config.num_video_tokens(record_frames(rec, num_frames)))
         else:
             expanded, video = video_prompt(target_config, ids, frames, fps=fps)
             video = None if layout_only else video
@@ -204,6 +227,9 @@ def loader(records, tok, target_config, cfg, local_batch: int, seed: int, featur
     if cfg.stretch_frames and target_config.model_type != "llava_onevision":
         raise ValueError("data.stretch_frames spreads 1-D RoPE positions; it is for LLaVA-OneVision targets, "
                          f"not {target_config.model_type} (M-RoPE already spaces frames by time)")
+    if not features_dir and any("num_frames" in r for r in records):
+        raise ValueError("records that set their own num_frames need offline features (data.features_dir): "
+                         "online, the rows of a batch share one video length")
     index, count = shard or (jax.process_index(), jax.process_count())
 
     def batch(step, recs):

@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
+from sparrow_jax.inputs import bucket
 from train import data
 from train.config import TrainConfig
 from train.step import draft_states
@@ -42,6 +43,9 @@ def check_meta(cfg: TrainConfig, target, count: int) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: store features first with python -m train.features")
     stored, want = json.loads(path.read_text()), meta(cfg, target, count)
+    if not stored.pop("complete", True):
+        raise ValueError(f"the features in {cfg.data.features_dir} are incomplete (an interrupted python -m "
+                         "train.features): run it again to finish them")
     diff = {k: (stored.get(k), v) for k, v in want.items() if stored.get(k) != v}
     if diff:
         raise ValueError(f"stored features in {cfg.data.features_dir} were made with other settings "
@@ -53,20 +57,34 @@ def write_features(cfg: TrainConfig, target, tok, records, batch_size: int = 8, 
 
     out = Path(cfg.data.features_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # meta.json says "complete" only at the end; a run again with the same settings keeps what an
+    # interrupted one wrote (each file is renamed into place whole) and writes the rest.
+    settings = meta(cfg, target, len(records))
+    stored = json.loads((out / META).read_text()) if (out / META).is_file() else {}
+    resume = {k: v for k, v in stored.items() if k != "complete"} == settings
+    (out / META).write_text(json.dumps({**settings, "complete": False}, indent=2))
+    name = lambda rec: out / f"{rec['_index']:08d}.npy"  # noqa: E731
+    if resume:
+        records = [r for r in records if not name(r).is_file()]
     graphdef, params = nnx.split(target)
     k = capture_layer(cfg, target)
     forward = jax.jit(lambda p, b: draft_states(nnx.merge(graphdef, p), b, k))
     [(frames, seq_len)] = cfg.data.buckets  # one setting (checked by TrainConfig)
-    for start in tqdm(range(0, len(records), batch_size), desc="features", disable=not progress):
-        chunk = records[start: start + batch_size]
+    for indices in tqdm(data.frame_batches(records, frames, batch_size), desc="features", disable=not progress):
+        chunk = [records[i] for i in indices]
         examples = [data.encode(r, tok, target.config, seq_len, frames, cfg.data.fps, cfg.data.system_prompt)
                     for r in chunk]
-        examples += examples[-1:] * (batch_size - len(examples))  # one shape, one compile
-        batch = data.collate(examples, target.config, seq_len, tok.pad_id)
+        examples += examples[-1:] * (batch_size - len(examples))  # one shape per video length, one compile each
+        # Rows as long as this batch needs (records may set shorter videos than data.num_frames): the
+        # states of a row do not depend on the padding after it.
+        width = min(seq_len, bucket(max(len(e["ids"]) for e in examples), 256))
+        batch = data.collate(examples, target.config, width, tok.pad_id)
         states = np.asarray(forward(params, jax.tree.map(jax.numpy.asarray, batch)))
         for i, rec in enumerate(chunk):
-            np.save(out / f"{rec['_index']:08d}.npy", states[i, : len(examples[i]["ids"])])
-    (out / META).write_text(json.dumps(meta(cfg, target, len(records)), indent=2))
+            with open(out / f".{rec['_index']:08d}.npy.tmp", "wb") as f:
+                np.save(f, states[i, : len(examples[i]["ids"])])
+            Path(f.name).replace(name(rec))
+    (out / META).write_text(json.dumps({**settings, "complete": True}, indent=2))
 
 
 def main(argv=None) -> int:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 import infer
 from sparrow_jax.inputs import visual_token_ids
 from sparrow_jax.processing import video_prompt
-from train.data import load_frames, messages
+from train.data import frame_batches, load_frames, messages
 
 
 def prompt_of(rec: dict, tok, target_config, cfg_data):
@@ -33,10 +33,10 @@ def prompt_of(rec: dict, tok, target_config, cfg_data):
 
 def regenerate(records, target, tok, cfg_data, cfg_regen, progress: bool = True) -> list[dict]:
     """Copies of `records` whose last assistant turn holds the target's own answer (appended if absent)."""
-    out = []
-    batches = range(0, len(records), cfg_regen.batch_size)
-    for start in tqdm(batches, desc="regenerate", disable=not progress):
-        chunk = records[start: start + cfg_regen.batch_size]
+    out = [None] * len(records)
+    for batch in tqdm(frame_batches(records, cfg_data.buckets[0][0], cfg_regen.batch_size), desc="regenerate",
+                      disable=not progress):
+        chunk, start = [records[i] for i in batch], batch[0]
         prompts = [prompt_of(r, tok, target.config, cfg_data) for r in chunk]
         videos = [v for _, v in prompts]
         videos = None if all(v is None for v in videos) else videos
@@ -44,7 +44,7 @@ def regenerate(records, target, tok, cfg_data, cfg_regen, progress: bool = True)
                              temperature=cfg_regen.temperature, eos_token_id=tok.eos_ids, pad_id=tok.pad_id,
                              seed=start)
         stop = set(tok.eos_ids) | set(visual_token_ids(target.config))
-        for rec, tokens in zip(chunk, gen.texts()):
+        for i, rec, tokens in zip(batch, chunk, gen.texts()):
             # An answer ends at EOS; a (random) target that emits a visual placeholder ends there too,
             # since a placeholder in an answer would not match the video's features.
             cut = [i for i, t in enumerate(tokens) if t in stop]
@@ -56,7 +56,7 @@ def regenerate(records, target, tok, cfg_data, cfg_regen, progress: bool = True)
                 last["content" if "content" in last else "value"] = tok.decode(tokens)
             else:
                 turns.append({"role": "assistant", "content": tok.decode(tokens)})
-            out.append(rec)
+            out[i] = rec
     return out
 
 
