@@ -22,28 +22,29 @@ def forward(target, batch, capture=()):
 
 
 def target_features(target, batch, capture_layer: int):
-    """(final normed hidden [B,L,H], logits [B,L,V], output of the first `capture_layer` layers [B,L,H])."""
+    """(final normed hidden [B,L,H], output of the first `capture_layer` layers [B,L,H]); the soft labels
+    follow from the hidden states through the lm_head (`draft_loss`)."""
     out = forward(target, batch, (capture_layer,))
-    return out.hidden, target.logits(out.hidden), out.captured[capture_layer]
+    return out.hidden, out.captured[capture_layer]
 
 
 def draft_states(target, batch, capture_layer: int):
     """What the draft needs from the target, in one [B,L,H] array: mid-layer states at visual positions,
     final normed states elsewhere (offline mode stores this; the logits follow from the lm_head)."""
-    hidden, _, mid = target_features(target, batch, capture_layer)
+    hidden, mid = target_features(target, batch, capture_layer)
     return jnp.where(batch["visual"][..., None], mid, hidden)
 
 
 def stored_features(target, batch):
-    """(hidden, logits, mid) from stored `draft_states`: the same values online mode computes at every
-    position the loss or the IVSB input reads."""
+    """(hidden, mid) from stored `draft_states`: the same values online mode computes at every position
+    the loss or the IVSB input reads."""
     states = batch["features"].astype(target.lm.dtype)
-    return states, target.logits(states), states
+    return states, states
 
 
 def draft_loss(draft, target, features, batch, key, obj: ObjectiveConfig):
     """Weighted sum over the 1 + mtp_passes passes; metrics per pass."""
-    hidden, logits, mid = jax.tree.map(jax.lax.stop_gradient, features)
+    hidden, mid = jax.tree.map(jax.lax.stop_gradient, features)
     ids, visual, assistant = batch["input_ids"], batch["visual"], batch["assistant"]
     # Rows trained as the draft runs at inference (no visual states); `key` itself stays the noise's.
     text_only = (obj.attention == "text_only") | (
@@ -52,9 +53,10 @@ def draft_loss(draft, target, features, batch, key, obj: ObjectiveConfig):
     noisy = hidden + obj.noise * (jax.random.uniform(key, hidden.shape, hidden.dtype) - 0.5)
     lengths = batch["lengths"]
     if obj.text_len:  # every row text-only: drop the visual positions instead of masking them
-        (nxt, noisy, hidden, logits, mid, assistant), lengths = ivsb.text_rows(
-            visual, lengths, obj.text_len, nxt, noisy, hidden, logits, mid, assistant)
+        (nxt, noisy, hidden, mid, assistant), lengths = ivsb.text_rows(
+            visual, lengths, obj.text_len, nxt, noisy, hidden, mid, assistant)
         visual = jnp.zeros(assistant.shape, bool)
+    logits = target.logits(hidden)  # the soft labels (after packing: only for the positions kept)
     embeds = target.lm.embed_tokens(nxt)
     mask = ivsb.loss_mask(assistant)
     attn = ivsb.attention_mask(visual, lengths, text_only)
