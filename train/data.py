@@ -14,6 +14,7 @@ the first user turn; the chat template places it, as at inference (see `messages
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -93,15 +94,9 @@ def record_frames(rec: dict, num_frames: int) -> int:
 def frame_batches(records, num_frames: int, batch_size: int) -> list[list[int]]:
     """Indices of `records` in batches of at most `batch_size` whose records all sample the same number of
     frames (in the manifest's order when every record uses `num_frames`)."""
-    order = sorted(range(len(records)), key=lambda i: record_frames(records[i], num_frames))
-    batches = []
-    for i in order:
-        if batches and len(batches[-1]) < batch_size and \
-                record_frames(records[batches[-1][0]], num_frames) == record_frames(records[i], num_frames):
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
+    frames_of = lambda i: record_frames(records[i], num_frames)  # noqa: E731
+    groups = [list(g) for _, g in itertools.groupby(sorted(range(len(records)), key=frames_of), key=frames_of)]
+    return [g[i: i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
 
 
 def load_frames(rec: dict, num_frames: int, target_config) -> np.ndarray | None:
@@ -142,13 +137,13 @@ def encode(rec: dict, tok, target_config, seq_len: int, num_frames: int, fps=Non
     ids, assistant = tokenize_conversation(tok, messages(rec, system_prompt, video=has_video))
     video = None
     if has_video:
-        if skip:
-            expanded = expand_video_placeholder(ids, target_config.video_token_id,
-                                                target_config.num_video_tokens(record_frames(rec, num_frames)))
+        vid = target_config.video_token_id
+        if skip:  # the layout follows from the frame count alone
+            count = target_config.num_video_tokens(record_frames(rec, num_frames))
+            expanded = expand_video_placeholder(ids, vid, count)
         else:
             expanded, video = video_prompt(target_config, ids, frames, fps=fps)
-            video = None if layout_only else video
-        vid = target_config.video_token_id
+        video = None if layout_only else video
         if np.sum(ids == vid) != 1:
             raise ValueError(f"record {rec.get('id', '?')}: expected one video placeholder, found {int(np.sum(ids == vid))}")
         counts = np.where(ids == vid, len(expanded) - len(ids) + 1, 1)

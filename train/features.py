@@ -81,9 +81,10 @@ def write_features(cfg: TrainConfig, target, tok, records, batch_size: int = 8, 
         batch = data.collate(examples, target.config, width, tok.pad_id)
         states = np.asarray(forward(params, jax.tree.map(jax.numpy.asarray, batch)))
         for i, rec in enumerate(chunk):
-            with open(out / f".{rec['_index']:08d}.npy.tmp", "wb") as f:
+            tmp = out / f".{rec['_index']:08d}.npy.tmp"
+            with open(tmp, "wb") as f:  # np.save on a path would append ".npy"
                 np.save(f, states[i, : len(examples[i]["ids"])])
-            Path(f.name).replace(name(rec))
+            tmp.replace(name(rec))
     (out / META).write_text(json.dumps({**settings, "complete": True}, indent=2))
 
 
