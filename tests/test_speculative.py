@@ -53,6 +53,29 @@ def test_sparrow_draft_greedy_is_lossless(llava, batch, greedy_ref, tree):
     assert out.stats["cycles"] >= 1 and len(out.stats["acceptance"]) == tree.max_depth
 
 
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_chain_drafting_builds_the_top_k_tree(k):
+    """A chain is drafted without the tree's ranking; it must be the tree the top-k expansion builds with
+    top_k = 1 (tokens, parents, depths, mask, validity), its steps seeing the same ancestors."""
+    from sparrow_jax.spec import tree as tree_mod
+
+    rng = np.random.default_rng(k)
+    b, h, v, shape = 2, 8, 11, TreeShape.chain(k)
+    w, emb, head = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in [(h, h), (v, h), (h, v)])
+
+    def step(tokens, hidden, positions, index, ancestors):
+        seen = ancestors.astype(jnp.float32) @ jnp.arange(1, shape.scratch + 1, dtype=jnp.float32)
+        return jnp.tanh(hidden @ w + emb[tokens] + 0.1 * positions[..., None] + 2.0 * seen[..., None])
+
+    args = (step, lambda out: out @ head, jnp.asarray([3, 7]), jnp.asarray(rng.standard_normal((b, h)), jnp.float32),
+            jnp.asarray([5, 9]))
+    chain = tree_mod.draft_tree(*args, shape, SamplingConfig(), jax.random.key(0))
+    ranked = tree_mod._draft_top_k(*args, shape)
+    for field in ("tokens", "parent", "depth", "mask", "valid"):
+        np.testing.assert_array_equal(getattr(chain, field), getattr(ranked, field), err_msg=field)
+    assert len(set(np.asarray(chain.tokens[:, 1:]).ravel())) > 1  # the draws are not all one token
+
+
 def oracle(reference, tree, poison=None):
     ref = jnp.asarray(np.array([r[1:] + [0] * 8 for r in reference], np.int32))
     poison = jnp.zeros(ref.shape, bool) if poison is None else jnp.asarray(poison[:, : ref.shape[1]])

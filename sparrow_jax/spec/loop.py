@@ -92,7 +92,9 @@ def spec_cycle(target, proposer, s: SpecState, rope_delta, stop_ids, pad_id, max
     n_out = s.n_out + count
     done = s.done | (active & ((first_stop < n + 1) | (n_out >= max_new)))
 
-    cache = _compact(out.cache, path).advance(jnp.where(active, n + 1, 0))
+    # A chain's accepted nodes already sit in consecutive slots: nothing to compact.
+    cache = out.cache if proposer.shape.is_chain else _compact(out.cache, path)
+    cache = cache.advance(jnp.where(active, n + 1, 0))
     pair_hidden = jnp.take_along_axis(out.hidden, path[..., None], axis=1)
     pstate = proposer.commit(target, pstate, seq, pair_hidden, (i <= n[:, None]) & active[:, None], n)
     return SpecState(

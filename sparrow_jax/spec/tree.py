@@ -5,7 +5,7 @@ draft candidates in topological order (parents before children). Drafting: the r
 gives `top_k` level-1 candidates; each of `depth` expansion steps runs the draft once over the
 `top_k` best frontier nodes (by cumulative log-probability) and scores their `top_k` children; the
 final tree keeps the `total - 1` best candidates of all. A chain of K tokens is the case top_k = 1,
-depth = K - 1, total = K + 1.
+depth = K - 1, total = K + 1; it is drafted without the ranking (its shape is static), to the same tree.
 
 At temperature > 0 a chain samples each token from the draft's (temperature/top-k/top-p) distribution
 q and keeps q for the min(1, p/q) rule; a tree keeps its deterministic top-k candidates, each verified
@@ -87,16 +87,10 @@ def ancestor_mask(parent, max_depth: int):
     return mask
 
 
-def _pick(key, logits, k: int, sampling: SamplingConfig | None):
-    """(tokens [..., k], log-prob scores [..., k], distribution or None) of a node's children: the top k,
-    or with `sampling` one child drawn from the processed distribution (which is returned)."""
-    if sampling is None:
-        lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-        scores, tokens = jax.lax.top_k(lp, k)
-        return tokens.astype(jnp.int32), scores, None
-    lp = log_probs(logits, sampling)
-    tokens = jax.random.categorical(key, lp, axis=-1)[..., None].astype(jnp.int32)
-    return tokens, jnp.take_along_axis(lp, tokens, axis=-1), jnp.exp(lp)[..., None, :]  # q per child
+def _top(logits, k: int):
+    """(tokens [..., k], log-prob scores [..., k]): a node's k most likely children."""
+    scores, tokens = jax.lax.top_k(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), k)
+    return tokens.astype(jnp.int32), scores
 
 
 def draft_tree(step, logits_fn, root, root_out, count, shape: TreeShape, sampling: SamplingConfig, key):
@@ -107,11 +101,16 @@ def draft_tree(step, logits_fn, root, root_out, count, shape: TreeShape, samplin
     scratch slots `scratch_index`); `count` [B] is the draft
     position of the first speculative level. Returns a Tree with the root token `root` [B].
     """
-    stochastic = None if sampling.greedy or not shape.is_chain else sampling
+    if shape.is_chain:
+        return _draft_chain(step, logits_fn, root, root_out, count, shape, sampling, key)
+    return _draft_top_k(step, logits_fn, root, root_out, count, shape)
+
+
+def _draft_top_k(step, logits_fn, root, root_out, count, shape: TreeShape):
+    """EAGLE-2 expansion and pruning (`draft_tree`'s arguments), deterministic top-k candidates."""
     k, b = shape.top_k, root.shape[0]
-    keys = jax.random.split(key, shape.depth + 1)
-    tok, score, q = _pick(keys[0], logits_fn(root_out), k, stochastic)
-    cand_tok, cand_score, cand_parent, cand_q = [tok], [score], [jnp.full((b, k), -1, jnp.int32)], [q]
+    tok, score = _top(logits_fn(root_out), k)
+    cand_tok, cand_score, cand_parent = [tok], [score], [jnp.full((b, k), -1, jnp.int32)]
     front_tok, front_score, front_cand = tok, score, jnp.broadcast_to(jnp.arange(k), (b, k))
     front_hidden = jnp.broadcast_to(root_out[:, None], (b, k, root_out.shape[-1]))
     front_anc = jnp.zeros((b, k, shape.scratch), bool)
@@ -119,14 +118,13 @@ def draft_tree(step, logits_fn, root, root_out, count, shape: TreeShape, samplin
         index = (s - 1) * k + jnp.arange(k)
         out = step(front_tok, front_hidden, jnp.broadcast_to((count + s - 1)[:, None], (b, k)), index, front_anc)
         visible = front_anc | jax.nn.one_hot(index, shape.scratch, dtype=bool)[None]  # what children see
-        ctok, cscore, cq = _pick(keys[s], logits_fn(out), k, stochastic)  # [B, k, k]
+        ctok, cscore = _top(logits_fn(out), k)  # [B, k, k]
         base = k + (s - 1) * k * k
         scores = (front_score[..., None] + cscore).reshape(b, k * k)
         toks = ctok.reshape(b, k * k)
         cand_tok.append(toks)
         cand_score.append(scores)
         cand_parent.append(jnp.repeat(front_cand, k, axis=1))
-        cand_q.append(None if cq is None else cq.reshape(b, k * k, -1))
         if s < shape.depth:
             front_score, idx = jax.lax.top_k(scores, k)
             front_tok = jnp.take_along_axis(toks, idx, axis=1)
@@ -146,9 +144,34 @@ def draft_tree(step, logits_fn, root, root_out, count, shape: TreeShape, samplin
     valid = jnp.concatenate([jnp.ones((b, 1), bool), found | (pcand < 0)], axis=1)
     depth = jnp.concatenate([jnp.zeros((b, 1), jnp.int32), jnp.asarray(shape.candidate_depth())[sel]], axis=1)
     tokens = jnp.concatenate([root[:, None], jnp.take_along_axis(tok_all, sel, axis=1)], axis=1)
-    mask = ancestor_mask(parent, shape.max_depth)
-    q = None
-    if stochastic is not None:  # chain: every candidate is kept, in order
-        q_all = jnp.concatenate(cand_q, axis=1)
-        q = jnp.concatenate([jnp.zeros_like(q_all[:, :1]), q_all], axis=1)
-    return Tree(tokens=tokens, parent=parent, depth=depth, mask=mask, valid=valid, q=q)
+    return Tree(tokens=tokens, parent=parent, depth=depth, mask=ancestor_mask(parent, shape.max_depth), valid=valid)
+
+
+def _draft_chain(step, logits_fn, root, root_out, count, shape: TreeShape, sampling: SamplingConfig, key):
+    """`draft_tree` for a chain (top_k = 1): each level's one child is the draft's argmax, or at T > 0 a
+    draw kept with its distribution q. Parents, depths and the mask are static, so none of the tree's
+    ranking, pruning or ancestor search runs (a chain is drafted every cycle of the demo's decoding)."""
+    b, n = root.shape[0], shape.total
+    keys = jax.random.split(key, shape.depth + 1)
+
+    def pick(k, logits):  # [B, V] -> ([B, 1] token, [B, 1, V] distribution q, or None when greedy)
+        if sampling.greedy:
+            return jnp.argmax(logits, axis=-1)[:, None].astype(jnp.int32), None
+        lp = log_probs(logits, sampling)
+        return jax.random.categorical(k, lp, axis=-1)[:, None].astype(jnp.int32), jnp.exp(lp)[:, None]
+
+    tok, q = pick(keys[0], logits_fn(root_out))
+    toks, qs, out = [root[:, None], tok], [q], root_out[:, None]
+    seen = jnp.zeros((b, 1, shape.scratch), bool)  # the scratch slots of the node's drafted ancestors
+    for s in range(1, shape.depth + 1):
+        index = jnp.asarray([s - 1])
+        out = step(tok, out, (count + s - 1)[:, None], index, seen)
+        seen = seen | jax.nn.one_hot(index, shape.scratch, dtype=bool)[None]
+        tok, q = pick(keys[s], logits_fn(out[:, 0]))
+        toks.append(tok)
+        qs.append(q)
+    node = jnp.arange(n, dtype=jnp.int32)
+    row = lambda x: jnp.broadcast_to(x, (b,) + x.shape)  # noqa: E731
+    q = None if sampling.greedy else jnp.concatenate([jnp.zeros_like(qs[0])] + qs, axis=1)
+    return Tree(tokens=jnp.concatenate(toks, axis=1), parent=row(jnp.maximum(node - 1, 0)), depth=row(node),
+                mask=row(node[:, None] >= node[None, :]), valid=jnp.ones((b, n), bool), q=q)
