@@ -4,7 +4,9 @@ run (`infer.compare`: one prefill per video, both decodings compiled first, medi
 
 Defaults to the embedded demo pair (sparrow_jax.demo) on held-out synthetic scenes rendered at each frame
 count (16 visual tokens per frame: 32 frames ~ 0.5k, 256 ~ 4k, 1024 ~ 16k, 1600 ~ 25k visual tokens).
-Also reports whether the two outputs are identical and the facts of the scene the answers recall.
+Also reports what a draft-verify cycle costs in autoregressive steps (`cycle` = tau / DSR, per video: the
+cost side of DSR, apart from tau), whether the two outputs are identical and the facts of the scene the
+answers recall.
 `--target/--draft` measure another converted LLaVA-OneVision pair on the same scenes.
 """
 
@@ -65,6 +67,7 @@ def main(argv=None) -> int:
                         pad_id=tokenizer.pad_token_id)
             text = tokenizer.decode(c.alone.texts()[0])
             per_video.append({"visual": int((ids == config.video_token_id).sum()), "tau": c.tau, "dsr": c.dsr,
+                              "cycle_steps": c.tau / c.dsr,
                               "esr": c.esr, "identical": c.identical, "prefill_s": c.prefill_s,
                               "ar_tok_s": c.alone.stats["decode_tokens_per_s"],
                               "spec_tok_s": c.speculative.stats["decode_tokens_per_s"],
@@ -75,10 +78,11 @@ def main(argv=None) -> int:
                      "videos": per_video})
         if len(rows) == 1:
             print(f"{'frames':>6} {'visual':>6} {'prefill s':>9} {'AR tok/s':>8} {'spec tok/s':>10} {'tau':>5} "
-                  f"{'DSR':>6} {'ESR':>6} {'identical':>9} {'recall':>6} {'tokens':>6}")
+                  f"{'DSR':>6} {'ESR':>6} {'cycle':>6} {'identical':>9} {'recall':>6} {'tokens':>6}")
         r = rows[-1]
         print(f"{frames:>6} {r['visual']:>6.0f} {r['prefill_s']:>9.2f} {r['ar_tok_s']:>8.1f} {r['spec_tok_s']:>10.1f} "
-              f"{r['tau']:>5.2f} {r['dsr']:>5.2f}x {r['esr']:>5.2f}x {str(r['identical']):>9} {r['recall']:>6.2f} "
+              f"{r['tau']:>5.2f} {r['dsr']:>5.2f}x {r['esr']:>5.2f}x {r['cycle_steps']:>6.2f} {str(r['identical']):>9} "
+              f"{r['recall']:>6.2f} "
               f"{r['new_tokens']:>6.0f}")
         sys.stdout.flush()
     if args.json:
