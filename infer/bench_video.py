@@ -82,8 +82,7 @@ def main(argv=None) -> int:
         r = rows[-1]
         print(f"{frames:>6} {r['visual']:>6.0f} {r['prefill_s']:>9.2f} {r['ar_tok_s']:>8.1f} {r['spec_tok_s']:>10.1f} "
               f"{r['tau']:>5.2f} {r['dsr']:>5.2f}x {r['esr']:>5.2f}x {r['cycle_steps']:>6.2f} {str(r['identical']):>9} "
-              f"{r['recall']:>6.2f} "
-              f"{r['new_tokens']:>6.0f}")
+              f"{r['recall']:>6.2f} {r['new_tokens']:>6.0f}")
         sys.stdout.flush()
     if args.json:
         with open(args.json, "w") as f:
