@@ -236,3 +236,47 @@ def test_offline_features_mix_video_lengths(tiny, tmp_path):
         assert visual == target.config.num_video_tokens(data.record_frames(rec, cfg.data.num_frames))
         assert len(np.load(tmp_path / "f" / f"{rec['_index']:08d}.npy")) == len(ids)
     assert len(run(cfg).history) == 2
+
+
+@pytest.mark.parametrize("have, want", [(1, 2), (2, 4)])
+def test_grown_draft_computes_what_it_grew_from(have, want):
+    """draft.num_layers above draft.init_from's count adds layers that start as the identity: the grown
+    draft's outputs and k/v equal the original's (its own layers kept), and the new layers' other weights
+    are not zero, so they can learn."""
+    from sparrow_jax.config import DraftConfig, TextConfig
+    from train.trainer import grow_draft
+
+    layers = TextConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_layers=have, num_heads=2,
+                        num_kv_heads=1, head_dim=8)
+    draft = build_model(DraftConfig(layers, window=8), rngs=nnx.Rngs(3))
+    grown = grow_draft(draft, want, seed=1)
+    assert grown.config.layers.num_layers == want
+    rng = np.random.default_rng(0)
+    embeds, hidden = (jnp.asarray(rng.standard_normal((1, 5, 16)), jnp.float32) for _ in range(2))
+    positions, mask = jnp.arange(5)[None], jnp.tril(jnp.ones((1, 5, 5), bool))
+    out, (k, v) = draft(embeds, hidden, positions, mask)
+    out2, (k2, v2) = grown(embeds, hidden, positions, mask)
+    np.testing.assert_allclose(out2, out, atol=1e-6)
+    np.testing.assert_allclose(k2[:have], k, atol=1e-6)
+    assert float(jnp.abs(grown.rest.mlp.up_proj.kernel[...][have - 1:]).max()) > 0
+
+
+def test_fewer_layers_than_the_init_draft_is_an_error(tmp_path):
+    from types import SimpleNamespace
+
+    from sparrow_jax import checkpoint
+    from sparrow_jax.config import DraftConfig, TextConfig
+    from train.trainer import init_draft
+
+    layers = TextConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_layers=2, num_heads=2,
+                        num_kv_heads=1, head_dim=8)
+    draft = build_model(DraftConfig(layers, window=8), rngs=nnx.Rngs(3))
+    checkpoint.save(tmp_path / "d", draft.config, checkpoint.to_numpy(nnx.to_pure_dict(nnx.state(draft, nnx.Param))),
+                    "float32")
+    target = SimpleNamespace(lm=SimpleNamespace(config=SimpleNamespace(hidden_size=16)))
+    cfg = config.TrainConfig(target=config.TargetConfig(path=str(tmp_path)), data=config.DataConfig(manifest="m"),
+                             draft=config.DraftSection(num_layers=1, init_from=str(tmp_path / "d")))
+    with pytest.raises(ValueError, match="draft.num_layers=1 but draft.init_from .* has 2 layers"):
+        init_draft(cfg, target)
+    grown = init_draft(dataclasses.replace(cfg, draft=dataclasses.replace(cfg.draft, num_layers=3)), target)
+    assert grown.config.layers.num_layers == 3

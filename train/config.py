@@ -39,7 +39,7 @@ class DraftSection:
     head_dim: int | None = None
     window: int = 1024  # inference-time VATA window stored in the exported config
     pinned: int = 0
-    init_from: str = ""  # a converted draft to continue from; empty: random init
+    init_from: str = ""  # a converted draft to continue from (num_layers above its count grows it); empty: random
     seed: int = 0
 
 

@@ -95,8 +95,31 @@ def init_draft(cfg: TrainConfig, target):
         draft = checkpoint.load(cfg.draft.init_from, "float32", on_host=True)
         if draft.config.layers.hidden_size != target.lm.config.hidden_size:
             raise ValueError(f"draft.init_from {cfg.draft.init_from} was built for another target")
-        return draft
+        have, want = draft.config.layers.num_layers, cfg.draft.num_layers
+        if want < have:
+            raise ValueError(f"draft.num_layers={want} but draft.init_from {cfg.draft.init_from} has {have} layers: "
+                             f"set draft.num_layers={have}, or more to add layers")
+        return grow_draft(draft, want, cfg.draft.seed) if want > have else draft
     return build_model(draft_config(cfg, target), rngs=nnx.Rngs(cfg.draft.seed))
+
+
+def grow_draft(draft, num_layers: int, seed: int = 0):
+    """`draft` with decoder layers added after its own up to `num_layers`. The new layers start with zero
+    output projections (o_proj, down_proj), so they add nothing to the residual stream: the grown draft
+    computes exactly what `draft` does until training moves them."""
+    cfg = draft.config
+    cfg = dataclasses.replace(cfg, layers=dataclasses.replace(cfg.layers, num_layers=num_layers))
+    grown = build_model(cfg, rngs=nnx.Rngs(seed))
+    old, new = (nnx.to_pure_dict(nnx.state(m, nnx.Param)) for m in (draft, grown))
+    kept = old.pop("rest", None)  # the layers after the first, stacked; None for a 1-layer draft
+    rest = new.pop("rest")
+    n_kept = 0 if kept is None else draft.config.layers.num_layers - 1
+    if kept is not None:
+        rest = jax.tree.map(lambda n, o: n.at[:n_kept].set(o), rest, kept)
+    for block in (rest["self_attn"]["o_proj"], rest["mlp"]["down_proj"]):
+        for name in block:  # kernel, and bias where the config has one
+            block[name] = block[name].at[n_kept:].set(0)
+    return checkpoint.assign(grown, {**new, **old, "rest": rest})
 
 
 @dataclasses.dataclass
