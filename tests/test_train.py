@@ -238,17 +238,22 @@ def test_offline_features_mix_video_lengths(tiny, tmp_path):
     assert len(run(cfg).history) == 2
 
 
+def tiny_draft(num_layers: int):
+    from sparrow_jax.config import DraftConfig, TextConfig
+
+    layers = TextConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_layers=num_layers, num_heads=2,
+                        num_kv_heads=1, head_dim=8)
+    return build_model(DraftConfig(layers, window=8), rngs=nnx.Rngs(3))
+
+
 @pytest.mark.parametrize("have, want", [(1, 2), (2, 4)])
 def test_grown_draft_computes_what_it_grew_from(have, want):
     """draft.num_layers above draft.init_from's count adds layers that start as the identity: the grown
     draft's outputs and k/v equal the original's (its own layers kept), and the new layers' other weights
     are not zero, so they can learn."""
-    from sparrow_jax.config import DraftConfig, TextConfig
     from train.trainer import grow_draft
 
-    layers = TextConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_layers=have, num_heads=2,
-                        num_kv_heads=1, head_dim=8)
-    draft = build_model(DraftConfig(layers, window=8), rngs=nnx.Rngs(3))
+    draft = tiny_draft(have)
     grown = grow_draft(draft, want, seed=1)
     assert grown.config.layers.num_layers == want
     rng = np.random.default_rng(0)
@@ -264,15 +269,10 @@ def test_grown_draft_computes_what_it_grew_from(have, want):
 def test_fewer_layers_than_the_init_draft_is_an_error(tmp_path):
     from types import SimpleNamespace
 
-    from sparrow_jax import checkpoint
-    from sparrow_jax.config import DraftConfig, TextConfig
+    from train.stand_ins import save_model
     from train.trainer import init_draft
 
-    layers = TextConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_layers=2, num_heads=2,
-                        num_kv_heads=1, head_dim=8)
-    draft = build_model(DraftConfig(layers, window=8), rngs=nnx.Rngs(3))
-    checkpoint.save(tmp_path / "d", draft.config, checkpoint.to_numpy(nnx.to_pure_dict(nnx.state(draft, nnx.Param))),
-                    "float32")
+    save_model(tmp_path / "d", tiny_draft(2))
     target = SimpleNamespace(lm=SimpleNamespace(config=SimpleNamespace(hidden_size=16)))
     cfg = config.TrainConfig(target=config.TargetConfig(path=str(tmp_path)), data=config.DataConfig(manifest="m"),
                              draft=config.DraftSection(num_layers=1, init_from=str(tmp_path / "d")))

@@ -31,7 +31,7 @@ def random_model(tree: dict, seed: int, scale: float):
 
 
 def save_model(path, model, dtype: str = "float32") -> None:
-    """Save `model` (a target) as a converted checkpoint at `path`, replacing what is there."""
+    """Save `model` (a target or a draft) as a converted checkpoint at `path`, replacing what is there."""
     params = checkpoint.to_numpy(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     checkpoint.save(path, model.config, params, dtype, overwrite=True)
 

@@ -111,11 +111,9 @@ def grow_draft(draft, num_layers: int, seed: int = 0):
     cfg = dataclasses.replace(cfg, layers=dataclasses.replace(cfg.layers, num_layers=num_layers))
     grown = build_model(cfg, rngs=nnx.Rngs(seed))
     old, new = (nnx.to_pure_dict(nnx.state(m, nnx.Param)) for m in (draft, grown))
-    kept = old.pop("rest", None)  # the layers after the first, stacked; None for a 1-layer draft
-    rest = new.pop("rest")
-    n_kept = 0 if kept is None else draft.config.layers.num_layers - 1
-    if kept is not None:
-        rest = jax.tree.map(lambda n, o: n.at[:n_kept].set(o), rest, kept)
+    rest, n_kept = new.pop("rest"), draft.config.layers.num_layers - 1
+    if n_kept:  # the draft's own layers after the first (stacked) come first
+        rest = jax.tree.map(lambda n, o: n.at[:n_kept].set(o), rest, old.pop("rest"))
     for block in (rest["self_attn"]["o_proj"], rest["mlp"]["down_proj"]):
         for name in block:  # kernel, and bias where the config has one
             block[name] = block[name].at[n_kept:].set(0)
