@@ -3,10 +3,13 @@
 Layout of a converted directory:
     config.json    our model config (sparrow_jax.config), with "dtype"
     params/        Orbax checkpoint of the parameter tree (nested dict of arrays)
+`target_config` / `draft_config` read and check a checkpoint's config before any weights load (a target
+must be a video model, a draft must fit its target); `load_draft` loads a draft with its window resized.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from sparrow_jax.config import load_config, save_config
+from sparrow_jax.config import DraftConfig, LlavaOnevisionConfig, Qwen25VLConfig, draft_mismatch, load_config, save_config
 from sparrow_jax.models import abstract_model
 
 CONFIG = "config.json"
@@ -94,3 +97,46 @@ def assign(model, params: dict):
 
 def to_numpy(params: dict) -> dict:
     return jax.tree.map(np.asarray, params)
+
+
+def read_config(path, what: str = "checkpoint"):
+    """The model config of the converted checkpoint at `path`, checked to exist (`what` names the argument
+    in messages, e.g. "--target")."""
+    if not (Path(path) / CONFIG).is_file():
+        raise FileNotFoundError(f"{what} {path} is not a converted checkpoint (no {CONFIG}); create one with "
+                                "`python -m convert target --src HF_DIR --dst OUT_DIR`")
+    return load_config(Path(path) / CONFIG)
+
+
+def target_config(path, what: str = "--target"):
+    """The config of a converted video target (LLaVA-OneVision or Qwen2.5-VL), with a clear error for a
+    draft or a text-only model."""
+    config = read_config(path, what)
+    if isinstance(config, DraftConfig):
+        raise ValueError(f"{what} {path} is a converted draft; give the converted target model "
+                         "(python -m convert target) and pass the draft as --draft")
+    if not isinstance(config, (LlavaOnevisionConfig, Qwen25VLConfig)):
+        raise ValueError(f"{what} {path} is a text-only {config.model_type} model; a video needs a "
+                         "llava_onevision or qwen2_5_vl target")
+    return config
+
+
+def draft_config(path, target_text, what: str = "--draft") -> DraftConfig:
+    """The config of a converted draft, checked against the target's text config `target_text`."""
+    config = read_config(path, what)
+    if not isinstance(config, DraftConfig):
+        raise ValueError(f"{what} {path} is a {config.model_type} model, not a converted draft "
+                         "(python -m convert draft --src HF_DRAFT --target TARGET --dst OUT)")
+    if problem := draft_mismatch(config, target_text):
+        raise ValueError(f"{what} {path}: {problem}; use the draft trained for this target, or convert it "
+                         "against this target (python -m convert draft --target ...)")
+    return config
+
+
+def load_draft(path, config: DraftConfig, window: int | None = None, dtype: str | None = None):
+    """The draft's weights into its model (`config` from `draft_config`), with the window cache resized to
+    `window` text slots if given."""
+    _, params, dtype = load_params(path, dtype)
+    if window is not None:
+        config = dataclasses.replace(config, window=window)
+    return assign(abstract_model(config, dtype=jnp.dtype(dtype)), params)

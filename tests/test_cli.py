@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import convert_dir
 from flax import nnx
-from test_speculative import make_draft
-from test_video import write_clip
+from helpers import convert_dir, make_draft, write_clip
 
 import infer
-from infer.cli import IncrementalText, main
+from infer.cli import main
+from infer.terminal import IncrementalText
 from sparrow_jax import checkpoint
 from sparrow_jax.processing import video_prompt
 from sparrow_jax.prompting import chat_messages, load_tokenizer

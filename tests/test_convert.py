@@ -12,10 +12,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from conftest import convert_dir, random_video
+from helpers import convert_dir, random_video, video_prompt
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
-from test_llava_parity import video_prompt
 
 from convert.__main__ import main
 from convert.keymap import ConversionError

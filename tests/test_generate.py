@@ -4,11 +4,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import random_video
-from test_llava_parity import video_prompt
+from helpers import random_video
+from helpers import video_prompt
 
 import infer
-from infer import generation as gen_module
+from sparrow_jax.generation import engine as gen_module, prefill as prefill_module
 
 
 def hf_greedy(hf, prompts, pix_t, max_new, eos=None):
@@ -66,10 +66,10 @@ def test_same_bucket_reuses_compiled_programs(llava, batch):
     _, _, _, ours = llava
     prompts, _, pix = batch
     infer.generate(ours, prompts, pix, max_new_tokens=8)
-    before = (gen_module._prefill._cache_size(), gen_module._decode._cache_size())
+    before = (prefill_module.prefill._cache_size(), gen_module._decode._cache_size())
     shorter = [p[1:] for p in prompts]  # other lengths, same 64-token bucket
     infer.generate(ours, shorter, pix, max_new_tokens=8)
-    assert (gen_module._prefill._cache_size(), gen_module._decode._cache_size()) == before
+    assert (prefill_module.prefill._cache_size(), gen_module._decode._cache_size()) == before
 
 
 def test_sampling_is_seeded_and_respects_top_k_1(llava, batch):

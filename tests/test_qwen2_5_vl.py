@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import convert_dir
+from helpers import convert_dir
 
 import infer
 from sparrow_jax import checkpoint
@@ -154,7 +154,7 @@ def test_speculative_greedy_is_lossless_on_qwen(qwen):
 
     from sparrow_jax.config import DraftConfig, TextConfig
     from sparrow_jax.models import build_model
-    from sparrow_jax.spec.tree import TreeShape
+    from sparrow_jax.generation.speculative.tree import TreeShape
 
     ours = qwen[3]
     rng = np.random.default_rng(21)
@@ -168,7 +168,7 @@ def test_speculative_greedy_is_lossless_on_qwen(qwen):
     for tree in (TreeShape.chain(3), TreeShape(4, 2, 10)):
         assert infer.generate(ours, prompts, videos, max_new_tokens=16, draft=draft, tree=tree).texts() == ref
     # The oracle's paths are accepted, so accepted tokens' k/v (computed at tree positions) are reused.
-    from sparrow_jax.spec.proposer import OracleProposer
+    from sparrow_jax.generation.speculative.oracle import OracleProposer
 
     reference = jnp.asarray(np.array([r[1:] + [0] * 8 for r in ref], np.int32))
     orc = OracleProposer(reference, jnp.zeros(reference.shape, bool), 160, TreeShape(2, 3, 7))

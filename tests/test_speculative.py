@@ -6,29 +6,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_video
-from test_llava_parity import video_prompt
+from helpers import make_draft, random_video, video_prompt
 
 import infer
+from sparrow_jax.generation import PromptState
+from sparrow_jax.generation import engine as generation_module
 from sparrow_jax.config import DraftConfig
 from sparrow_jax.kv_cache import causal_mask
 from sparrow_jax.models import build_model
 from sparrow_jax.sampling import SamplingConfig
-from sparrow_jax.spec.proposer import OracleProposer, SparrowProposer
-from sparrow_jax.spec.tree import TreeShape
+from sparrow_jax.generation.speculative.proposer import SparrowProposer
+from sparrow_jax.generation.speculative.oracle import OracleProposer
+from sparrow_jax.generation.speculative.tree import TreeShape
 
 MAX_NEW = 20
 
 
-def make_draft(target, window=1024, pinned=0, seed=0):
-    from flax import nnx
-
-    from sparrow_jax.config import TextConfig
-
-    lm = target.lm.config
-    layers = TextConfig(vocab_size=lm.vocab_size, hidden_size=lm.hidden_size, intermediate_size=96, num_layers=1,
-                        num_heads=4, num_kv_heads=2, head_dim=16)
-    return build_model(DraftConfig(layers, window=window, pinned=pinned), rngs=nnx.Rngs(seed))
+def text_prompt(ids, index, count):
+    """The PromptState a proposer starts from: one row's ids, the draft's text positions (padded), how many."""
+    return PromptState(jnp.asarray(ids[None]), jnp.zeros((1,), jnp.int32), jnp.asarray(index), jnp.asarray([count]))
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +53,7 @@ def test_sparrow_draft_greedy_is_lossless(llava, batch, greedy_ref, tree):
 def test_chain_drafting_builds_the_top_k_tree(k):
     """A chain is drafted without the tree's ranking; it must be the tree the top-k expansion builds with
     top_k = 1 (tokens, parents, depths, mask, validity), its steps seeing the same ancestors."""
-    from sparrow_jax.spec import tree as tree_mod
+    from sparrow_jax.generation.speculative import tree as tree_mod
 
     rng = np.random.default_rng(k)
     b, h, v, shape = 2, 8, 11, TreeShape.chain(k)
@@ -121,8 +117,8 @@ def test_draft_cache_holds_text_only_and_does_not_grow_with_video(llava):
         text = np.flatnonzero(ids != 120)
         hidden = jnp.asarray(rng.standard_normal((1, len(ids), 64)), jnp.float32)
         index = np.pad(text, (0, -len(text) % 8), mode="edge")[None]
-        state = jax.jit(lambda h, i, ix, n, f: prop.start(target, h, i, ix, n, f))(
-            hidden, jnp.asarray(ids[None]), jnp.asarray(index), jnp.asarray([len(text)]), jnp.asarray([5]))
+        prompt = text_prompt(ids, index, len(text))
+        state = jax.jit(lambda h, p, f: prop.start(target, p, hidden=h, first=f))(hidden, prompt, jnp.asarray([5]))
         shapes.append(state.dcache.k.shape)
         assert int(state.dcache.count[0]) == len(text) == 9  # only text positions entered the draft
         # S + (W + M) + T + 1 slots: 2 + (16 + 8) + 2 + 1
@@ -140,8 +136,7 @@ def test_full_window_equals_attention_over_all_text(llava):
     text = np.flatnonzero(ids != 120)
     hidden = jnp.asarray(rng.standard_normal((1, len(ids), 64)), jnp.float32)
     index = np.pad(text, (0, -len(text) % 4), mode="edge")[None]
-    state = prop.start(target, hidden, jnp.asarray(ids[None]), jnp.asarray(index), jnp.asarray([len(text)]),
-                       jnp.asarray([7]))
+    state = prop.start(target, text_prompt(ids, index, len(text)), hidden=hidden, first=jnp.asarray([7]))
     nxt = np.append(ids[text][1:], 7)
     embeds = target.lm.embed_tokens(jnp.asarray(nxt[None]))
     full, _ = draft(embeds, hidden[:, text], jnp.arange(len(text))[None], causal_mask(1, len(text)))
@@ -184,15 +179,13 @@ def test_always_wrong_proposer_accepts_nothing(llava, batch, greedy_ref):
 
 
 def test_speculative_calls_in_one_bucket_compile_once(llava, batch):
-    from infer import generation
-
     target = llava[3]
     draft = make_draft(target, window=8)
     prompts, pix = batch
     infer.generate(target, prompts, pix, max_new_tokens=6, draft=draft, tree=TreeShape.chain(2))
-    before = generation._spec._cache_size()
+    before = generation_module._speculate._cache_size()
     infer.generate(target, [p[1:] for p in prompts], pix, max_new_tokens=6, draft=draft, tree=TreeShape.chain(2))
-    assert generation._spec._cache_size() == before
+    assert generation_module._speculate._cache_size() == before
 
 
 @pytest.mark.parametrize("window,pinned", [(4, 0), (5, 2)])
@@ -214,8 +207,7 @@ def test_small_window_equals_sliding_window_attention(llava, window, pinned):
     ref, _ = draft(embeds, hidden[:, text], jnp.arange(n)[None], jnp.asarray(mask[None]))
     for upto in (n - 5, n):  # two prompt lengths: the ring state at different wrap points
         idx = np.pad(text[:upto], (0, -upto % 4), mode="edge")[None]
-        state = prop.start(target, hidden, jnp.asarray(ids[None]), jnp.asarray(idx), jnp.asarray([upto]),
-                           jnp.asarray([int(nxt[upto - 1])]))
+        state = prop.start(target, text_prompt(ids, idx, upto), hidden=hidden, first=jnp.asarray([int(nxt[upto - 1])]))
         np.testing.assert_allclose(np.asarray(state.last_out[0]), np.asarray(ref[0, upto - 1]), atol=1e-5)
 
 

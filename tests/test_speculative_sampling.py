@@ -15,12 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import struct
-from test_speculative import make_draft
+from helpers import make_draft
 
 import infer
 from sparrow_jax.sampling import SamplingConfig, log_probs
-from sparrow_jax.spec.proposer import OracleProposer
-from sparrow_jax.spec.tree import Tree, TreeShape, ancestor_mask
+from sparrow_jax.generation.speculative.oracle import OracleProposer
+from sparrow_jax.generation.speculative.tree import Tree, TreeShape, ancestor_mask
 
 ROWS, TOP_K, TEMP = 1500, 3, 1.0
 CHI2_DF26_P001 = 54.05  # scipy.stats.chi2.ppf(0.999, 26)

@@ -3,12 +3,10 @@ greedy and sampling, ragged rows, EOS), a jitted call at a time."""
 
 import numpy as np
 import pytest
-from conftest import random_video
-from test_llava_parity import video_prompt
-from test_speculative import make_draft
+from helpers import make_draft, random_video, video_prompt
 
 import infer
-from sparrow_jax.spec.tree import TreeShape
+from sparrow_jax.generation.speculative.tree import TreeShape
 
 MAX_NEW = 12
 

@@ -19,7 +19,7 @@ from flax import nnx
 import infer
 import sparrow_jax
 from sparrow_jax.models import build_model
-from sparrow_jax.spec.tree import TreeShape
+from sparrow_jax.generation.speculative.tree import TreeShape
 from train import checkpointing, config, data
 from train.regenerate import prompt_of
 from train.step import draft_loss, target_features

@@ -25,7 +25,7 @@ from flax import nnx
 from tqdm import trange
 
 from sparrow_jax import checkpoint
-from train.synthetic.world import (COLOURS, SHAPES, SIZES, frame_steps, pixel_centres, render, sample_scene,
+from sparrow_jax.synthetic.world import (COLOURS, SHAPES, SIZES, frame_steps, pixel_centres, render, sample_scene,
                                    shape_mask)
 
 CLASSES = [(c, s, z) for c in COLOURS for s in SHAPES for z in SIZES]

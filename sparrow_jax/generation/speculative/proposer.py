@@ -1,23 +1,56 @@
-"""Proposers: anything that proposes a draft tree each cycle of the speculative loop.
-
-A proposer is a pytree (so it passes through `jax.jit` with its arrays) with three methods:
-    start(target, hidden, ids, text_index, text_len, first) -> state
-    propose(target, state, root, n_out, key) -> (Tree, state)
-    commit(target, state, tokens, hidden, valid, n) -> state
-`commit` receives this cycle's accepted pairs: hidden [B, n, H] are the target's final hidden states of
-the accepted tokens (root first) and tokens [B, n] the token that follows each; `valid` marks them.
+"""Proposers: what proposes a draft tree each cycle of the speculative loop (`Proposer`), and the
+Sparrow draft's (`SparrowProposer`). `oracle.OracleProposer` proposes known tokens, for tests and
+benchmarks; the all-token (EAGLE/MSD-style) baseline is `SparrowProposer` fed every prompt position
+(`generate(..., draft_sees_visual=True)`), not only the text ones.
 """
 
 from __future__ import annotations
+
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from sparrow_jax.kv_cache import causal_mask, write
+from sparrow_jax.generation.speculative.tree import Tree, TreeShape, draft_tree
+from sparrow_jax.generation.speculative.window_cache import WindowCache
+from sparrow_jax.kv_cache import causal_mask
 from sparrow_jax.sampling import SamplingConfig
-from sparrow_jax.spec.tree import Tree, TreeShape, ancestor_mask, draft_tree
-from sparrow_jax.spec.window_cache import WindowCache
+
+
+@struct.dataclass
+class Accepted:
+    """One cycle's accepted pairs, handed to `Proposer.commit`: pair j is (the target's final hidden state
+    of accepted token j, root first; the token that follows it)."""
+
+    tokens: jax.Array  # [B, D + 1] the token after each accepted token (the last: the bonus token)
+    hidden: jax.Array  # [B, D + 1, H]
+    valid: jax.Array  # [B, D + 1] which pairs are real (rows done, or past the accepted depth: not)
+    n: jax.Array  # [B] accepted draft tokens (valid pairs: n + 1)
+
+
+class Proposer(Protocol):
+    """A proposer is a pytree (its arrays pass through `jax.jit`; the rest is static) that the
+    speculative loop (`loop.cycle`) calls each cycle. Its state is any pytree of its own.
+
+    - `shape`: the static draft budget; every `propose` returns a Tree of `shape.total` nodes whose
+      accepted path holds at most `shape.max_depth` draft tokens.
+    - `start(target, prompt, hidden=, first=)`: after the target's prefill; `prompt` the
+      `PromptState` (ids, text positions), `hidden` [B, L, H] the prompt's final hidden states,
+      `first` [B] the first generated token. Returns the initial state.
+    - `propose(target, state, root=, n_out=, key=)`: a `Tree` rooted at `root` [B] (the last token the
+      target produced), `n_out` [B] the tokens generated so far, and the new state.
+    - `commit(target, state, accepted)`: this cycle's `Accepted` pairs; returns the state.
+    Verification is lossless whatever tree `propose` returns (see `verify`).
+    """
+
+    shape: TreeShape
+
+    def start(self, target, prompt, *, hidden, first) -> Any: ...
+
+    def propose(self, target, state, *, root, n_out, key) -> tuple[Tree, Any]: ...
+
+    def commit(self, target, state, accepted: Accepted) -> Any: ...
 
 
 @struct.dataclass
@@ -48,10 +81,9 @@ class SparrowProposer:
     def _forward(self, draft, target, dcache, tokens, hidden, positions, slots, new_mask, scratch_visible):
         """Run the draft on N entries; they see each other per `new_mask` and the cache per their
         positions (ring window) and `scratch_visible` [B,N,T]; their k/v are stored at `slots`."""
-        view = {"k": dcache.k, "v": dcache.v, "mask": dcache.mask(positions, scratch_visible)}
+        view = dcache.view(positions, scratch_visible)
         out, (k, v) = draft(target.lm.embed_tokens(tokens), hidden, positions, new_mask, view)
-        k, v = write(dcache.k, dcache.v, k, v, slots)
-        return out, dcache.replace(k=k, v=v)
+        return out, dcache.write(k, v, slots)
 
     def _commit(self, draft, target, dcache, tokens, hidden, valid):
         slots, positions, updated = dcache.commit_slots(tokens.shape[1], valid)
@@ -62,10 +94,10 @@ class SparrowProposer:
         dcache = dcache.replace(pos=updated.pos)
         return out, dcache.replace(count=dcache.count + jnp.sum(valid, axis=1, dtype=jnp.int32))
 
-    def start(self, target, hidden, ids, text_index, text_len, first) -> DraftState:
+    def start(self, target, prompt, *, hidden, first) -> DraftState:
         """Commit the prompt's text pairs (h_t, next text token), the last one pairing with the first
         generated token, `chunk` pairs per draft forward."""
-        draft = self.draft
+        draft, ids, text_index, text_len = self.draft, prompt.ids, prompt.text_index, prompt.text_len
         b, t = text_index.shape
         dcache = WindowCache.create(draft.config, b, max(self.chunk, self.shape.max_depth + 1), self.shape.scratch,
                                     draft.dtype)
@@ -85,7 +117,7 @@ class SparrowProposer:
         outs = jnp.moveaxis(outs, 0, 1).reshape(b, t, -1)
         return DraftState(dcache, jnp.take_along_axis(outs, (text_len - 1)[:, None, None], axis=1)[:, 0])
 
-    def propose(self, target, state: DraftState, root, n_out, key):
+    def propose(self, target, state: DraftState, *, root, n_out, key):
         draft, dc = self.draft, state.dcache
         scratch0 = dc.pinned + dc.ring
 
@@ -99,49 +131,9 @@ class SparrowProposer:
         tree = draft_tree(step, target.logits, root, state.last_out, dc.count, self.shape, self.sampling, key)
         return tree, state.replace(dcache=dc)
 
-    def commit(self, target, state: DraftState, tokens, hidden, valid, n) -> DraftState:
-        outs, dcache = self._commit(self.draft, target, state.dcache, tokens, hidden, valid)
-        last = jnp.take_along_axis(outs, n[:, None, None], axis=1)[:, 0]
-        active = jnp.any(valid, axis=1)
+    def commit(self, target, state: DraftState, accepted: Accepted) -> DraftState:
+        outs, dcache = self._commit(self.draft, target, state.dcache, accepted.tokens, accepted.hidden,
+                                    accepted.valid)
+        last = jnp.take_along_axis(outs, accepted.n[:, None, None], axis=1)[:, 0]
+        active = jnp.any(accepted.valid, axis=1)
         return DraftState(dcache, jnp.where(active[:, None], last, state.last_out))
-
-
-@struct.dataclass
-class OracleProposer:
-    """Proposes a known continuation (e.g. the target's own greedy output): a chain of the reference
-    tokens down the tree's first branch, wrong siblings elsewhere. `poison` [B, L] marks reference
-    positions where it proposes a wrong token instead, to exercise partial acceptance.
-    For sampling it reports a one-hot draft distribution."""
-
-    reference: jax.Array  # [B, L] tokens the target produces after the first one
-    poison: jax.Array  # [B, L] bool
-    vocab: int = struct.field(pytree_node=False)
-    shape: TreeShape = struct.field(pytree_node=False)
-
-    def start(self, target, hidden, ids, text_index, text_len, first):
-        return ()
-
-    def propose(self, target, state, root, n_out, key):
-        s, b = self.shape, root.shape[0]
-        chain = s.max_depth
-        if s.total < chain + 1:
-            raise ValueError("the oracle needs total_tokens >= depth + 2 for its full chain")
-        at = n_out[:, None] - 1 + jnp.arange(chain)  # reference index of each chain node's token
-        ref = jnp.take_along_axis(self.reference, jnp.clip(at, 0, self.reference.shape[1] - 1), axis=1)
-        bad = jnp.take_along_axis(self.poison, jnp.clip(at, 0, self.poison.shape[1] - 1), axis=1)
-        chain_tok = jnp.where(bad, (ref + 1) % self.vocab, ref)
-        extra = s.total - 1 - chain  # wrong siblings of the first chain node, children of the root
-        sib = (chain_tok[:, :1] + 2 + jnp.arange(extra)) % self.vocab
-        tokens = jnp.concatenate([root[:, None], chain_tok, sib], axis=1).astype(jnp.int32)
-        parent = jnp.concatenate([jnp.zeros(1), jnp.arange(chain), jnp.zeros(extra)]).astype(jnp.int32)
-        parent = jnp.broadcast_to(parent, (b, s.total))
-        depth = jnp.concatenate([jnp.arange(chain + 1), jnp.ones(extra)]).astype(jnp.int32)
-        tree = Tree(
-            tokens=tokens, parent=parent, depth=jnp.broadcast_to(depth, (b, s.total)),
-            mask=ancestor_mask(parent, chain), valid=jnp.ones((b, s.total), bool),
-            q=jax.nn.one_hot(tokens, self.vocab, dtype=jnp.float32),
-        )
-        return tree, state
-
-    def commit(self, target, state, tokens, hidden, valid, n):
-        return state

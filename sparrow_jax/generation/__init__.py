@@ -1,0 +1,17 @@
+"""Generation: host setup (`setup`), the target's prefill, autoregressive and speculative decoding
+(`speculative/`), streaming and the side-by-side comparison. `infer.generate` / `infer.stream` re-export
+the entry points.
+
+    from sparrow_jax.generation import generate
+    out = generate(target, [ids], [pixels], max_new_tokens=256, draft=draft)
+"""
+
+from sparrow_jax.generation.comparison import Comparison, compare
+from sparrow_jax.generation.engine import generate
+from sparrow_jax.generation.setup import kv_slots_needed
+from sparrow_jax.generation.speculative.tree import TreeShape
+from sparrow_jax.generation.state import DecodeConfig, GenerateOutput, PromptState
+from sparrow_jax.generation.streaming import TokenStream, stream
+
+__all__ = ["Comparison", "DecodeConfig", "GenerateOutput", "PromptState", "TokenStream", "TreeShape", "compare",
+           "generate", "kv_slots_needed", "stream"]
