@@ -7,7 +7,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from flax import nnx
 from helpers import convert_dir, make_draft, write_clip

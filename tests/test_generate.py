@@ -1,6 +1,5 @@
 """infer.generate against HF generate (greedy, batch with different prompt lengths, video), stopping, sampling."""
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import torch
-from helpers import VIDEO_TOKEN, random_video, video_prompt
+from helpers import random_video, video_prompt
 
 TOL = 1e-4
 

@@ -8,7 +8,6 @@ resampling from p instead of the residual, or not renormalising over the untried
 fail it by a wide margin.
 """
 
-import itertools
 
 import jax
 import jax.numpy as jnp

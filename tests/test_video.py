@@ -10,7 +10,7 @@ from transformers.video_utils import VideoMetadata, default_sample_indices_fn
 
 from sparrow_jax.config import LlavaOnevisionConfig, Qwen25VisionConfig, Qwen25VLConfig, SiglipConfig, TextConfig
 from sparrow_jax.processing import frame_size, video_prompt
-from sparrow_jax.video import PRESETS, Sampling, VideoError, read_video, sample_indices, write_video
+from sparrow_jax.video import PRESETS, Sampling, VideoError, read_video, sample_indices
 
 
 
