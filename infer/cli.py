@@ -275,9 +275,11 @@ def _load_draft(path, config, window, dtype):
 
 
 def _config(path, flag):
+    from sparrow_jax.atomic import recover
     from sparrow_jax.checkpoint import CONFIG
     from sparrow_jax.config import load_config
 
+    recover(path)  # as checkpoint.load does
     if not (Path(path) / CONFIG).is_file():
         raise FileNotFoundError(f"{flag} {path} is not a converted checkpoint (no {CONFIG}); create one with "
                                 "`python -m convert target --src HF_DIR --dst OUT_DIR`")
