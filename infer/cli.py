@@ -89,7 +89,7 @@ def run(args) -> int:
     from sparrow_jax import checkpoint
     from sparrow_jax.generation import generate, kv_slots_needed, stream
     from sparrow_jax.processing import frame_size, video_prompt
-    from sparrow_jax.prompting import load_tokenizer
+    from sparrow_jax.prompting import load_tokenizer, tokenizer_dir, tokenizer_mismatch
     from sparrow_jax.video import read_video
 
     # Every check that can fail comes before the weights are loaded.
@@ -99,6 +99,8 @@ def run(args) -> int:
     if draft_config is not None and tree is None:
         tree = TreeShape()  # generate's default: the EAGLE-2 budget
     tokenizer = load_tokenizer(args.tokenizer or args.target)
+    if problem := tokenizer_mismatch(tokenizer, config):
+        raise ValueError(_foreign_tokenizer(args, tokenizer_dir(args.tokenizer or args.target), problem))
     preset = PRESETS[args.preset or DEFAULT_PRESET[config.model_type]]
     max_pixels = args.max_pixels or preset.max_pixels
     size = lambda h, w: frame_size(config, h, w, max_pixels=max_pixels)  # noqa: E731
@@ -136,6 +138,14 @@ def _sampling(args, preset) -> Sampling:
     if args.max_frames is not None:
         base = dataclasses.replace(base, max_frames=args.max_frames, min_frames=min(base.min_frames, args.max_frames))
     return base
+
+
+def _foreign_tokenizer(args, where, problem) -> str:
+    fix = ("pass --tokenizer with the target's own tokenizer (the Hugging Face directory it was converted from)"
+           if args.tokenizer else
+           f"convert the target again from its Hugging Face directory (python -m convert target --src HF_DIR "
+           f"--dst {args.target} --overwrite), which copies its tokenizer, or pass --tokenizer HF_DIR")
+    return f"the tokenizer in {where} does not belong to --target {args.target}: {problem}; {fix}"
 
 
 def _too_long(prompt, video_tokens, frames, args, need, speculative) -> str:

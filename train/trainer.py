@@ -16,7 +16,6 @@ from jax.experimental import multihost_utils
 from sparrow_jax import checkpoint
 from sparrow_jax.config import DraftConfig
 from sparrow_jax.models import build_model
-from sparrow_jax.prompting import TOKENIZER_DIR, copy_tokenizer_files
 from train import checkpointing, data, sharding
 from train.config import TrainConfig, to_dict
 from train.features import check_meta
@@ -148,8 +147,7 @@ def run(cfg: TrainConfig, mesh=None) -> Trained:
         mngr.close()
     # Gathered to host arrays first: the exported draft loads on any topology (one device, another mesh).
     params = jax.device_get(multihost_utils.process_allgather(state["params"], tiled=True))
-    checkpoint.save(cfg.export, draft.config, params, cfg.target.dtype, overwrite=True)
-    if cfg.mode == "target" and Path(cfg.data.tokenizer).is_dir() and jax.process_index() == 0:
-        # A trained target carries its tokenizer, like a converted checkpoint (python -m infer reads it).
-        copy_tokenizer_files(cfg.data.tokenizer, Path(cfg.export) / TOKENIZER_DIR)
+    # A trained target carries its tokenizer, like a converted checkpoint (python -m infer reads it).
+    tokenizer = cfg.data.tokenizer if cfg.mode == "target" and Path(cfg.data.tokenizer).is_dir() else None
+    checkpoint.save(cfg.export, draft.config, params, cfg.target.dtype, overwrite=True, tokenizer=tokenizer)
     return Trained(state, logger.history, draft.config, cfg.export)
