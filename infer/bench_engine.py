@@ -25,7 +25,7 @@ def engine(args) -> None:
     from sparrow_jax.generation.speculative.oracle import OracleProposer
     from sparrow_jax.generation.speculative.proposer import SparrowProposer
     from sparrow_jax.models import build_model
-    from sparrow_jax.sampling import SamplingConfig
+    from sparrow_jax.sampling import Sampler, SamplingConfig
 
     hf_cfg = Qwen2Config(vocab_size=4096, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
                          num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
@@ -52,7 +52,7 @@ def engine(args) -> None:
         reference = jnp.asarray(np.append(ref.tokens[0, 1:], [0] * (k + 2))[None].astype(np.int32))
         oracle = OracleProposer(reference, jnp.zeros(reference.shape, bool), 4096, TreeShape.chain(k))
         spec = [generate(target, [ids], max_new_tokens=n, draft=oracle) for _ in range(args.repeats + 1)]
-        assert spec[-1].texts() == ref.texts(), "speculative output differs from autoregressive"
+        assert spec[-1].token_ids() == ref.token_ids(), "speculative output differs from autoregressive"
         spec_s = statistics.median(s.stats["decode_s"] for s in spec[1:])
         x = torch.from_numpy(ids[None])
         with torch.no_grad():
@@ -80,7 +80,7 @@ def engine(args) -> None:
             hidden = jnp.asarray(rng.standard_normal((1, seen, lm.hidden_size)), jnp.float32)
             ids = jnp.asarray(rng.integers(0, 4000, (1, seen)), jnp.int32)
             index = jnp.arange(-(-seen // 64) * 64)[None].clip(max=seen - 1).astype(jnp.int32)
-            prompt = PromptState(ids, jnp.zeros((1,), jnp.int32), index, jnp.asarray([seen]))
+            prompt = PromptState(ids, jnp.zeros((1,), jnp.int32), jnp.asarray([1]), Sampler.of(), index, jnp.asarray([seen]))
             state = jax.jit(lambda h, p: prop.start(target, p, hidden=h, first=jnp.asarray([5])))(hidden, prompt)
             propose = jax.jit(lambda st: prop.propose(target, st, root=jnp.asarray([5]), n_out=jnp.asarray([1]),
                                                       key=jax.random.key(0))[0].tokens)

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
             c = compare(target, draft, [ids], [pixels], repeats=args.repeats, warm_prefill=i == 0, tree=tree,
                         max_new_tokens=args.new_tokens, eos_token_id=tokenizer.eos_token_ids,
                         pad_id=tokenizer.pad_token_id)
-            text = tokenizer.decode(c.alone.texts()[0])
+            text = tokenizer.decode(c.alone.token_ids()[0])
             per_video.append({"visual": int((ids == config.video_token_id).sum()), "tau": c.tau, "dsr": c.dsr,
                               "cycle_steps": c.tau / c.dsr,
                               "esr": c.esr, "identical": c.identical, "prefill_s": c.prefill_s,

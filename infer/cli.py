@@ -120,7 +120,7 @@ def run(args) -> int:
     if args.json:
         with Ticker(f"generating (prompt of {len(ids)} tokens)", args.quiet):
             out = generate(target, [ids], [pixels], **kw)
-        tokens = out.texts()[0]
+        tokens = out.token_ids()[0]
         print(json.dumps({"text": tokenizer.decode(tokens), "tokens": tokens, **info, "stats": out.stats}))
         return 0
     streamed = show_stream(stream(target, [ids], [pixels], **kw), tokenizer.decode,

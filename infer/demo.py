@@ -63,7 +63,7 @@ def run(args) -> int:
 
     with Ticker("compiling and timing both", args.quiet):
         c = compare(target, draft, [ids], [pixels], repeats=REPEATS, **spec_kw)
-    same = c.identical and c.speculative.texts() == streamed.output.texts()
+    same = c.identical and c.speculative.token_ids() == streamed.output.token_ids()
     for name, out in (("target alone:  ", c.alone), ("target + draft:", c.speculative)):
         st = out.stats
         say(f"{name} {st['new_tokens']} tokens, decoding {st['decode_s']:.3f} s ({st['decode_tokens_per_s']:.0f} "
@@ -74,7 +74,7 @@ def run(args) -> int:
     if reference is not None:
         from sparrow_jax.synthetic.describe import recall_of_facts
 
-        answer = tokenizer.decode(c.speculative.texts()[0])
+        answer = tokenizer.decode(c.speculative.token_ids()[0])
         say(f"ground truth:   {reference['conversations'][-1]['content']}")
         say(f"facts recalled: {recall_of_facts(answer, reference['facts']):.0%} of the scene's "
             f"{len(reference['facts'])} facts")

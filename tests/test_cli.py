@@ -93,7 +93,7 @@ def expected(ckpt, target, **kw):
     ids, pixels = video_prompt(target.config, tok.prompt_ids(["describe the video"]), video.frames, fps=video.fps)
     out = infer.generate(target, [ids], [pixels], max_new_tokens=MAX_NEW, eos_token_id=tok.eos_token_ids,
                          pad_id=tok.pad_token_id, **kw)
-    return tok.decode(out.texts()[0]), out.texts()[0]
+    return tok.decode(out.token_ids()[0]), out.token_ids()[0]
 
 
 def test_cli_streams_the_generate_output(ckpt, llava, capsys):

@@ -10,11 +10,11 @@ from helpers import make_draft, random_video, video_prompt
 
 import infer
 from sparrow_jax.generation import PromptState
-from sparrow_jax.generation import engine as generation_module
+from sparrow_jax.generation import decoding as generation_module
 from sparrow_jax.config import DraftConfig
 from sparrow_jax.kv_cache import causal_mask
 from sparrow_jax.models import build_model
-from sparrow_jax.sampling import SamplingConfig
+from sparrow_jax.sampling import Sampler, SamplingConfig
 from sparrow_jax.generation.speculative.proposer import SparrowProposer
 from sparrow_jax.generation.speculative.oracle import OracleProposer
 from sparrow_jax.generation.speculative.tree import TreeShape
@@ -24,7 +24,8 @@ MAX_NEW = 20
 
 def text_prompt(ids, index, count):
     """The PromptState a proposer starts from: one row's ids, the draft's text positions (padded), how many."""
-    return PromptState(jnp.asarray(ids[None]), jnp.zeros((1,), jnp.int32), jnp.asarray(index), jnp.asarray([count]))
+    return PromptState(jnp.asarray(ids[None]), jnp.zeros((1,), jnp.int32), jnp.asarray([1]), Sampler.of(),
+                       jnp.asarray(index), jnp.asarray([count]))
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def batch():
 
 @pytest.fixture(scope="module")
 def greedy_ref(llava, batch):
-    return infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW).texts()
+    return infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW).token_ids()
 
 
 @pytest.mark.parametrize("tree", [TreeShape.chain(1), TreeShape.chain(4), TreeShape(4, 2, 12), TreeShape()],
@@ -45,7 +46,7 @@ def greedy_ref(llava, batch):
 def test_sparrow_draft_greedy_is_lossless(llava, batch, greedy_ref, tree):
     target = llava[3]
     out = infer.generate(target, *batch, max_new_tokens=MAX_NEW, draft=make_draft(target, window=8), tree=tree)
-    assert out.texts() == greedy_ref
+    assert out.token_ids() == greedy_ref
     assert out.stats["cycles"] >= 1 and len(out.stats["acceptance"]) == tree.max_depth
 
 
@@ -65,7 +66,7 @@ def test_chain_drafting_builds_the_top_k_tree(k):
 
     args = (step, lambda out: out @ head, jnp.asarray([3, 7]), jnp.asarray(rng.standard_normal((b, h)), jnp.float32),
             jnp.asarray([5, 9]))
-    chain = tree_mod.draft_tree(*args, shape, SamplingConfig(), jax.random.key(0))
+    chain = tree_mod.draft_tree(*args, shape, Sampler.of(), jax.random.key(0))
     ranked = tree_mod._draft_top_k(*args, shape)
     for field in ("tokens", "parent", "depth", "mask", "valid"):
         np.testing.assert_array_equal(getattr(chain, field), getattr(ranked, field), err_msg=field)
@@ -81,7 +82,7 @@ def oracle(reference, tree, poison=None):
 def test_oracle_full_acceptance_reaches_max_tau(llava, batch, greedy_ref):
     tree = TreeShape(top_k=2, depth=3, total=8)  # chain of 4 + 3 wrong siblings
     out = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, draft=oracle(greedy_ref, tree))
-    assert out.texts() == greedy_ref
+    assert out.token_ids() == greedy_ref
     # 19 tokens after the first, 5 per cycle: 4 cycles per row, the last one truncated at max_new.
     assert out.stats["cycles"] == 8
     assert out.stats["acceptance"][:3] == [1.0, 1.0, 1.0]
@@ -91,7 +92,7 @@ def test_partial_acceptance_and_ragged_rows_stay_lossless(llava, batch, greedy_r
     tree = TreeShape(top_k=2, depth=3, total=8)
     poison = np.random.default_rng(0).random((2, 64)) < 0.3
     out = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, draft=oracle(greedy_ref, tree, poison))
-    assert out.texts() == greedy_ref
+    assert out.token_ids() == greedy_ref
     assert 1.0 < out.stats["tau"] < 5.0
 
 
@@ -100,8 +101,8 @@ def test_eos_inside_an_accepted_block(llava, batch, greedy_ref):
     eos = greedy_ref[1][7]  # falls inside row 1's second block of 5
     ref = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, eos_token_id=eos)
     out = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, eos_token_id=eos, draft=oracle(greedy_ref, tree))
-    assert out.texts() == ref.texts()
-    assert list(out.lengths) == list(ref.lengths) and out.texts()[1][-1] == eos
+    assert out.token_ids() == ref.token_ids()
+    assert list(out.lengths) == list(ref.lengths) and out.token_ids()[1][-1] == eos
     assert np.all(out.tokens[1, out.lengths[1]:] == 0)
 
 
@@ -162,19 +163,19 @@ def test_batch_of_one_and_ragged_batch_of_three(llava):
     _, pix = random_video(rng, 3, 1)
     draft = make_draft(target, window=8)
     for rows in (slice(0, 1), slice(0, 3)):
-        ref = infer.generate(target, prompts[rows], pix[rows], max_new_tokens=12).texts()
+        ref = infer.generate(target, prompts[rows], pix[rows], max_new_tokens=12).token_ids()
         for tree in (TreeShape.chain(3), TreeShape(3, 2, 9)):
             got = infer.generate(target, prompts[rows], pix[rows], max_new_tokens=12, draft=draft, tree=tree)
-            assert got.texts() == ref
+            assert got.token_ids() == ref
         full = oracle(ref, TreeShape(2, 2, 6))
-        assert infer.generate(target, prompts[rows], pix[rows], max_new_tokens=12, draft=full).texts() == ref
+        assert infer.generate(target, prompts[rows], pix[rows], max_new_tokens=12, draft=full).token_ids() == ref
 
 
 def test_always_wrong_proposer_accepts_nothing(llava, batch, greedy_ref):
     tree = TreeShape(top_k=2, depth=2, total=6)
     wrong = oracle(greedy_ref, tree, poison=np.ones((2, 64), bool))
     out = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, draft=wrong)
-    assert out.texts() == greedy_ref
+    assert out.token_ids() == greedy_ref
     assert out.stats["tau"] == 1.0 and out.stats["acceptance"] == [0.0, 0.0, 0.0]
 
 
@@ -223,4 +224,4 @@ def test_baseline_draft_that_sees_visual_tokens(llava, batch, greedy_ref):
     assert list(everything) == [len(p) for p in prompts] and all(text_only < everything)
     out = infer.generate(target, prompts, pix, max_new_tokens=MAX_NEW, draft=make_draft(target, window=128),
                          tree=TreeShape.chain(3), draft_sees_visual=True)
-    assert out.texts() == greedy_ref
+    assert out.token_ids() == greedy_ref

@@ -17,7 +17,7 @@ from flax import struct
 from helpers import make_draft
 
 import infer
-from sparrow_jax.sampling import SamplingConfig, log_probs
+from sparrow_jax.sampling import Sampler, SamplingConfig, log_probs
 from sparrow_jax.generation.speculative.oracle import OracleProposer
 from sparrow_jax.generation.speculative.tree import Tree, TreeShape, ancestor_mask
 
@@ -27,7 +27,7 @@ PROMPT = [5, 17, 42, 9, 33, 71]
 
 
 def exact_distribution(target):
-    cfg = SamplingConfig(TEMP, TOP_K)
+    cfg = Sampler.of(SamplingConfig(TEMP, TOP_K))
     probs = {}
     def dist(prefix):
         logits = target(jnp.asarray([PROMPT + list(prefix)]))[0, -1]

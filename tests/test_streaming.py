@@ -37,11 +37,11 @@ def test_stream_equals_generate(llava, batch, kind):
     if kind.startswith("sampled"):
         kw.update(temperature=0.8, top_k=20, seed=5)
     ref = infer.generate(target, *batch, **kw)
-    eos = ref.texts()[0][4]  # row 0 stops early, row 1 runs on
+    eos = ref.token_ids()[0][4]  # row 0 stops early, row 1 runs on
     ref = infer.generate(target, *batch, eos_token_id=eos, **kw)
     s = infer.stream(target, *batch, eos_token_id=eos, steps_per_call=2 if kind == "tree" else 1, **kw)
     got = streamed(s)
-    assert got == ref.texts()
-    assert s.output.texts() == ref.texts()
+    assert got == ref.token_ids()
+    assert s.output.token_ids() == ref.token_ids()
     for key in ("new_tokens", "cycles", "tau", "acceptance"):
         assert s.output.stats[key] == ref.stats[key], key

@@ -40,7 +40,7 @@ def regenerate(records, target, tok, cfg_data, cfg_regen, progress: bool = True)
                        temperature=cfg_regen.temperature, eos_token_id=tok.eos_ids, pad_id=tok.pad_id,
                        seed=start)
         stop = set(tok.eos_ids) | set(visual_token_ids(target.config))
-        for at, rec, tokens in zip(batch, chunk, gen.texts()):
+        for at, rec, tokens in zip(batch, chunk, gen.token_ids()):
             # An answer ends at EOS; a (random) target that emits a visual placeholder ends there too,
             # since a placeholder in an answer would not match the video's features.
             cut = [i for i, t in enumerate(tokens) if t in stop]

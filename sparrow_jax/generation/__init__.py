@@ -7,11 +7,12 @@ the entry points.
 """
 
 from sparrow_jax.generation.comparison import Comparison, compare
-from sparrow_jax.generation.engine import generate
+from sparrow_jax.generation.engine import Engine, generate, stream
+from sparrow_jax.generation.generation_config import GenerationConfig
 from sparrow_jax.generation.setup import kv_slots_needed
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.generation.state import DecodeConfig, GenerateOutput, PromptState
-from sparrow_jax.generation.streaming import TokenStream, stream
+from sparrow_jax.generation.streaming import TokenStream
 
-__all__ = ["Comparison", "DecodeConfig", "GenerateOutput", "PromptState", "TokenStream", "TreeShape", "compare",
-           "generate", "kv_slots_needed", "stream"]
+__all__ = ["Comparison", "DecodeConfig", "Engine", "GenerateOutput", "GenerationConfig", "PromptState", "TokenStream",
+           "TreeShape", "compare", "generate", "kv_slots_needed", "stream"]

@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from sparrow_jax.generation.state import DecodeConfig
+from sparrow_jax.generation.state import DecodeConfig, PromptState
 from sparrow_jax.kv_cache import KVCache
-from sparrow_jax.sampling import sample
+from sparrow_jax.sampling import penalize, sample, seen_tokens
 
 
 @struct.dataclass
@@ -20,26 +20,35 @@ class ARState:
     done: jax.Array  # [B]
     lengths: jax.Array  # [B]
     cache: KVCache
-    rope_delta: jax.Array  # [B]
+    prompt: PromptState
     key: jax.Array
+    seen: jax.Array | None = None  # [B, V] tokens so far (prompt included), when a repetition penalty applies
 
 
-def start(logits, cache: KVCache, rope_delta, *, key, config: DecodeConfig) -> ARState:
+def start(logits, cache: KVCache, prompt: PromptState, *, key, config: DecodeConfig) -> ARState:
     """The loop state after prefill (`logits` [B, V] at each row's last prompt token): the first token
     sampled."""
     b, max_new = logits.shape[0], config.max_new_tokens
     key, sub = jax.random.split(key)
-    first = sample(sub, logits, config.sampling)
+    seen = seen_tokens(prompt.ids, cache.lengths, logits.shape[-1]) if prompt.sampler.penalize else None
+    first = sample(sub, penalize(logits, seen, prompt.sampler), prompt.sampler)
     return ARState(
         step=jnp.int32(1),
         tokens=jnp.full((b, max_new), config.pad_id, jnp.int32).at[:, 0].set(first),
         last=first,
-        done=config.is_stop(first) | (max_new <= 1),
+        done=config.is_stop(first) | (prompt.max_new <= 1),
         lengths=jnp.ones((b,), jnp.int32),
         cache=cache,
-        rope_delta=rope_delta,
+        prompt=prompt,
         key=key,
+        seen=None if seen is None else _add(seen, first),
     )
+
+
+def _add(seen, tokens):
+    """`seen` [B, V] with each row's token of `tokens` [B] (or several, [B, n]) marked."""
+    tokens = tokens.reshape(tokens.shape[0], -1)
+    return seen.at[jnp.arange(seen.shape[0])[:, None], tokens].set(True, mode="drop")
 
 
 def running(s: ARState, config: DecodeConfig):
@@ -48,19 +57,20 @@ def running(s: ARState, config: DecodeConfig):
 
 def step(target, s: ARState, config: DecodeConfig) -> ARState:
     """One autoregressive token for every row (rows already done get pad_id)."""
-    positions = (s.cache.lengths + s.rope_delta)[:, None]
+    positions = (s.cache.lengths + s.prompt.rope_delta)[:, None]
     out = target.decode(target.embed(s.last[:, None]), positions, cache=s.cache)
     key, sub = jax.random.split(s.key)
-    tok = sample(sub, target.logits(out.hidden[:, 0]), config.sampling)
+    tok = sample(sub, penalize(target.logits(out.hidden[:, 0]), s.seen, s.prompt.sampler), s.prompt.sampler)
     tok = jnp.where(s.done, config.pad_id, tok)
     return s.replace(
         step=s.step + 1,
         tokens=s.tokens.at[:, s.step].set(tok),
         last=tok,
-        done=s.done | config.is_stop(tok),
+        done=s.done | config.is_stop(tok) | (s.step + 1 >= s.prompt.max_new),
         lengths=s.lengths + (~s.done).astype(jnp.int32),
         cache=out.cache.advance(1),
         key=key,
+        seen=None if s.seen is None else _add(s.seen, tok),
     )
 
 

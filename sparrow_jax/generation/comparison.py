@@ -16,7 +16,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from sparrow_jax.generation.engine import run_decode, run_prefill
+from sparrow_jax.generation.decoding import run_decode, run_prefill
 from sparrow_jax.generation.setup import setup
 from sparrow_jax.generation.state import GenerateOutput
 
@@ -29,7 +29,7 @@ class Comparison:
 
     @property
     def identical(self) -> bool:
-        return self.alone.texts() == self.speculative.texts()
+        return self.alone.token_ids() == self.speculative.token_ids()
 
     @property
     def tau(self) -> float:

@@ -15,7 +15,7 @@ from sparrow_jax.generation.speculative.proposer import Proposer, SparrowPropose
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.generation.state import DecodeConfig, PromptState
 from sparrow_jax.inputs import PromptBatch, bucket, pad_to, prepare, text_positions
-from sparrow_jax.sampling import SamplingConfig
+from sparrow_jax.sampling import Sampler, SamplingConfig
 
 
 @dataclasses.dataclass
@@ -28,6 +28,7 @@ class Request:
     prompt: PromptState
     capacity: int
     chunk: int  # prefill chunk
+    max_new_tokens: int  # as asked (config.max_new_tokens is its bucket)
     config: DecodeConfig
     proposer: Proposer | None
     key: jax.Array
@@ -42,6 +43,7 @@ def setup(
     temperature: float = 0.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
     eos_token_id: int | list[int] | None = None,
     pad_id: int = 0,
     seed: int = 0,
@@ -56,7 +58,7 @@ def setup(
     """The `Request` for `generate`'s arguments (see there); `stream` and `compare` start from it too."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    sampling = SamplingConfig(temperature, top_k, top_p)
+    sampler = Sampler.of(SamplingConfig(temperature, top_k, top_p, repetition_penalty))
     batch = prompts if isinstance(prompts, PromptBatch) else prepare(
         target.config, prompts, video, pad_id=pad_id, multiple=prompt_bucket
     )
@@ -68,7 +70,7 @@ def setup(
     if draft is not None and not hasattr(draft, "propose"):  # a draft model: wrap it as the Sparrow proposer
         if problem := draft_mismatch(draft.config, target.lm.config):
             raise ValueError(problem)
-        draft = SparrowProposer.create(draft, tree or TreeShape(), sampling, draft_chunk)
+        draft = SparrowProposer.create(draft, tree or TreeShape(), sampler, draft_chunk)
     shape = None if draft is None else draft.shape
     need = _slots(width, max_new_tokens, shape)
     capacity = round_capacity(need) if capacity is None else capacity
@@ -83,10 +85,17 @@ def setup(
     if draft is not None:
         text_index, text_len = map(jnp.asarray, text_positions(batch, target.config, draft_chunk, draft_sees_visual))
     graphdef, params = nnx.split(target)
-    prompt = PromptState(jnp.asarray(batch.input_ids), jnp.asarray(batch.rope_delta), text_index, text_len)
-    config = DecodeConfig(max_new_tokens, sampling, int(pad_id), tuple(int(t) for t in stops), shape)
-    return Request(graphdef, params, batch, prompt, capacity, min(width, prefill_chunk), config, draft,
-                   jax.random.key(seed))
+    prompt = PromptState(jnp.asarray(batch.input_ids), jnp.asarray(batch.rope_delta),
+                         jnp.full((batch.batch,), max_new_tokens, jnp.int32), sampler, text_index, text_len)
+    config = DecodeConfig(token_bucket(max_new_tokens), int(pad_id), tuple(int(t) for t in stops), shape)
+    return Request(graphdef, params, batch, prompt, capacity, min(width, prefill_chunk), max_new_tokens, config,
+                   draft, jax.random.key(seed))
+
+
+def token_bucket(max_new_tokens: int) -> int:
+    """The token buffer a request of `max_new_tokens` decodes into: a power of two (at least 16), so
+    requests of similar lengths share one compiled program (each row stops at its own limit)."""
+    return max(16, 1 << (max_new_tokens - 1).bit_length())
 
 
 def kv_slots_needed(prompt_tokens: int, max_new_tokens: int, tree: TreeShape | None = None,

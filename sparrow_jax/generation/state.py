@@ -12,15 +12,16 @@ from flax import struct
 
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.kv_cache import KVCache
-from sparrow_jax.sampling import SamplingConfig
+from sparrow_jax.sampling import Sampler
 
 
 @dataclasses.dataclass(frozen=True)
 class DecodeConfig:
-    """How to decode: static (hashable), so it is a compile-time argument of the decode jits."""
+    """How to decode: static (hashable), so it is a compile-time argument of the decode jits. What may
+    change from request to request without recompiling (sampling values, each row's token limit) is in
+    `PromptState`."""
 
-    max_new_tokens: int
-    sampling: SamplingConfig = SamplingConfig()
+    max_new_tokens: int  # the token buffer's length: the most any row may generate (rows: PromptState.max_new)
     pad_id: int = 0
     stop_ids: tuple[int, ...] = ()  # a row stops after any of these
     tree: TreeShape | None = None  # the proposer's draft budget; None: autoregressive
@@ -41,6 +42,8 @@ class PromptState:
 
     ids: jax.Array  # [B, L] prompt token ids, right-padded
     rope_delta: jax.Array  # [B] position of the token at cache slot s is s + rope_delta
+    max_new: jax.Array  # [B] tokens each row may generate (<= DecodeConfig.max_new_tokens)
+    sampler: Sampler  # sampling values (traced) and mode (static)
     text_index: jax.Array | None = None  # [B, T] prompt positions the draft reads (speculative only)
     text_len: jax.Array | None = None  # [B] how many of them are real
 
@@ -59,8 +62,10 @@ class GenerateOutput:
     tokens: np.ndarray  # [B, max_new_tokens] int32; positions past a row's length hold pad_id
     lengths: np.ndarray  # [B] generated tokens per row, a final EOS included
     stats: dict  # prefill_s, decode_s, new_tokens, cycles, tau, acceptance, decode_tokens_per_s
+    text: list[str] | None = None  # each row's decoded text, when generated with a tokenizer (`Engine`)
 
-    def texts(self) -> list[list[int]]:
+    def token_ids(self) -> list[list[int]]:
+        """Each row's generated token ids (a final EOS included)."""
         return [t[:n].tolist() for t, n in zip(self.tokens, self.lengths)]
 
 

@@ -21,15 +21,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sparrow_jax.generation import autoregressive
-from sparrow_jax.generation.engine import run_prefill
-from sparrow_jax.generation.setup import Request, setup
+from sparrow_jax.generation.decoding import run_prefill
+from sparrow_jax.generation.setup import Request
 from sparrow_jax.generation.speculative import loop
 from sparrow_jax.generation.state import DecodeConfig, GenerateOutput, generation_stats
 
 
 @partial(jax.jit, static_argnames=("config",), donate_argnames=("cache",))
-def _ar_begin(logits, cache, rope_delta, key, config: DecodeConfig):
-    return autoregressive.start(logits, cache, rope_delta, key=key, config=config)
+def _ar_begin(prompt, logits, cache, key, config: DecodeConfig):
+    return autoregressive.start(logits, cache, prompt, key=key, config=config)
 
 
 @partial(jax.jit, static_argnames=("graphdef", "config", "steps"), donate_argnames=("s",))
@@ -57,18 +57,18 @@ class TokenStream:
     """Iterate to decode: each item is, per row, the list of token ids accepted by one jitted call.
     After the iteration, `output` holds the GenerateOutput that `generate` returns."""
 
-    def __init__(self, request: Request, steps: int):
-        self._request, self._steps = request, steps
+    def __init__(self, request: Request, steps: int, finish=None):
+        self._request, self._steps, self._finish = request, steps, finish or (lambda out: out)
         self.output: GenerateOutput | None = None
         self.prefill_s: float | None = None
 
     def __iter__(self):
         r = self._request
-        config, max_new = r.config, r.config.max_new_tokens
+        config, max_new = r.config, r.max_new_tokens
         p, self.prefill_s = run_prefill(r)
         t1 = time.perf_counter()
         if r.proposer is None:
-            s = _ar_begin(p.logits, p.cache, r.prompt.rope_delta, r.key, config)
+            s = _ar_begin(r.prompt, p.logits, p.cache, r.key, config)
             advance = lambda s: _ar_advance(r.graphdef, r.params, s, config, steps=self._steps)  # noqa: E731
             count = lambda s: s.lengths  # noqa: E731
         else:
@@ -89,14 +89,5 @@ class TokenStream:
         else:
             cycles, accepted = jax.device_get((s.cycles, s.accepted))
         tokens = tokens[:, :max_new]
-        self.output = GenerateOutput(tokens, n, generation_stats(n, cycles, accepted, self.prefill_s,
-                                                                 time.perf_counter() - t1))
-
-
-def stream(target, prompts, video=None, *, steps_per_call: int = 1, **options) -> TokenStream:
-    """`generate` with the same arguments (`options` are generate's keyword arguments), as a TokenStream:
-    iterate it to decode, `steps_per_call` tokens (or speculative cycles) per jitted call. Arguments are
-    checked here; prefill runs when the iteration starts."""
-    if steps_per_call < 1:
-        raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
-    return TokenStream(setup(target, prompts, video, **options), steps_per_call)
+        self.output = self._finish(GenerateOutput(tokens, n, generation_stats(n, cycles, accepted, self.prefill_s,
+                                                                              time.perf_counter() - t1)))

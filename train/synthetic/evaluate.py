@@ -33,7 +33,7 @@ def evaluate(target, tokenizer, frames: int, seeds, batch: int = 16, max_new_tok
                    for sc in scenes]
         out = generate(target, [p for p, _ in prompts], [v for _, v in prompts], max_new_tokens=max_new_tokens,
                        eos_token_id=tokenizer.eos_token_ids, pad_id=tokenizer.pad_token_id)
-        scores += [recall(tokenizer.decode(t), sc) for t, sc in zip(out.texts(), scenes)]
+        scores += [recall(tokenizer.decode(t), sc) for t, sc in zip(out.token_ids(), scenes)]
     visual = int(target.config.num_video_tokens(frames))
     return {"frames": frames, "visual_tokens": visual, "scenes": len(scores), "recall": float(np.mean(scores)),
             "complete": float(np.mean([s == 1.0 for s in scores]))}

@@ -16,7 +16,7 @@ from sparrow_jax.generation.speculative import verify
 from sparrow_jax.generation.speculative.proposer import Accepted, Proposer
 from sparrow_jax.generation.state import DecodeConfig, PromptState
 from sparrow_jax.kv_cache import KVCache
-from sparrow_jax.sampling import sample
+from sparrow_jax.sampling import penalize, sample, seen_tokens
 
 
 @struct.dataclass
@@ -31,6 +31,7 @@ class SpecState:
     cycles: jax.Array  # [B]
     accepted: jax.Array  # [B, max_depth] cycles whose accepted path reached depth d + 1
     key: jax.Array
+    seen: jax.Array | None = None  # [B, V] tokens so far (prompt included), when a repetition penalty applies
 
 
 def start(target, proposer: Proposer, prompt: PromptState, *, logits, hidden, cache: KVCache, key,
@@ -40,12 +41,14 @@ def start(target, proposer: Proposer, prompt: PromptState, *, logits, hidden, ca
     b, max_new = logits.shape[0], config.max_new_tokens
     dmax = config.tree.max_depth
     key, k0 = jax.random.split(key)
-    first = sample(k0, logits, config.sampling)
+    seen = seen_tokens(prompt.ids, cache.lengths, logits.shape[-1]) if prompt.sampler.penalize else None
+    first = sample(k0, penalize(logits, seen, prompt.sampler), prompt.sampler)
     return SpecState(
         cache=cache, proposer=proposer.start(target, prompt, hidden=hidden, first=first), prompt=prompt,
         root=first, tokens=jnp.full((b, max_new + dmax + 1), config.pad_id, jnp.int32).at[:, 0].set(first),
-        n_out=jnp.ones((b,), jnp.int32), done=config.is_stop(first) | (max_new <= 1),
+        n_out=jnp.ones((b,), jnp.int32), done=config.is_stop(first) | (prompt.max_new <= 1),
         cycles=jnp.zeros((b,), jnp.int32), accepted=jnp.zeros((b, dmax), jnp.int32), key=key,
+        seen=None if seen is None else seen.at[jnp.arange(b), first].set(True),
     )
 
 
@@ -55,7 +58,7 @@ def running(s: SpecState):
 
 def cycle(target, proposer: Proposer, s: SpecState, config: DecodeConfig) -> SpecState:
     """One draft -> verify -> accept -> compact -> commit cycle (rows already done are left as they are)."""
-    shape, sampling, pad_id = config.tree, config.sampling, config.pad_id
+    shape, sampling, pad_id = config.tree, s.prompt.sampler, config.pad_id
     dmax = shape.max_depth
     i = jnp.arange(dmax + 1)
     key, k_draft, k_accept = jax.random.split(s.key, 3)
@@ -63,6 +66,9 @@ def cycle(target, proposer: Proposer, s: SpecState, config: DecodeConfig) -> Spe
     positions = s.cache.lengths[:, None] + tree.depth + s.prompt.rope_delta[:, None]
     out = target.decode(target.embed(tree.tokens), positions, cache=s.cache, mask=tree.mask)
     vlogits = target.logits(out.hidden)
+    if s.seen is not None:  # each node's logits see the tokens so far plus its own path's
+        on_path = jnp.einsum("bnm,bmv->bnv", tree.mask.astype(jnp.float32), jax.nn.one_hot(tree.tokens, vlogits.shape[-1]))
+        vlogits = penalize(vlogits, s.seen[:, None] | (on_path > 0), sampling)
     if sampling.greedy:
         n, path, bonus = verify.greedy(tree, vlogits, dmax)
     elif shape.is_chain:
@@ -76,12 +82,12 @@ def cycle(target, proposer: Proposer, s: SpecState, config: DecodeConfig) -> Spe
     active = ~s.done
     stops = config.is_stop(seq) & (i <= n[:, None])
     first_stop = jnp.where(jnp.any(stops, axis=1), jnp.argmax(stops, axis=1), dmax + 1)
-    count = jnp.minimum(jnp.minimum(n + 1, first_stop + 1), config.max_new_tokens - s.n_out)
+    count = jnp.minimum(jnp.minimum(n + 1, first_stop + 1), s.prompt.max_new - s.n_out)
     count = jnp.where(active, count, 0)
     written = jnp.where(i < count[:, None], seq, pad_id)
     tokens = jax.vmap(lambda buf, w, at: jax.lax.dynamic_update_slice(buf, w, (at,)))(s.tokens, written, s.n_out)
     n_out = s.n_out + count
-    done = s.done | (active & ((first_stop < n + 1) | (n_out >= config.max_new_tokens)))
+    done = s.done | (active & ((first_stop < n + 1) | (n_out >= s.prompt.max_new)))
 
     # A chain's accepted nodes already sit in consecutive slots: nothing to compact.
     cache = out.cache if shape.is_chain else out.cache.compact(path)
@@ -93,6 +99,8 @@ def cycle(target, proposer: Proposer, s: SpecState, config: DecodeConfig) -> Spe
         done=done, cycles=s.cycles + active.astype(jnp.int32),
         accepted=s.accepted + (active[:, None] & (n[:, None] >= jnp.arange(1, dmax + 1))).astype(jnp.int32),
         key=key,
+        seen=None if s.seen is None else s.seen.at[jnp.arange(seq.shape[0])[:, None], jnp.where(  # V: dropped
+            i < count[:, None], seq, s.seen.shape[1])].set(True, mode="drop"),
     )
 
 

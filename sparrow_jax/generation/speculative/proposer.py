@@ -15,7 +15,7 @@ from flax import nnx, struct
 from sparrow_jax.generation.speculative.tree import Tree, TreeShape, draft_tree
 from sparrow_jax.generation.speculative.window_cache import WindowCache
 from sparrow_jax.kv_cache import causal_mask
-from sparrow_jax.sampling import SamplingConfig
+from sparrow_jax.sampling import Sampler, SamplingConfig
 
 
 @struct.dataclass
@@ -66,12 +66,14 @@ class SparrowProposer:
     graphdef: object = struct.field(pytree_node=False)
     params: object
     shape: TreeShape = struct.field(pytree_node=False)
-    sampling: SamplingConfig = struct.field(pytree_node=False)
+    sampling: Sampler  # traced values (T > 0 chains draw from the draft's processed distribution)
     chunk: int = struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, draft, shape: TreeShape, sampling: SamplingConfig, chunk: int = 64) -> "SparrowProposer":
+    def create(cls, draft, shape: TreeShape, sampling: Sampler | SamplingConfig = SamplingConfig(),
+               chunk: int = 64) -> "SparrowProposer":
         graphdef, params = nnx.split(draft)
+        sampling = Sampler.of(sampling) if isinstance(sampling, SamplingConfig) else sampling
         return cls(graphdef, params, shape, sampling, chunk)
 
     @property
