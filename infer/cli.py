@@ -15,7 +15,7 @@ import dataclasses
 import json
 import sys
 
-from infer.options import tree_shape
+from infer.options import DEFAULT_MAX_NEW, tree_shape
 from infer.terminal import Ticker, show_stream, stats_line
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.video import DEFAULT_PRESET, PRESETS, Sampling
@@ -35,12 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", action="append", help="a user turn; repeat for more user turns; required without --demo")
     p.add_argument("--system", help="system prompt (default: the chat template's own, if any)")
     p.add_argument("--tokenizer", help="directory with the tokenizer files (default: TARGET/tokenizer)")
-    g = p.add_argument_group("generation")
-    g.add_argument("--max-new-tokens", type=int, default=256)
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0, help="0 = no top-k filter")
-    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("generation (unset: the checkpoint's generation_config.json, else the default shown)")
+    g.add_argument("--max-new-tokens", type=int, help=f"default {DEFAULT_MAX_NEW}")
+    g.add_argument("--temperature", type=float, help="0 = greedy (default 0)")
+    g.add_argument("--top-p", type=float, help="default 1 (off)")
+    g.add_argument("--top-k", type=int, help="0 = no top-k filter (default 0)")
+    g.add_argument("--repetition-penalty", type=float, help="HF's repetition penalty (default 1 = off)")
+    g.add_argument("--seed", type=int, help="default 0")
     g.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
                    help=f"most KV cache slots a request may use (default {DEFAULT_CAPACITY})")
     g.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: as converted)")
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
 def run(args) -> int:
     import sparrow_jax
     from sparrow_jax import checkpoint
-    from sparrow_jax.generation import generate, kv_slots_needed, stream
+    from sparrow_jax.generation import Engine, GenerationConfig, kv_slots_needed
     from sparrow_jax.processing import frame_size, video_prompt
     from sparrow_jax.prompting import load_tokenizer, tokenizer_dir, tokenizer_mismatch
     from sparrow_jax.video import read_video
@@ -107,23 +108,27 @@ def run(args) -> int:
     video = read_video(args.video, _sampling(args, preset), size, progress=not args.quiet)
     ids = tokenizer.prompt_ids(args.prompt, args.system)
     ids, pixels = video_prompt(config, ids, video.frames, fps=video.fps, max_pixels=max_pixels)
+    settings = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("temperature", args.temperature),
+                                  ("top_k", args.top_k), ("top_p", args.top_p),
+                                  ("repetition_penalty", args.repetition_penalty), ("seed", args.seed))
+                if v is not None}
+    defaults = GenerationConfig(max_new_tokens=DEFAULT_MAX_NEW).merged(GenerationConfig.from_checkpoint(args.target))
+    args.max_new_tokens = defaults.merged(settings).max_new_tokens  # for the capacity check and its message
+    defaults.merged(settings).sampling_config()  # bad values fail here, before the weights load
     need = kv_slots_needed(len(ids), args.max_new_tokens, tree)
     if need > args.capacity:
         raise ValueError(_too_long(len(ids), int((ids == config.video_token_id).sum()), len(video.frames),
                                    args, need, draft_config is not None))
     target = sparrow_jax.load(args.target, args.dtype)
     draft = None if draft_config is None else checkpoint.load_draft(args.draft, draft_config, args.window, args.dtype)
-    kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-              eos_token_id=tokenizer.eos_token_ids, pad_id=tokenizer.pad_token_id, seed=args.seed, draft=draft,
-              tree=tree)
+    engine = Engine(target, draft, tree=tree, tokenizer=tokenizer, generation_config=defaults)
     info = {"prompt_tokens": len(ids), "frames": len(video.frames), "frame_size": list(video.frames.shape[1:3])}
     if args.json:
         with Ticker(f"generating (prompt of {len(ids)} tokens)", args.quiet):
-            out = generate(target, [ids], [pixels], **kw)
-        tokens = out.token_ids()[0]
-        print(json.dumps({"text": tokenizer.decode(tokens), "tokens": tokens, **info, "stats": out.stats}))
+            out = engine.generate([ids], [pixels], **settings)
+        print(json.dumps({"text": out.text[0], "tokens": out.token_ids()[0], **info, "stats": out.stats}))
         return 0
-    streamed = show_stream(stream(target, [ids], [pixels], **kw), tokenizer.decode,
+    streamed = show_stream(engine.stream([ids], [pixels], **settings), tokenizer.decode,
                          f"prefill ({len(ids)} tokens)", args.quiet)
     print(stats_line(streamed.output.stats), file=sys.stderr)
     return 0

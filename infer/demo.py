@@ -8,7 +8,7 @@ temperature 0 they must be). `--target/--draft/--video/--frames` replace the shi
 
 from __future__ import annotations
 
-from infer.options import tree_shape
+from infer.options import DEFAULT_MAX_NEW, tree_shape
 from infer.terminal import Ticker, show_stream
 
 REPEATS = 3
@@ -51,7 +51,7 @@ def run(args) -> int:
     kind = f"a chain of {shape.max_depth}" if shape.is_chain else f"a tree {shape.top_k}/{shape.depth}/{shape.total}"
     say(f"drafting: {kind} per cycle (--chain K / --tree TOPK,DEPTH,TOTAL)")
 
-    kw = dict(max_new_tokens=args.max_new_tokens, eos_token_id=tokenizer.eos_token_ids,
+    kw = dict(max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW, eos_token_id=tokenizer.eos_token_ids,
               pad_id=tokenizer.pad_token_id)
     spec_kw = dict(kw, tree=shape)
     if args.temperature:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sparrow_jax.generation.speculative.tree import TreeShape
 
+DEFAULT_MAX_NEW = 256  # new tokens when neither --max-new-tokens nor the checkpoint's generation config says
+
 
 def tree_shape(args, speculative: bool):
     """The draft budget given by --chain / --tree (None when neither is given)."""

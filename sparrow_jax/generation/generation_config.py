@@ -15,6 +15,8 @@ import json
 import warnings
 from pathlib import Path
 
+from sparrow_jax.sampling import SamplingConfig
+
 GENERATION_CONFIG = "generation_config.json"
 # HF fields read here; others in a generation_config.json (bos_token_id, transformers_version, ...) are
 # not settings of decoding and are ignored.
@@ -88,6 +90,11 @@ class GenerationConfig:
                 raise TypeError(f"unknown generation settings {sorted(unknown)}; known: {', '.join(_FIELDS)}")
             out = dataclasses.replace(out, **{k: v for k, v in fields.items() if v is not None})
         return out
+
+    def sampling_config(self) -> SamplingConfig:
+        """The checked sampling values (an error names a bad one)."""
+        penalty = 1.0 if self.repetition_penalty is None else self.repetition_penalty
+        return SamplingConfig(**self.sampling(), repetition_penalty=penalty)
 
     def sampling(self) -> dict:
         """The engine's sampling arguments (temperature 0 = greedy) under HF's rules."""
