@@ -7,6 +7,7 @@ import sys
 
 from convert.draft import convert_draft
 from convert.target import DTYPES, convert_target, export
+from sparrow_jax.errors import add_debug_flag, run_cli
 
 
 def main(argv=None) -> int:
@@ -28,25 +29,26 @@ def main(argv=None) -> int:
     e = sub.add_parser("export", help="converted checkpoint -> HF directory (safetensors)")
     e.add_argument("--src", required=True, help="converted checkpoint directory")
     e.add_argument("--dst", required=True, help="output HF directory")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        if args.command == "target":
-            if not convert_target(args.src, args.dst, args.dtype, args.overwrite):
-                print(f"note: no tokenizer files in {args.src}; `python -m infer` needs them in {args.dst}/tokenizer/",
-                      file=sys.stderr)
-        elif args.command == "draft":
-            dropped = convert_draft(args.src, args.target, args.dst, args.window, args.pinned, args.dtype,
-                                    args.overwrite)
-            if dropped:
-                print(f"note: dropped {', '.join(dropped)}: the draft uses the target's own", file=sys.stderr)
-        else:
-            export(args.src, args.dst)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    # A mistake (a missing or damaged file, a model of another kind, a mismatched key) is one line, exit 2.
+    return run_cli(lambda: _run(args), args.debug, extra=(KeyError, ImportError))
+
+
+def _run(args) -> int:
+    if args.command == "target":
+        if not convert_target(args.src, args.dst, args.dtype, args.overwrite):
+            print(f"note: no tokenizer files in {args.src}; `python -m infer` needs them in {args.dst}/tokenizer/",
+                  file=sys.stderr)
+    elif args.command == "draft":
+        dropped = convert_draft(args.src, args.target, args.dst, args.window, args.pinned, args.dtype,
+                                args.overwrite)
+        if dropped:
+            print(f"note: dropped {', '.join(dropped)}: the draft uses the target's own", file=sys.stderr)
+    else:
+        export(args.src, args.dst)
     print(f"wrote {args.dst}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

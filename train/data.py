@@ -48,11 +48,22 @@ def read_manifest(path) -> list[dict]:
         if not isinstance(rec.get("conversations"), list) or not rec["conversations"]:
             raise ValueError(f"{path}:{n}: needs a non-empty 'conversations' list")
         rec["_base"] = str(path.parent.absolute())
+        if missing := missing_media(rec):
+            raise FileNotFoundError(f"{path}:{n}: {missing} does not exist (paths are relative to the "
+                                    "manifest's directory)")
         rec["_index"] = len(records)  # names the record's stored features (offline mode)
         records.append(rec)
     if not records:
         raise ValueError(f"{path}: the manifest is empty")
     return records
+
+
+def missing_media(rec: dict) -> str | None:
+    """The first video or frame file a record names that does not exist (None when all do)."""
+    base = Path(rec.get("_base", "."))
+    frames = rec.get("frames", [])
+    names = [rec["video"]] if "video" in rec else [frames] if isinstance(frames, str) else list(frames)
+    return next((str(base / f) for f in names if not (base / f).is_file()), None)
 
 
 def write_manifest(path, records) -> None:
