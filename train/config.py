@@ -79,6 +79,7 @@ class RegenerateConfig:
     max_new_tokens: int = 256
     batch_size: int = 8
     temperature: float = 0.0
+    allow_incomplete: bool = False  # train on an output holding fewer records than its source (else an error)
 
 
 ATTENTION = ("ivsb", "text_only")

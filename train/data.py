@@ -67,9 +67,19 @@ def missing_media(rec: dict) -> str | None:
 
 
 def write_manifest(path, records) -> None:
+    """Write `records` as a manifest, whole or not at all (a temporary file renamed into place)."""
     lines = [json.dumps({k: v for k, v in r.items() if not k.startswith("_")}) for r in records]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
+
+
+def write_atomic(path, text: str) -> None:
+    """Write `text` to `path` through a temporary file renamed into place: a reader (or a run killed half-way)
+    sees the old file or the new one, never part of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def messages(rec: dict, system_prompt: str = "", video: bool = False) -> list[dict]:
