@@ -108,9 +108,11 @@ def as_structs(metadata) -> dict:
 def tree_mismatch(stored, expected) -> str | None:
     """The first difference between two trees of arrays or ShapeDtypeStructs (a key one has and the other
     lacks, or a leaf's shape or dtype), as a sentence naming the key path; None when they agree."""
+    def name(k):  # dict key, sequence index or attribute name: stored trees hold dicts and lists
+        return str(next((getattr(k, a) for a in ("key", "idx", "name") if hasattr(k, a)), k))
+
     def flat(tree):
-        return {"/".join(str(getattr(k, "key", k)) for k in path): leaf
-                for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+        return {"/".join(name(k) for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
     have, want = flat(stored), flat(expected)
     for key in sorted(want.keys() | have.keys()):
@@ -119,6 +121,8 @@ def tree_mismatch(stored, expected) -> str | None:
         if key not in want:
             return f"stored parameter {key} {tuple(have[key].shape)} is not in the model the config describes"
         (a, b) = have[key], want[key]
+        if jax.dtypes.issubdtype(b.dtype, jax.dtypes.prng_key):
+            continue  # a typed PRNG key is stored as its raw uint32 data
         if tuple(a.shape) != tuple(b.shape):
             return f"parameter {key} is stored with shape {tuple(a.shape)}, the config gives {tuple(b.shape)}"
         if jnp.dtype(a.dtype) != jnp.dtype(b.dtype):

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -353,3 +354,50 @@ def test_user_mistakes_are_one_line_errors(tiny, straight, tmp_path, capsys):
         assert message in err.splitlines()[-1], (message, err)
     assert main(["--config", str(tmp_path / "config.json")]) == 2
     assert f"{tmp_path / 'config.json'} is not valid JSON" in capsys.readouterr().err
+
+
+def _run_until(argv, condition, timeout=300):
+    """Start `python -m train.main argv`, kill -9 it as soon as `condition()` holds; its stderr."""
+    proc = subprocess.Popen(_cli(argv), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and not condition() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.kill()
+    err = proc.communicate()[1]
+    assert proc.returncode == -9, f"the run ended before its kill point:\n{err[-3000:]}"
+    return err
+
+
+def test_killed_runs_resume_to_the_same_parameters(tiny, tmp_path):
+    """kill -9 during regeneration, then during an asynchronous checkpoint write; the same command again
+    finishes with parameters bit-identical to an uninterrupted run; finished batches and steps are kept."""
+    source = data.read_manifest(tiny[0].data.manifest)[:4]
+    data.write_manifest(tmp_path / "small.jsonl", data.absolute_paths(source))
+
+    def overrides(wd):
+        return short_run(wd, tiny[0], f"data.manifest={tmp_path / 'small.jsonl'}", "regenerate.enabled=true",
+                         "regenerate.batch_size=1", "regenerate.max_new_tokens=4", "steps=6", "checkpoint.every=2",
+                         "log.every=1")
+
+    ref = run(config.load(TINY, overrides(tmp_path / "ref")))
+    wd = tmp_path / "faulty"
+    parts, ckpts = wd / "regenerated.jsonl.parts", wd / "checkpoints"
+    _run_until(overrides(wd), lambda: any(parts.glob("0*.json")))  # killed regenerating
+    assert not (wd / "regenerated.jsonl").exists()
+    kept = len(list(parts.glob("0*.json")))
+
+    def saving_after_step_2():  # step 2's checkpoint is done and a later one is being written
+        names = os.listdir(ckpts) if ckpts.is_dir() else []
+        return "2" in names and any("tmp" in n for n in names)
+
+    err = _run_until(overrides(wd), saving_after_step_2)
+    assert f"resuming, {kept} finished batches kept" in err
+    finished = max(int(n) for n in os.listdir(ckpts) if n.isdigit())
+    resumed = run(config.load(TINY, overrides(wd)))
+    assert resumed.history[0]["step"] == finished + 1  # no finished step is redone
+    assert (wd / "regenerated.jsonl").read_text() == (tmp_path / "ref" / "regenerated.jsonl").read_text()
+    _assert_trees_close(resumed.state["params"], ref.state["params"], 0)
+    _assert_trees_close(resumed.state["opt_state"], ref.state["opt_state"], 0)
+    _assert_trees_close(nnx.to_pure_dict(nnx.state(sparrow_jax.load(wd / "draft"), nnx.Param)),
+                        nnx.to_pure_dict(nnx.state(sparrow_jax.load(tmp_path / "ref" / "draft"), nnx.Param)), 0)

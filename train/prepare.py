@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -75,6 +76,8 @@ def regenerate_into(out: Path, records, target, tok, cfg: TrainConfig) -> None:
     data.write_atomic(meta, json.dumps(settings, indent=2))
     part = lambda k: parts / f"{k:05d}.json"  # noqa: E731
     done = {int(p.stem) for p in parts.glob("[0-9]*.json")}
+    if done:
+        print(f"regenerate: resuming, {len(done)} finished batches kept in {parts}", file=sys.stderr)
     for k, batch in regenerate(records, target, tok, cfg.data, cfg.regenerate, cfg.log.progress, done):
         data.write_atomic(part(k), json.dumps(batch))
     merged = [None] * len(records)
