@@ -13,6 +13,7 @@ from flax import nnx
 
 from sparrow_jax.attention import check_capacity, round_capacity
 from sparrow_jax.config import Qwen25VLConfig, draft_mismatch
+from sparrow_jax.errors import UserError
 from sparrow_jax.generation.speculative.proposer import Proposer, SparrowProposer
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.generation.state import DecodeConfig, PromptState
@@ -121,14 +122,14 @@ def check_tokens(prompts, vocab_size: int, stops=()) -> None:
         row = np.asarray(row).reshape(-1)
         if row.size and not np.issubdtype(row.dtype, np.integer):
             if not np.issubdtype(row.dtype, np.number) or not np.all(np.isfinite(row) & (row == np.round(row))):
-                raise ValueError(f"prompt {i}: token ids must be integers, got {row.dtype} values")
+                raise UserError(f"prompt {i}: token ids must be integers, got {row.dtype} values")
         bad = np.flatnonzero((row < 0) | (row >= vocab_size))
         if bad.size:
-            raise ValueError(f"prompt {i}: token id {int(row[bad[0]])} at position {int(bad[0])} is outside the "
+            raise UserError(f"prompt {i}: token id {int(row[bad[0]])} at position {int(bad[0])} is outside the "
                              f"target's vocabulary [0, {vocab_size}); tokenize with the target's own tokenizer")
     for t in stops:
         if not 0 <= int(t) < vocab_size:
-            raise ValueError(f"eos_token_id {int(t)} is outside the target's vocabulary [0, {vocab_size})")
+            raise UserError(f"eos_token_id {int(t)} is outside the target's vocabulary [0, {vocab_size})")
 
 
 def check_video(config, video) -> None:
@@ -143,11 +144,11 @@ def check_video(config, video) -> None:
             continue
         pixels = np.asarray(row[0] if qwen else row)
         if not np.issubdtype(pixels.dtype, np.floating):
-            raise ValueError(f"video {i}: got {pixels.dtype} values, but generate takes preprocessed float pixels; "
+            raise UserError(f"video {i}: got {pixels.dtype} values, but generate takes preprocessed float pixels; "
                              "turn decoded frames into them with sparrow_jax.processing.video_prompt(config, ids, "
                              "frames)")
         if not np.all(np.isfinite(pixels)):
-            raise ValueError(f"video {i}: the pixels hold NaN or inf ({int(np.sum(~np.isfinite(pixels)))} values)")
+            raise UserError(f"video {i}: the pixels hold NaN or inf ({int(np.sum(~np.isfinite(pixels)))} values)")
         if pixels.size and (peak := float(np.abs(pixels).max())) > RAW_PIXELS:
             warnings.warn(f"video {i}: pixel values reach {peak:.4g}; preprocessed pixels lie within about [-2, 2], "
                           "so these look like raw 0-255 values (use sparrow_jax.processing.video_prompt)",
