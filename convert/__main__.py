@@ -8,6 +8,7 @@ from pathlib import Path
 
 from convert.draft import convert_draft
 from convert.target import DTYPES, convert_target, export
+from sparrow_jax.errors import add_debug_flag, run_cli
 
 
 def main(argv=None) -> int:
@@ -32,28 +33,29 @@ def main(argv=None) -> int:
     e.add_argument("--src", required=True, help="converted checkpoint directory")
     e.add_argument("--dst", required=True, help="output HF directory")
     e.add_argument("--overwrite", action="store_true", help="replace a directory already in --dst")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        for flag in ("src", "target"):  # a destination is replaced whole: never one of the inputs
-            if getattr(args, flag, None) and Path(getattr(args, flag)).absolute() == Path(args.dst).absolute():
-                raise ValueError(f"--dst {args.dst} is --{flag}: write the conversion to another directory")
-        if args.command == "target":
-            if not convert_target(args.src, args.dst, args.dtype, args.overwrite):
-                print(f"note: no tokenizer files in {args.src}; `python -m infer` needs them in {args.dst}/tokenizer/",
-                      file=sys.stderr)
-        elif args.command == "draft":
-            dropped = convert_draft(args.src, args.target, args.dst, args.window, args.pinned, args.dtype,
-                                    args.overwrite)
-            if dropped:
-                print(f"note: dropped {', '.join(dropped)}: the draft uses the target's own", file=sys.stderr)
-        else:
-            export(args.src, args.dst, args.overwrite)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    # A mistake (a missing or damaged file, a model of another kind, a mismatched key) is one line, exit 2.
+    return run_cli(lambda: _run(args), args.debug, extra=(KeyError, ImportError))
+
+
+def _run(args) -> int:
+    for flag in ("src", "target"):  # a destination is replaced whole: never one of the inputs
+        if getattr(args, flag, None) and Path(getattr(args, flag)).absolute() == Path(args.dst).absolute():
+            raise ValueError(f"--dst {args.dst} is --{flag}: write the conversion to another directory")
+    if args.command == "target":
+        if not convert_target(args.src, args.dst, args.dtype, args.overwrite):
+            print(f"note: no tokenizer files in {args.src}; `python -m infer` needs them in {args.dst}/tokenizer/",
+                  file=sys.stderr)
+    elif args.command == "draft":
+        dropped = convert_draft(args.src, args.target, args.dst, args.window, args.pinned, args.dtype,
+                                args.overwrite)
+        if dropped:
+            print(f"note: dropped {', '.join(dropped)}: the draft uses the target's own", file=sys.stderr)
+    else:
+        export(args.src, args.dst, args.overwrite)
     print(f"wrote {args.dst}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

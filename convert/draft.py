@@ -35,7 +35,10 @@ def target_text_config(target_dir) -> tuple[object, TextConfig]:
             f"{path} not found: --target must be a converted target "
             "(python -m convert target --src HF_DIR --dst OUT_DIR)"
         )
-    cfg = load_config(path)
+    try:
+        cfg = load_config(path)
+    except ValueError as e:  # e.g. an HF directory given where the converted target belongs
+        raise ConversionError(f"--target {target_dir} must be a converted target: {e}") from None
     if isinstance(cfg, DraftConfig):
         raise ConversionError(f"--target {target_dir} is a converted draft, not a target model")
     return cfg, (cfg.text if hasattr(cfg, "text") else cfg)
@@ -95,6 +98,9 @@ def convert_draft(src, target_dir, dst, window: int = 1024, pinned: int = 0, dty
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
     hf = read_hf_config(src)
+    if "vision_config" in hf or "text_config" in hf:
+        raise ConversionError(f"--src {src} holds a {hf.get('model_type')} target model, not a draft: --src takes "
+                              "the released Sparrow / EAGLE draft (convert the target itself with `convert target`)")
     with hf_files.open_checkpoint(src) as source:
         config = draft_config(hf, source, window, pinned)
         text = check_compatible(config, source, target_dir)

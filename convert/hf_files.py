@@ -90,7 +90,7 @@ class TensorSource:
         if fname not in self._handles:
             path = str(self.root / fname)
             if self.kind == "safetensors":
-                self._handles[fname] = self._stack.enter_context(safe_open(path, framework="numpy"))
+                self._handles[fname] = self._stack.enter_context(_safe_open(path))
             else:  # mmap keeps the .bin on disk; weights_only refuses arbitrary pickled code
                 self._handles[fname] = _import_torch().load(path, map_location="cpu", weights_only=True, mmap=True)
         return self._handles[fname]
@@ -108,6 +108,14 @@ class TensorSource:
         return _torch_to_numpy(h[key])
 
 
+def _safe_open(path):
+    """safe_open, with a truncated or corrupt file reported as a ValueError naming it."""
+    try:
+        return safe_open(str(path), framework="numpy")
+    except Exception as e:  # noqa: BLE001 - SafetensorError derives from Exception only
+        raise ValueError(f"{path} is damaged or not a safetensors file ({e}); download or save it again") from None
+
+
 def _read_index(root: Path, index_name: str) -> dict[str, str]:
     with open(root / index_name) as f:
         weight_map = json.load(f)["weight_map"]
@@ -123,7 +131,7 @@ def open_checkpoint(src_dir: str | os.PathLike) -> TensorSource:
     if not root.is_dir():
         raise FileNotFoundError(f"checkpoint directory {root} does not exist")
     if (root / SAFE_SINGLE).is_file():
-        with safe_open(str(root / SAFE_SINGLE), framework="numpy") as f:
+        with _safe_open(root / SAFE_SINGLE) as f:
             return TensorSource(root, dict.fromkeys(f.keys(), SAFE_SINGLE), "safetensors")
     if (root / SAFE_INDEX).is_file():
         return TensorSource(root, _read_index(root, SAFE_INDEX), "safetensors")

@@ -10,7 +10,7 @@ from convert.families import keymap_for
 from convert.hf_config import hf_config
 from convert.keymap import export_params, import_params
 from sparrow_jax import atomic, checkpoint
-from sparrow_jax.config import config_from_hf
+from sparrow_jax.config import config_from_hf, read_json
 from sparrow_jax.models import abstract_model
 from sparrow_jax.prompting import TOKENIZER_DIR, copy_tokenizer_files
 
@@ -21,7 +21,7 @@ def read_hf_config(src: Path) -> dict:
     path = Path(src) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --src must be a Hugging Face model directory")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def convert_target(src, dst, dtype: str = "float32", overwrite: bool = False) -> list[str]:

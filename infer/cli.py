@@ -17,10 +17,11 @@ import sys
 
 from infer.options import DEFAULT_MAX_NEW, tree_shape
 from infer.terminal import Ticker, show_stream, stats_line
+from sparrow_jax.errors import add_debug_flag, run_cli
 from sparrow_jax.generation.speculative.tree import TreeShape
+from sparrow_jax.sampling import SamplingConfig
 from sparrow_jax.video import DEFAULT_PRESET, PRESETS, Sampling
 
-EXIT_USAGE = 2
 DEFAULT_CAPACITY = 32768  # KV slots: the paper's longest setting (~25k visual tokens) plus 512 new tokens fits
 
 
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-pixels", type=int, help="Qwen2.5-VL: cap on pixels per frame (preset: 448*448)")
     p.add_argument("--json", action="store_true", help="print text and stats as one JSON object, no streaming")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_debug_flag(p)
     return p
 
 
@@ -70,19 +72,15 @@ def main(argv=None) -> int:
     missing = [f"--{k}" for k in ("target", "video", "prompt") if getattr(args, k) is None]
     if missing and not args.demo:
         parser.error(f"the following arguments are required (or --demo): {', '.join(missing)}")
-    try:
+
+    def go() -> int:
         if args.demo:
             from infer import demo
 
             return demo.run(args)
         return run(args)
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, ImportError) as e:
-        message = " ".join(str(e).split())  # one line, whatever the message
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+
+    return run_cli(go, args.debug, extra=(ImportError,))  # a user's mistake: one line, exit 2
 
 
 def run(args) -> int:
@@ -95,6 +93,7 @@ def run(args) -> int:
 
     # Every check that can fail comes before the weights are loaded.
     tree = tree_shape(args, args.draft is not None)
+    _sampling_options(args)
     config = checkpoint.target_config(args.target)
     draft_config = None if args.draft is None else checkpoint.draft_config(args.draft, config.text)
     if draft_config is not None and tree is None:
@@ -132,6 +131,14 @@ def run(args) -> int:
                          f"prefill ({len(ids)} tokens)", args.quiet)
     print(stats_line(streamed.output.stats), file=sys.stderr)
     return 0
+
+
+def _sampling_options(args) -> None:
+    """--temperature / --top-p / --top-k checked before anything loads (nan or inf would run and mislead)."""
+    try:
+        SamplingConfig(args.temperature, args.top_k, args.top_p)
+    except ValueError as e:
+        raise ValueError(f"--{str(e).replace('_', '-')}") from None
 
 
 def _sampling(args, preset) -> Sampling:

@@ -12,10 +12,12 @@ must be a video model, a draft must fit its target); `load_draft` loads a draft 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import jax
@@ -25,7 +27,8 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from sparrow_jax import atomic
-from sparrow_jax.config import DraftConfig, LlavaOnevisionConfig, Qwen25VLConfig, draft_mismatch, load_config, save_config
+from sparrow_jax.config import (ConfigError, DraftConfig, LlavaOnevisionConfig, Qwen25VLConfig, draft_mismatch, load_config,
+                                save_config)
 from sparrow_jax.models import abstract_model
 from sparrow_jax.prompting import TOKENIZER_DIR, copy_tokenizer_files
 
@@ -101,14 +104,91 @@ def load_params(directory, dtype: str | None = None, on_host: bool = False) -> t
         param_shapes(abstract_model(config)),
         is_leaf=lambda x: isinstance(x, tuple),
     )
-    if on_host:
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
-        with ocp.PyTreeCheckpointer() as ckptr:
-            params = ckptr.restore(directory / PARAMS, args=ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args))
-        return config, jax.tree.map(lambda a: np.asarray(a).astype(dtype), params), dtype
-    with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(directory / PARAMS, abstract)
+    if problem := tree_mismatch(stored_tree(directory / PARAMS), abstract):
+        raise ConfigError(f"{directory / CONFIG} does not match the weights in {directory / PARAMS}: {problem}; "
+                          "the config was edited or belongs to other weights: restore it, or convert the model again")
+    with damaged_checkpoint(directory):
+        if on_host:
+            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
+            with ocp.PyTreeCheckpointer() as ckptr:
+                params = ckptr.restore(directory / PARAMS,
+                                       args=ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args))
+            return config, jax.tree.map(lambda a: np.asarray(a).astype(dtype), params), dtype
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(directory / PARAMS, abstract)
     return config, jax.tree.map(lambda a: a.astype(dtype), params), dtype
+
+
+def stored_tree(params_dir) -> dict:
+    """The stored parameter tree of an Orbax checkpoint directory as nested dicts of ShapeDtypeStructs,
+    read from its metadata alone (no array is read); a directory Orbax cannot read is "damaged"."""
+    with damaged_checkpoint(Path(params_dir).parent):
+        with ocp.StandardCheckpointer() as ckptr:
+            meta = ckptr.metadata(Path(params_dir).absolute()).item_metadata
+        if meta is None or not jax.tree.leaves(getattr(meta, "tree", meta)):
+            raise RuntimeError(f"no parameter metadata could be read from {params_dir}")
+    return as_structs(meta)
+
+
+def as_structs(metadata) -> dict:
+    """Orbax's array metadata (a tree, or an object holding one as `.tree`) as ShapeDtypeStructs."""
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), jnp.dtype(m.dtype)),
+                        getattr(metadata, "tree", metadata))
+
+
+def tree_mismatch(stored, expected) -> str | None:
+    """The first difference between two trees of arrays or ShapeDtypeStructs (a key one has and the other
+    lacks, or a leaf's shape or dtype), as a sentence naming the key path; None when they agree."""
+    def name(k):  # dict key, sequence index or attribute name: stored trees hold dicts and lists
+        return str(next((getattr(k, a) for a in ("key", "idx", "name") if hasattr(k, a)), k))
+
+    def flat(tree):
+        return {"/".join(name(k) for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+    have, want = flat(stored), flat(expected)
+    for key in sorted(want.keys() | have.keys()):
+        if key not in have:
+            return f"parameter {key} is not stored (the config expects shape {tuple(want[key].shape)})"
+        if key not in want:
+            return f"stored parameter {key} {tuple(have[key].shape)} is not in the model the config describes"
+        (a, b) = have[key], want[key]
+        if jax.dtypes.issubdtype(b.dtype, jax.dtypes.prng_key):
+            continue  # a typed PRNG key is stored as its raw uint32 data
+        if tuple(a.shape) != tuple(b.shape):
+            return f"parameter {key} is stored with shape {tuple(a.shape)}, the config gives {tuple(b.shape)}"
+        if jnp.dtype(a.dtype) != jnp.dtype(b.dtype):
+            return f"parameter {key} is stored as {jnp.dtype(a.dtype).name}, the config says {jnp.dtype(b.dtype).name}"
+    return None
+
+
+@contextlib.contextmanager
+def damaged_checkpoint(directory):
+    """Orbax / TensorStore read errors inside become "checkpoint DIR is damaged: ...; convert it again"."""
+    try:
+        yield
+    except (ConfigError, FileNotFoundError, PermissionError):
+        raise
+    except Exception as e:  # noqa: BLE001 - tensorstore and Orbax raise ValueError, OSError, RuntimeError
+        _quiet_closed_loops()
+        reason = " ".join(str(e).split())[:300]
+        raise ConfigError(f"checkpoint {directory} is damaged ({type(e).__name__}: {reason}); "
+                          "convert it again (or copy it again from where it came)") from e
+
+
+def _quiet_closed_loops() -> None:
+    """After a failed TensorStore read, its other pending reads report to an event loop Orbax already
+    closed; Python prints each as an "unraisable" traceback. Drop those (only those)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_sparrow_quiet", False):
+        return
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+            return
+        previous(unraisable)
+
+    hook._sparrow_quiet = True
+    sys.unraisablehook = hook
 
 
 def load(directory, dtype: str | None = None, on_host: bool = False):

@@ -446,9 +446,29 @@ def save_config(config, path: Path) -> None:
     Path(path).write_text(json.dumps({"model_type": config.model_type, **_to_tree(config)}, indent=2))
 
 
+def read_json(path) -> dict:
+    """The JSON object in file `path`; invalid JSON is a ConfigError naming the file."""
+    try:
+        tree = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); fix or replace the file") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path} must hold a JSON object, got {type(tree).__name__}")
+    return tree
+
+
 def load_config(path: Path):
-    tree = json.loads(Path(path).read_text())
+    """Our config.json beside a converted checkpoint (not an HF one: that is an error saying so)."""
+    tree = read_json(path)
     model_type = tree.get("model_type")
+    if "architectures" in tree or "transformers_version" in tree:
+        raise ConfigError(f"{path} is a Hugging Face config.json ({model_type}), not a converted checkpoint's: "
+                          f"convert the model first (python -m convert target --src {Path(path).parent} --dst OUT; "
+                          "convert draft for a draft)")
     if model_type not in CONFIGS:
         raise ConfigError(f"{path}: model_type {model_type!r} is not supported")
-    return _from_tree(CONFIGS[model_type], tree)
+    try:
+        return _from_tree(CONFIGS[model_type], tree)
+    except TypeError as e:  # a field missing or unknown: not a file convert wrote
+        raise ConfigError(f"{path} is not the config.json of a converted checkpoint ({e}); convert the model "
+                          "with python -m convert") from None

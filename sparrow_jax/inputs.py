@@ -122,6 +122,10 @@ def _check_video(config: LlavaOnevisionConfig, rows, video):
         if any(counts):
             raise ValueError(f"prompts hold video tokens ({counts} per row) but no video was given")
         return None
+    if isinstance(video, (list, tuple)) and len({np.shape(v) for v in video}) > 1:
+        shapes = [tuple(np.shape(v)) for v in video]
+        raise ValueError(f"the rows' videos have different shapes {shapes}: the rows of a batch share one frame "
+                         "count; sample the same number of frames for each, or generate them separately")
     video = np.asarray(video, np.float32)  # also stacks a list of per-row [T, S, S, 3] videos
     size = config.vision.image_size
     if video.ndim != 5 or video.shape[0] != len(rows) or video.shape[2:] != (size, size, 3):

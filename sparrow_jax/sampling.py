@@ -26,12 +26,12 @@ class SamplingConfig:
     repetition_penalty: float = 1.0  # HF's: logits of tokens already in the sequence / p (x p if negative)
 
     def __post_init__(self):
-        if not math.isfinite(self.temperature) or self.temperature < 0:
+        if not math.isfinite(self.temperature) or self.temperature < 0:  # nan would pad, inf sample uniformly
             raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:  # also false for nan
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0.0 < self.top_p <= 1.0:  # also rejects nan
+            raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}")
         if not (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0):
             raise ValueError(f"repetition_penalty must be a finite number > 0 (1 = off), got {self.repetition_penalty}")
 

@@ -133,11 +133,32 @@ def test_bad_inputs_give_one_line_errors(ckpt, llava, capsys, tmp_path):
         (["--video", video, "--draft", save_draft(tmp_path / "deep", small, target_layers=5)], "5-layer target"),
         (["--video", video, "--draft", target], "not a converted draft"),
         (["--video", video, "--chain", 3], "give --draft"),
+        (["--video", video, "--draft", draft, "--chain", 0], "--chain K drafts K tokens per cycle: K must be >= 1, got 0"),
+        (["--video", video, "--draft", draft, "--chain", -3], "K must be >= 1, got -3"),
+        (["--video", video, "--temperature", "nan"], "--temperature must be a finite number >= 0 (0 = greedy), got nan"),
+        (["--video", video, "--temperature", "inf"], "--temperature must be a finite number >= 0 (0 = greedy), got inf"),
+        (["--video", video, "--top-p", "nan"], "--top-p must be in (0, 1]"),
     ]
+    # --target: an unconverted HF directory, invalid JSON in config.json, damaged parameter files.
+    (tmp_path / "json").mkdir()
+    (tmp_path / "json" / "config.json").write_text('{"model_type": "llava_onevision",')
+    cut = shutil.copytree(target, tmp_path / "cut")
+    biggest = max((f for f in (cut / "params").rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[:1000])
+    targets = [
+        (hf, f"{hf}/config.json is a Hugging Face config.json (llava_onevision), not a converted checkpoint's: "
+             f"convert the model first (python -m convert target --src {hf} --dst OUT;"),
+        (tmp_path / "json", f"{tmp_path}/json/config.json is not valid JSON"),
+        (cut, f"checkpoint {cut} is damaged"),
+    ]
+    cases += [(["--video", video, "--target", path], message) for path, message in targets]
     for argv, message in cases:
         rc, out, err = run_cli(capsys, *base, *argv)
         assert rc == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1, (argv, err)
         assert message in err, (message, err)
+    assert "Event loop is closed" not in err  # no stray traceback after the damaged read
+    rc, _, err = run_cli(capsys, *base, "--video", video, "--temperature", "nan", "--debug")
+    assert rc == 2 and "Traceback" in err and err.endswith("got nan\n")
     rc, _, err = run_cli(capsys, "--target", llava[2], "--video", video, "--prompt", "hi", "--quiet")
     assert rc == 2 and "no tokenizer in" in err and "convert target" in err and err.count("\n") == 1
 

@@ -231,7 +231,7 @@ def edited_copy(src, dst, edit):
 
 
 def cli_error(capsys, src, dst):
-    assert main(["target", "--src", str(src), "--dst", str(dst)]) == 1
+    assert main(["target", "--src", str(src), "--dst", str(dst)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     assert not (Path(dst) / "params").exists()
@@ -314,6 +314,19 @@ def test_src_without_config(qwen2, tmp_path, capsys):
     assert "config.json" in err
 
 
+def test_src_with_damaged_files(qwen2, tmp_path, capsys):
+    """Invalid JSON in the HF config.json and a truncated safetensors file: one line naming the file."""
+    _, src, _ = qwen2
+    bad = shutil.copytree(src, tmp_path / "bad")
+    (bad / "config.json").write_text((src / "config.json").read_text()[:-20])
+    assert f"{bad}/config.json is not valid JSON" in cli_error(capsys, bad, tmp_path / "out")
+    shutil.copy(src / "config.json", bad / "config.json")
+    weights = bad / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    err = cli_error(capsys, bad, tmp_path / "out")
+    assert err.count("\n") == 1 and f"{weights} is damaged or not a safetensors file" in err
+
+
 def test_src_without_weights(qwen2, tmp_path, capsys):
     _, src, _ = qwen2
     bad = tmp_path / "bad"
@@ -327,7 +340,7 @@ def test_dst_already_a_checkpoint(qwen2, tmp_path, capsys):
     _, src, _ = qwen2
     dst = convert_dir(src, tmp_path / "ours")
     before = (dst / "config.json").read_text()
-    assert main(["target", "--src", str(src), "--dst", str(dst), "--dtype", "bfloat16"]) == 1
+    assert main(["target", "--src", str(src), "--dst", str(dst), "--dtype", "bfloat16"]) == 2
     err = capsys.readouterr().err
     assert "already exists" in err and str(dst) in err and "--overwrite" in err
     assert (dst / "config.json").read_text() == before  # untouched
@@ -335,7 +348,7 @@ def test_dst_already_a_checkpoint(qwen2, tmp_path, capsys):
 
     # --overwrite replaces it; a failing conversion with --overwrite leaves the old one intact.
     bad = edited_copy(src, tmp_path / "bad", lambda t: t.pop("model.norm.weight"))
-    assert main(["target", "--src", str(bad), "--dst", str(dst), "--overwrite"]) == 1
+    assert main(["target", "--src", str(bad), "--dst", str(dst), "--overwrite"]) == 2
     assert "model.norm.weight" in capsys.readouterr().err
     assert checkpoint.load_params(dst)[2] == "float32"
     assert main(["target", "--src", str(src), "--dst", str(dst), "--dtype", "bfloat16", "--overwrite"]) == 0
@@ -399,5 +412,5 @@ def test_killed_overwrite_leaves_old_or_new_checkpoint(qwen2, tmp_path):
 
 
 def test_export_of_non_checkpoint(tmp_path, capsys):
-    assert main(["export", "--src", str(tmp_path), "--dst", str(tmp_path / "x")]) == 1
+    assert main(["export", "--src", str(tmp_path), "--dst", str(tmp_path / "x")]) == 2
     assert "is not a converted checkpoint" in capsys.readouterr().err

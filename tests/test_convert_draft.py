@@ -179,7 +179,7 @@ def test_bfloat16_from_bfloat16_release(llava, sparrow, tmp_path):
 
 
 def cli_error(capsys, src, target, dst, *extra):
-    assert convert(src, target, dst, *extra) == 1
+    assert convert(src, target, dst, *extra) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert not (Path(dst) / "params").exists()
@@ -231,6 +231,11 @@ def test_bad_target_and_options(llava, eagle, tmp_path, capsys):
     assert convert(src, llava[2], tmp_path / "draft") == 0
     capsys.readouterr()
     assert "is a converted draft" in cli_error(capsys, src, tmp_path / "draft", tmp_path / "out")
-    assert convert(src, llava[2], tmp_path / "draft") == 1  # --dst already holds a checkpoint
+    # Swapped directories: the HF target as --src, the HF draft as --target.
+    assert (f"--src {llava[1]} holds a llava_onevision target model, not a draft"
+            in cli_error(capsys, llava[1], llava[2], tmp_path / "out"))
+    assert (f"--target {src} must be a converted target: {src}/config.json is a Hugging Face config.json"
+            in cli_error(capsys, src, src, tmp_path / "out"))
+    assert convert(src, llava[2], tmp_path / "draft") == 2  # --dst already holds a checkpoint
     assert "already exists" in capsys.readouterr().err
     assert convert(src, llava[2], tmp_path / "draft", "--overwrite") == 0

@@ -79,10 +79,10 @@ class SupportTreeProposer:
                 grandkids[a, j] = sorted(pc, key=pc.get)[-2:]
         return cls(jnp.asarray(kids), jnp.asarray(grandkids))
 
-    def start(self, target, hidden, ids, text_index, text_len, first):
+    def start(self, target, prompt, *, hidden, first):
         return ()
 
-    def propose(self, target, state, root, n_out, key):
+    def propose(self, target, state, *, root, n_out, key):
         b = root.shape[0]
         tokens = jnp.concatenate([root[:, None], self.kids[root], self.grandkids[root].reshape(b, 6)], axis=1)
         parent = jnp.broadcast_to(jnp.asarray([0, 0, 0, 0, 1, 1, 2, 2, 3, 3], jnp.int32), (b, 10))
@@ -90,7 +90,7 @@ class SupportTreeProposer:
         return Tree(tokens=tokens, parent=parent, depth=depth, mask=ancestor_mask(parent, 2),
                     valid=jnp.ones((b, 10), bool)), state
 
-    def commit(self, target, state, tokens, hidden, valid, n):
+    def commit(self, target, state, accepted):
         return state
 
 

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -21,7 +22,7 @@ import sparrow_jax
 from sparrow_jax.models import build_model
 from sparrow_jax.generation.speculative.tree import TreeShape
 from train import checkpointing, config, data
-from train.regenerate import prompt_of
+from train.regeneration import prompt_of
 from train.step import draft_loss, target_features
 from train.tokenizer import ByteChatTokenizer
 from train.trainer import run
@@ -280,3 +281,123 @@ def test_fewer_layers_than_the_init_draft_is_an_error(tmp_path):
         init_draft(cfg, target)
     grown = init_draft(dataclasses.replace(cfg, draft=dataclasses.replace(cfg.draft, num_layers=3)), target)
     assert grown.config.layers.num_layers == 3
+
+
+def test_regeneration_resumes_and_a_cut_output_is_refused(tiny, tmp_path, monkeypatch):
+    """Regeneration writes each batch as it finishes: a run stopped after one batch leaves it (and no
+    output); the next run regenerates only the rest and ends with what a straight run writes. An output
+    holding fewer records than its source is refused unless regenerate.allow_incomplete."""
+    from train import prepare, regeneration
+    from train.tokenizer import load as load_tokenizer
+
+    source = data.read_manifest(tiny[0].data.manifest)[:4]
+    data.write_manifest(tmp_path / "small.jsonl", data.absolute_paths(source))
+    overrides = short_run(tmp_path, tiny[0], f"data.manifest={tmp_path / 'small.jsonl'}", "regenerate.enabled=true",
+                          "regenerate.batch_size=2", "regenerate.max_new_tokens=6")
+    cfg = config.load(TINY, overrides + [f"regenerate.output={tmp_path / 'straight.jsonl'}"])
+    target, tok = prepare.load_target(cfg.target), load_tokenizer("byte")
+    prepare.prepare_data(cfg, target, tok)  # straight
+
+    calls = []
+    real = regeneration.generate
+
+    def counting(*args, **kw):
+        calls.append(kw["seed"])
+        if len(calls) == 2 and kill:
+            raise KeyboardInterrupt  # killed during the second batch
+        return real(*args, **kw)
+
+    monkeypatch.setattr(regeneration, "generate", counting)
+    out = tmp_path / "regenerated.jsonl"
+    cfg = config.load(TINY, overrides + [f"regenerate.output={out}"])
+    kill = True
+    with pytest.raises(KeyboardInterrupt):
+        prepare.prepare_data(cfg, target, tok)
+    assert not out.exists() and [p.name for p in sorted((tmp_path / "regenerated.jsonl.parts").glob("0*"))] == ["00000.json"]
+    kill, calls[:] = False, []
+    assert prepare.prepare_data(cfg, target, tok) == str(out)
+    assert calls == [2]  # only the second batch (seeded by its first record) ran again
+    assert out.read_text() == (tmp_path / "straight.jsonl").read_text()
+    assert not (tmp_path / "regenerated.jsonl.parts").exists()
+
+    out.write_text("".join(out.read_text().splitlines(keepends=True)[:3]))  # cut short
+    with pytest.raises(ValueError, match=f"{out} holds 3 records, its source .*small.jsonl 4: an interrupted"):
+        prepare.prepare_data(cfg, target, tok)
+    allowed = config.load(TINY, overrides + [f"regenerate.output={out}", "regenerate.allow_incomplete=true"])
+    with pytest.warns(UserWarning, match="holds 3 records"):
+        prepare.prepare_data(allowed, target, tok)
+
+
+def test_user_mistakes_are_one_line_errors(tiny, straight, tmp_path, capsys):
+    """python -m train.main: each mistake prints one `error:` line (exit 2), no traceback."""
+    from train.main import main
+
+    (tmp_path / "bad.jsonl").write_text('{"conversations": [{"role": "user", "content": "hi"}]}\n{not json\n')
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "novideo.jsonl").write_text(json.dumps({"video": "gone.mp4", "conversations": [
+        {"role": "user", "content": "hi"}]}) + "\n")
+    (tmp_path / "config.json").write_text('{"steps": 2,}')
+    cases = [
+        ([f"data.manifest={tmp_path / 'bad.jsonl'}"], f"{tmp_path / 'bad.jsonl'}:2: not JSON"),
+        ([f"data.manifest={tmp_path / 'empty.jsonl'}"], "the manifest is empty"),
+        ([f"data.manifest={tmp_path / 'novideo.jsonl'}"], f"novideo.jsonl:1: {tmp_path / 'gone.mp4'} does not exist"),
+        ([f"target.path={tmp_path / 'none'}", "target.random_init=null"], "holds no converted checkpoint"),
+        (["workdir=/sys/sparrow-readonly"], "/sys/sparrow-readonly"),
+        # A restart whose draft differs from the one its checkpoints hold.
+        ([f"workdir={straight[0].workdir}", "steps=6", "draft.num_layers=2"],
+         f"{straight[0].workdir}/checkpoints/4 was saved by a run with another draft or optimizer (parameter "),
+    ]
+    for extra, message in cases:
+        rc = main(["--config", str(TINY), *short_run(tmp_path / "wd", tiny[0], *extra)])
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err and err.splitlines()[-1].startswith("error: "), (extra, err)
+        assert message in err.splitlines()[-1], (message, err)
+    assert main(["--config", str(tmp_path / "config.json")]) == 2
+    assert f"{tmp_path / 'config.json'} is not valid JSON" in capsys.readouterr().err
+
+
+def _run_until(argv, condition, timeout=300):
+    """Start `python -m train.main argv`, kill -9 it as soon as `condition()` holds; its stderr."""
+    proc = subprocess.Popen(_cli(argv), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and not condition() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.kill()
+    err = proc.communicate()[1]
+    assert proc.returncode == -9, f"the run ended before its kill point:\n{err[-3000:]}"
+    return err
+
+
+def test_killed_runs_resume_to_the_same_parameters(tiny, tmp_path):
+    """kill -9 during regeneration, then during an asynchronous checkpoint write; the same command again
+    finishes with parameters bit-identical to an uninterrupted run; finished batches and steps are kept."""
+    source = data.read_manifest(tiny[0].data.manifest)[:4]
+    data.write_manifest(tmp_path / "small.jsonl", data.absolute_paths(source))
+
+    def overrides(wd):
+        return short_run(wd, tiny[0], f"data.manifest={tmp_path / 'small.jsonl'}", "regenerate.enabled=true",
+                         "regenerate.batch_size=1", "regenerate.max_new_tokens=4", "steps=6", "checkpoint.every=2",
+                         "log.every=1")
+
+    ref = run(config.load(TINY, overrides(tmp_path / "ref")))
+    wd = tmp_path / "faulty"
+    parts, ckpts = wd / "regenerated.jsonl.parts", wd / "checkpoints"
+    _run_until(overrides(wd), lambda: any(parts.glob("0*.json")))  # killed regenerating
+    assert not (wd / "regenerated.jsonl").exists()
+    kept = len(list(parts.glob("0*.json")))
+
+    def saving_after_step_2():  # step 2's checkpoint is done and a later one is being written
+        names = os.listdir(ckpts) if ckpts.is_dir() else []
+        return "2" in names and any("tmp" in n for n in names)
+
+    err = _run_until(overrides(wd), saving_after_step_2)
+    assert f"resuming, {kept} finished batches kept" in err
+    finished = max(int(n) for n in os.listdir(ckpts) if n.isdigit())
+    resumed = run(config.load(TINY, overrides(wd)))
+    assert resumed.history[0]["step"] == finished + 1  # no finished step is redone
+    assert (wd / "regenerated.jsonl").read_text() == (tmp_path / "ref" / "regenerated.jsonl").read_text()
+    _assert_trees_close(resumed.state["params"], ref.state["params"], 0)
+    _assert_trees_close(resumed.state["opt_state"], ref.state["opt_state"], 0)
+    _assert_trees_close(nnx.to_pure_dict(nnx.state(sparrow_jax.load(wd / "draft"), nnx.Param)),
+                        nnx.to_pure_dict(nnx.state(sparrow_jax.load(tmp_path / "ref" / "draft"), nnx.Param)), 0)

@@ -14,6 +14,8 @@ import grain.python as grain
 import jax
 import orbax.checkpoint as ocp
 
+from sparrow_jax.checkpoint import as_structs, tree_mismatch
+from sparrow_jax.config import ConfigError
 from train.config import CheckpointConfig
 
 
@@ -40,6 +42,11 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, data_iter):
     step = mngr.latest_step()
     if step is None:
         return None, 0
+    stored = mngr.item_metadata(step)["state"]
+    if stored is not None and (problem := tree_mismatch(as_structs(stored), abstract_state)):
+        raise ConfigError(f"{mngr.directory / str(step)} was saved by a run with another draft or optimizer "
+                          f"({problem}); resume with the settings it was saved with (the workdir's "
+                          "train_config.json), or start in a new workdir")
     args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                               data=grain.PyGrainCheckpointRestore(data_iter))
     restored = mngr.restore(step, args=args)
@@ -48,3 +55,4 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, data_iter):
 
 def abstract(tree):
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)
+

@@ -13,9 +13,8 @@ import dataclasses
 import json
 import types
 import typing
-from pathlib import Path
 
-from sparrow_jax.config import ConfigError, _require
+from sparrow_jax.config import ConfigError, _require, read_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +78,7 @@ class RegenerateConfig:
     max_new_tokens: int = 256
     batch_size: int = 8
     temperature: float = 0.0
+    allow_incomplete: bool = False  # train on an output holding fewer records than its source (else an error)
 
 
 ATTENTION = ("ivsb", "text_only")
@@ -252,7 +252,7 @@ def _substitute(tree, workdir: str):
 
 def load(path=None, overrides=()) -> TrainConfig:
     """The config in JSON file `path` (None: all defaults) with `key=value` overrides applied."""
-    tree = json.loads(Path(path).read_text()) if path else {}
+    tree = read_json(path) if path else {}  # invalid JSON: an error naming the file
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=1e-4)")

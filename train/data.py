@@ -48,6 +48,9 @@ def read_manifest(path) -> list[dict]:
         if not isinstance(rec.get("conversations"), list) or not rec["conversations"]:
             raise ValueError(f"{path}:{n}: needs a non-empty 'conversations' list")
         rec["_base"] = str(path.parent.absolute())
+        if missing := missing_media(rec):
+            raise FileNotFoundError(f"{path}:{n}: {missing} does not exist (paths are relative to the "
+                                    "manifest's directory)")
         rec["_index"] = len(records)  # names the record's stored features (offline mode)
         records.append(rec)
     if not records:
@@ -55,10 +58,28 @@ def read_manifest(path) -> list[dict]:
     return records
 
 
+def missing_media(rec: dict) -> str | None:
+    """The first video or frame file a record names that does not exist (None when all do)."""
+    base = Path(rec.get("_base", "."))
+    frames = rec.get("frames", [])
+    names = [rec["video"]] if "video" in rec else [frames] if isinstance(frames, str) else list(frames)
+    return next((str(base / f) for f in names if not (base / f).is_file()), None)
+
+
 def write_manifest(path, records) -> None:
+    """Write `records` as a manifest, whole or not at all (a temporary file renamed into place)."""
     lines = [json.dumps({k: v for k, v in r.items() if not k.startswith("_")}) for r in records]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
+
+
+def write_atomic(path, text: str) -> None:
+    """Write `text` to `path` through a temporary file renamed into place: a reader (or a run killed half-way)
+    sees the old file or the new one, never part of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def messages(rec: dict, system_prompt: str = "", video: bool = False) -> list[dict]:

@@ -88,6 +88,7 @@ def write_features(cfg: TrainConfig, target, tok, records, batch_size: int = 8, 
 def main(argv=None) -> int:
     import argparse
 
+    from sparrow_jax.errors import add_debug_flag, run_cli
     from train import config as cfgmod
     from train.tokenizer import load as load_tokenizer
 
@@ -95,16 +96,21 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("overrides", nargs="*")
+    add_debug_flag(p)
     args = p.parse_intermixed_args(argv)
-    cfg = cfgmod.load(args.config, args.overrides)
-    if not cfg.data.features_dir:
-        raise SystemExit("set data.features_dir=DIR (where to store the features)")
-    target = load_target(cfg.target)
-    tok = load_tokenizer(cfg.data.tokenizer, cfg.data.video_placeholder)
-    records = data.read_manifest(prepare_data(cfg, target, tok))
-    write_features(cfg, target, tok, records, args.batch_size, cfg.log.progress)
-    print(f"wrote {len(records)} feature files to {cfg.data.features_dir}")
-    return 0
+
+    def go() -> int:
+        cfg = cfgmod.load(args.config, args.overrides)
+        if not cfg.data.features_dir:
+            raise ValueError("set data.features_dir=DIR (where to store the features)")
+        target = load_target(cfg.target)
+        tok = load_tokenizer(cfg.data.tokenizer, cfg.data.video_placeholder)
+        records = data.read_manifest(prepare_data(cfg, target, tok))
+        write_features(cfg, target, tok, records, args.batch_size, cfg.log.progress)
+        print(f"wrote {len(records)} feature files to {cfg.data.features_dir}")
+        return 0
+
+    return run_cli(go, args.debug)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import sys
 
 import jax
 
-from sparrow_jax.config import ConfigError
+from sparrow_jax.errors import add_debug_flag, run_cli
 from train import config, sharding
 from train.trainer import run
 
@@ -24,12 +24,13 @@ def main(argv=None) -> int:
     p.add_argument("--coordinator", help="HOST:PORT of process 0, for several processes without auto-detection")
     p.add_argument("--num-processes", type=int)
     p.add_argument("--process-id", type=int)
+    add_debug_flag(p)
     args = p.parse_intermixed_args(argv)
-    try:
-        cfg = config.load(args.config, args.overrides)
-    except (ConfigError, OSError) as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _main(args), args.debug)  # a user's mistake: one line, exit 2
+
+
+def _main(args) -> int:
+    cfg = config.load(args.config, args.overrides)
     if args.coordinator:
         if jax.config.jax_platforms in ("cpu", None):  # CPU processes talk through gloo
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -42,7 +43,6 @@ def main(argv=None) -> int:
         last = result.history[-1] if result.history else {}
         print(f"done: step {cfg.steps}, loss {last.get('loss', float('nan')):.4f}; {cfg.mode} written to {result.export}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sparrow_jax.errors import add_debug_flag, run_cli
 from train import config as cfgmod
 from train.prepare import load_target, prepare_data
 from train.tokenizer import load as load_tokenizer
@@ -15,12 +16,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.regenerate", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True)
     p.add_argument("overrides", nargs="*")
+    add_debug_flag(p)
     args = p.parse_args(argv)
-    cfg = cfgmod.load(args.config, args.overrides + ["regenerate.enabled=true"])
-    target = load_target(cfg.target)
-    prepare_data(cfg, target, load_tokenizer(cfg.data.tokenizer, cfg.data.video_placeholder))
-    print(f"wrote {cfg.regenerate.output}")
-    return 0
+
+    def go() -> int:
+        cfg = cfgmod.load(args.config, args.overrides + ["regenerate.enabled=true"])
+        target = load_target(cfg.target)
+        prepare_data(cfg, target, load_tokenizer(cfg.data.tokenizer, cfg.data.video_placeholder))
+        print(f"wrote {cfg.regenerate.output}")
+        return 0
+
+    return run_cli(go, args.debug)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The regeneration stage: rewrite each record's last answer with the target itself
 (`sparrow_jax.generation.generate`), so that the draft learns the distribution it will meet at inference
-(drafts trained on the target's own outputs accept more). `python -m train.regenerate` runs it alone."""
+(drafts trained on the target's own outputs accept more). `python -m train.regenerate` runs it alone.
+`train.prepare` writes each batch as it finishes, so an interrupted run resumes where it stopped."""
 
 from __future__ import annotations
 
@@ -27,11 +28,14 @@ def prompt_of(rec: dict, tok, target_config, cfg_data):
     return video_prompt(target_config, ids, frames, fps=cfg_data.fps)
 
 
-def regenerate(records, target, tok, cfg_data, cfg_regen, progress: bool = True) -> list[dict]:
-    """Copies of `records` whose last assistant turn holds the target's own answer (appended if absent)."""
-    out = [None] * len(records)
-    for batch in tqdm(frame_batches(records, cfg_data.buckets[0][0], cfg_regen.batch_size), desc="regenerate",
-                      disable=not progress):
+def regenerate(records, target, tok, cfg_data, cfg_regen, progress: bool = True, done=()):
+    """Per batch, (batch number, [(index, copy of the record whose last assistant turn holds the target's own
+    answer (appended if absent))]), skipping the batch numbers in `done` (written by an interrupted run:
+    each batch is seeded by its first index, so a resumed run regenerates what the straight one would)."""
+    batches = frame_batches(records, cfg_data.buckets[0][0], cfg_regen.batch_size)
+    for k, batch in enumerate(tqdm(batches, desc="regenerate", disable=not progress)):
+        if k in done:
+            continue
         chunk, start = [records[i] for i in batch], batch[0]
         prompts = [prompt_of(r, tok, target.config, cfg_data) for r in chunk]
         videos = [v for _, v in prompts]
@@ -40,6 +44,7 @@ def regenerate(records, target, tok, cfg_data, cfg_regen, progress: bool = True)
                        temperature=cfg_regen.temperature, eos_token_id=tok.eos_ids, pad_id=tok.pad_id,
                        seed=start)
         stop = set(tok.eos_ids) | set(visual_token_ids(target.config))
+        out = []
         for at, rec, tokens in zip(batch, chunk, gen.token_ids()):
             # An answer ends at EOS; a (random) target that emits a visual placeholder ends there too,
             # since a placeholder in an answer would not match the video's features.
@@ -52,5 +57,5 @@ def regenerate(records, target, tok, cfg_data, cfg_regen, progress: bool = True)
                 last["content" if "content" in last else "value"] = tok.decode(tokens)
             else:
                 turns.append({"role": "assistant", "content": tok.decode(tokens)})
-            out[at] = rec
-    return out
+            out.append((at, rec))
+        yield k, out

@@ -4,13 +4,16 @@ the draft wrapped as a proposer; nothing runs on a device here."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from sparrow_jax.attention import check_capacity, round_capacity
-from sparrow_jax.config import draft_mismatch
+from sparrow_jax.config import Qwen25VLConfig, draft_mismatch
+from sparrow_jax.errors import UserError
 from sparrow_jax.generation.speculative.proposer import Proposer, SparrowProposer
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.generation.state import DecodeConfig, PromptState
@@ -59,6 +62,12 @@ def setup(
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     sampler = Sampler.of(SamplingConfig(temperature, top_k, top_p, repetition_penalty))
+    stops = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    vocab = target.lm.config.vocab_size
+    check_tokens([r[:n] for r, n in zip(prompts.input_ids, prompts.lengths)]
+                 if isinstance(prompts, PromptBatch) else prompts, vocab, stops)
+    if not isinstance(prompts, PromptBatch):
+        check_video(target.config, video)
     batch = prompts if isinstance(prompts, PromptBatch) else prepare(
         target.config, prompts, video, pad_id=pad_id, multiple=prompt_bucket
     )
@@ -80,7 +89,6 @@ def setup(
             f"KV cache capacity {capacity} is too small: prompt (longest {int(batch.lengths.max())} tokens, padded "
             f"to {width}) + max_new_tokens {max_new_tokens} = {need}; raise capacity or shorten the prompt/video"
         )
-    stops = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     text_index = text_len = None
     if draft is not None:
         text_index, text_len = map(jnp.asarray, text_positions(batch, target.config, draft_chunk, draft_sees_visual))
@@ -111,3 +119,46 @@ def kv_slots_needed(prompt_tokens: int, max_new_tokens: int, tree: TreeShape | N
 def _slots(width: int, max_new_tokens: int, tree: TreeShape | None) -> int:
     # Speculation writes a whole tree past the committed tokens and may commit a path past max_new.
     return width + max_new_tokens + (0 if tree is None else tree.total + tree.max_depth)
+
+
+RAW_PIXELS = 10.0  # preprocessed pixels lie within about [-2, 2]; larger ones look like raw 0-255 values
+
+
+def check_tokens(prompts, vocab_size: int, stops=()) -> None:
+    """Prompt token ids and stop ids must lie in [0, vocab_size): on a device an id outside would be
+    clamped into the embedding and generate meaningless text without a word."""
+    for i, row in enumerate(prompts):
+        row = np.asarray(row).reshape(-1)
+        if row.size and not np.issubdtype(row.dtype, np.integer):
+            if not np.issubdtype(row.dtype, np.number) or not np.all(np.isfinite(row) & (row == np.round(row))):
+                raise UserError(f"prompt {i}: token ids must be integers, got {row.dtype} values")
+        bad = np.flatnonzero((row < 0) | (row >= vocab_size))
+        if bad.size:
+            raise UserError(f"prompt {i}: token id {int(row[bad[0]])} at position {int(bad[0])} is outside the "
+                             f"target's vocabulary [0, {vocab_size}); tokenize with the target's own tokenizer")
+    for t in stops:
+        if not 0 <= int(t) < vocab_size:
+            raise UserError(f"eos_token_id {int(t)} is outside the target's vocabulary [0, {vocab_size})")
+
+
+def check_video(config, video) -> None:
+    """Video inputs must be the family's preprocessed float pixels (`sparrow_jax.processing.video_prompt`
+    turns uint8 frames into them), all finite; float values far outside [-2, 2] get a warning."""
+    if video is None:
+        return
+    qwen = isinstance(config, Qwen25VLConfig)
+    rows = list(video) if qwen or isinstance(video, (list, tuple)) else list(np.asarray(video))
+    for i, row in enumerate(rows):
+        if row is None:
+            continue
+        pixels = np.asarray(row[0] if qwen else row)
+        if not np.issubdtype(pixels.dtype, np.floating):
+            raise UserError(f"video {i}: got {pixels.dtype} values, but generate takes preprocessed float pixels; "
+                             "turn decoded frames into them with sparrow_jax.processing.video_prompt(config, ids, "
+                             "frames)")
+        if not np.all(np.isfinite(pixels)):
+            raise UserError(f"video {i}: the pixels hold NaN or inf ({int(np.sum(~np.isfinite(pixels)))} values)")
+        if pixels.size and (peak := float(np.abs(pixels).max())) > RAW_PIXELS:
+            warnings.warn(f"video {i}: pixel values reach {peak:.4g}; preprocessed pixels lie within about [-2, 2], "
+                          "so these look like raw 0-255 values (use sparrow_jax.processing.video_prompt)",
+                          stacklevel=3)
