@@ -359,7 +359,7 @@ def test_dst_already_a_checkpoint(qwen2, tmp_path, capsys):
 def test_replacing_needs_overwrite_and_a_checkpoint_to_replace(qwen2, tmp_path, capsys):
     _, src, ours = qwen2
     back = export_dir(ours, tmp_path / "back")
-    assert main(["export", "--src", str(ours), "--dst", str(back)]) == 1  # export, like convert: --overwrite
+    assert main(["export", "--src", str(ours), "--dst", str(back)]) == 2  # export, like convert: --overwrite
     assert "already exists" in capsys.readouterr().err
     (back / "model.safetensors").write_bytes(b"stale")
     assert main(["export", "--src", str(ours), "--dst", str(back), "--overwrite"]) == 0
@@ -367,10 +367,10 @@ def test_replacing_needs_overwrite_and_a_checkpoint_to_replace(qwen2, tmp_path, 
     # A non-empty directory that is no checkpoint is never replaced, --overwrite or not; nor an input.
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
-    assert main(["target", "--src", str(src), "--dst", str(tmp_path / "notes"), "--overwrite"]) == 1
+    assert main(["target", "--src", str(src), "--dst", str(tmp_path / "notes"), "--overwrite"]) == 2
     assert "not a checkpoint: refusing to replace it" in capsys.readouterr().err
     assert os.listdir(tmp_path / "notes") == ["todo.txt"]
-    assert main(["target", "--src", str(src), "--dst", str(src), "--overwrite"]) == 1
+    assert main(["target", "--src", str(src), "--dst", str(src), "--overwrite"]) == 2
     assert "is --src" in capsys.readouterr().err and (src / "model.safetensors").is_file()
 
 
