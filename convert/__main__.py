@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from convert.draft import convert_draft
 from convert.target import DTYPES, convert_target, export
@@ -16,7 +17,8 @@ def main(argv=None) -> int:
     t.add_argument("--src", required=True, help="HF directory (config.json + safetensors or .bin)")
     t.add_argument("--dst", required=True, help="output directory (Orbax params + config.json)")
     t.add_argument("--dtype", default="float32", choices=DTYPES)
-    t.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --dst")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace a checkpoint already in --dst (kept until the new one is complete)")
     d = sub.add_parser("draft", help="released Sparrow / EAGLE-1/2 draft directory -> converted draft checkpoint")
     d.add_argument("--src", required=True, help="HF draft directory (config.json + pytorch_model.bin or safetensors)")
     d.add_argument("--target", required=True, help="the converted target (output of `convert target`) it drafts for")
@@ -24,12 +26,17 @@ def main(argv=None) -> int:
     d.add_argument("--window", type=int, default=1024, help="text slots of the draft's ring-buffer KV cache")
     d.add_argument("--pinned", type=int, default=0, help="leading prompt slots the draft cache always keeps")
     d.add_argument("--dtype", default="float32", choices=DTYPES)
-    d.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --dst")
+    d.add_argument("--overwrite", action="store_true",
+                   help="replace a checkpoint already in --dst (kept until the new one is complete)")
     e = sub.add_parser("export", help="converted checkpoint -> HF directory (safetensors)")
     e.add_argument("--src", required=True, help="converted checkpoint directory")
     e.add_argument("--dst", required=True, help="output HF directory")
+    e.add_argument("--overwrite", action="store_true", help="replace a directory already in --dst")
     args = parser.parse_args(argv)
     try:
+        for flag in ("src", "target"):  # a destination is replaced whole: never one of the inputs
+            if getattr(args, flag, None) and Path(getattr(args, flag)).absolute() == Path(args.dst).absolute():
+                raise ValueError(f"--dst {args.dst} is --{flag}: write the conversion to another directory")
         if args.command == "target":
             if not convert_target(args.src, args.dst, args.dtype, args.overwrite):
                 print(f"note: no tokenizer files in {args.src}; `python -m infer` needs them in {args.dst}/tokenizer/",
@@ -40,8 +47,8 @@ def main(argv=None) -> int:
             if dropped:
                 print(f"note: dropped {', '.join(dropped)}: the draft uses the target's own", file=sys.stderr)
         else:
-            export(args.src, args.dst)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError) as e:
+            export(args.src, args.dst, args.overwrite)
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {args.dst}")

@@ -133,6 +133,7 @@ def hf_config(cfg) -> dict:
             "video_token_id": cfg.video_token_id,
             "image_token_id": cfg.image_token_id,
             "vision_start_token_id": cfg.vision_start_token_id,
+            "vision_end_token_id": cfg.vision_end_token_id,
             "tie_word_embeddings": cfg.text.tie_word_embeddings,
         }
     raise TypeError(f"cannot export config type {type(cfg).__name__}")

@@ -9,7 +9,7 @@ from convert import hf_files
 from convert.families import keymap_for
 from convert.hf_config import hf_config
 from convert.keymap import export_params, import_params
-from sparrow_jax import checkpoint
+from sparrow_jax import atomic, checkpoint
 from sparrow_jax.config import config_from_hf
 from sparrow_jax.models import abstract_model
 from sparrow_jax.prompting import TOKENIZER_DIR, copy_tokenizer_files
@@ -26,6 +26,7 @@ def read_hf_config(src: Path) -> dict:
 
 def convert_target(src, dst, dtype: str = "float32", overwrite: bool = False) -> list[str]:
     """Convert the HF model in `src` to `dst`; its tokenizer and chat template files go to `dst/tokenizer/`.
+    The old `dst` (with `overwrite`) is replaced only once the new checkpoint is complete.
     Returns the names of the tokenizer files copied."""
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
@@ -33,16 +34,15 @@ def convert_target(src, dst, dtype: str = "float32", overwrite: bool = False) ->
     shapes = checkpoint.param_shapes(abstract_model(config))
     with hf_files.open_checkpoint(src) as source:
         params = import_params(source, shapes, keymap_for(config), dtype, progress=hf_files.iterate)
-    checkpoint.save(dst, config, params, dtype, overwrite=overwrite)
-    return copy_tokenizer_files(src, Path(dst) / TOKENIZER_DIR)
+    return checkpoint.save(dst, config, params, dtype, overwrite=overwrite, tokenizer=src)
 
 
-def export(src, dst) -> None:
-    """Converted checkpoint `src` -> HF directory `dst` (safetensors, config.json, and its tokenizer files)."""
+def export(src, dst, overwrite: bool = False) -> None:
+    """Converted checkpoint `src` -> HF directory `dst` (safetensors, config.json, and its tokenizer files),
+    written whole: an existing `dst` is an error unless `overwrite`, and is replaced only once complete."""
     config, params, _ = checkpoint.load_params(src)
     tensors = export_params(checkpoint.to_numpy(params), keymap_for(config))
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    hf_files.write_safetensors(tensors, dst)
-    (dst / "config.json").write_text(json.dumps(hf_config(config), indent=2))
-    copy_tokenizer_files(Path(src) / TOKENIZER_DIR, dst)  # the tokenizer files convert carried, back beside it
+    with atomic.replacing(dst, overwrite, markers=("config.json",)) as tmp:
+        hf_files.write_safetensors(tensors, tmp)
+        (tmp / "config.json").write_text(json.dumps(hf_config(config), indent=2))
+        copy_tokenizer_files(Path(src) / TOKENIZER_DIR, tmp)  # the tokenizer files convert carried, back beside it

@@ -21,7 +21,7 @@ def main(ckpt: str) -> None:
     n = num_video_tokens(len(frames), cfg.vision.image_size, cfg.vision.patch_size)
     prompt = expand_video_placeholder([1, 2, cfg.video_token_id, 3, 4], cfg.video_token_id, n)
     out = infer.generate(target, [prompt], pixels[None], max_new_tokens=16)
-    print("tokens:", out.texts()[0])
+    print("tokens:", out.token_ids()[0])
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in out.stats.items()})
 
 

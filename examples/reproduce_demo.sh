@@ -39,7 +39,10 @@ EOF
 $PY -m train.features --config train/configs/demo_draft_long.json --batch-size 8
 $PY -m train.main --config train/configs/demo_draft_long.json
 
-# 5. Ship: both exports are converted checkpoints (the target's carries its tokenizer).
-rm -rf sparrow_jax/demo/target sparrow_jax/demo/draft
-cp -r runs/demo/target_long sparrow_jax/demo/target
-cp -r runs/demo-draft-long/draft sparrow_jax/demo/draft
+# 5. Ship: both exports are converted checkpoints (the target's carries its tokenizer). Each is copied whole:
+#    the shipped one is replaced only once its copy is complete.
+$PY - <<'EOF'
+from sparrow_jax import checkpoint
+checkpoint.copy("runs/demo/target_long", "sparrow_jax/demo/target", overwrite=True)
+checkpoint.copy("runs/demo-draft-long/draft", "sparrow_jax/demo/draft", overwrite=True)
+EOF

@@ -29,17 +29,18 @@ TEXT_TEMPLATE = (
 EOS = 123
 
 
-def vocab(size: int = 128) -> dict[str, int]:
-    ids = {i: w for i, w in enumerate(WORDS)} | SPECIAL
+def vocab(size: int = 128, special: dict[int, str] = SPECIAL) -> dict[str, int]:
+    ids = {i: w for i, w in enumerate(WORDS)} | special
     return {ids.get(i, f"w{i}"): i for i in range(size)}
 
 
-def write_tiny_tokenizer(directory, size: int = 128) -> Path:
+def write_tiny_tokenizer(directory, size: int = 128, special: dict[int, str] = SPECIAL) -> Path:
+    """`special`: the special tokens by id (another model's tokenizer puts them elsewhere)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(models.WordLevel(vocab=vocab(size), unk_token="<unk>"))
+    tok = Tokenizer(models.WordLevel(vocab=vocab(size, special), unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL.values()])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special.values()])
     tok.save(str(directory / "tokenizer.json"))
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "<unk>", "eos_token": "<|im_end|>",
               "pad_token": "<|endoftext|>", "chat_template": TEXT_TEMPLATE}

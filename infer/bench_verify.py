@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from infer.bench import median_time
+from sparrow_jax.timing import median_time
 
 
 def main(argv=None) -> int:

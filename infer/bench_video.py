@@ -1,6 +1,6 @@
 """python -m infer.bench video: the target alone against the target with its Sparrow draft, against the number
 of visual tokens: tau, decoding speedup (DSR) and end-to-end speedup (ESR), measured side by side in one
-run (`infer.compare`: one prefill per video, both decodings compiled first, medians of `--repeats`).
+run (`sparrow_jax.generation.compare`: one prefill per video, both decodings compiled first, medians of `--repeats`).
 
 Defaults to the embedded demo pair (sparrow_jax.demo) on held-out synthetic scenes rendered at each frame
 count (16 visual tokens per frame: 32 frames ~ 0.5k, 256 ~ 4k, 1024 ~ 16k, 1600 ~ 25k visual tokens).
@@ -37,19 +37,20 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import sparrow_jax
-    from infer.cli import _draft_config, _load_draft, _target_config, _tree
-    from infer.compare import compare
+    from infer.options import tree_shape
+    from sparrow_jax import checkpoint
+    from sparrow_jax.generation import compare
     from sparrow_jax.processing import frame_size, video_prompt
     from sparrow_jax.prompting import load_tokenizer
-    from train.synthetic.dataset import scene_video
-    from train.synthetic.describe import recall_of_facts
+    from sparrow_jax.synthetic.dataset import scene_video
+    from sparrow_jax.synthetic.describe import recall_of_facts
 
-    config = _target_config(args.target)
-    draft_config = _draft_config(args.draft, config.text)
-    tree = _tree(args, True)
+    config = checkpoint.target_config(args.target)
+    draft_config = checkpoint.draft_config(args.draft, config.text)
+    tree = tree_shape(args, True)
     tokenizer = load_tokenizer(args.target)
     target = sparrow_jax.load(args.target)
-    draft = _load_draft(args.draft, draft_config, None, None)
+    draft = checkpoint.load_draft(args.draft, draft_config)
     samples = demo.samples()[: args.videos]
     size = frame_size(config, 112, 112)[0]
     print(f"target {args.target} ({config.text.num_layers} layers x {config.text.hidden_size}); draft {args.draft} "
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
             c = compare(target, draft, [ids], [pixels], repeats=args.repeats, warm_prefill=i == 0, tree=tree,
                         max_new_tokens=args.new_tokens, eos_token_id=tokenizer.eos_token_ids,
                         pad_id=tokenizer.pad_token_id)
-            text = tokenizer.decode(c.alone.texts()[0])
+            text = tokenizer.decode(c.alone.token_ids()[0])
             per_video.append({"visual": int((ids == config.video_token_id).sum()), "tau": c.tau, "dsr": c.dsr,
                               "cycle_steps": c.tau / c.dsr,
                               "esr": c.esr, "identical": c.identical, "prefill_s": c.prefill_s,

@@ -14,11 +14,10 @@ import argparse
 import dataclasses
 import json
 import sys
-import threading
-import time
-from pathlib import Path
 
-from sparrow_jax.spec.tree import TreeShape
+from infer.options import tree_shape
+from infer.terminal import Ticker, show_stream, stats_line
+from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.video import DEFAULT_PRESET, PRESETS, Sampling
 
 EXIT_USAGE = 2
@@ -86,20 +85,22 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
-    import infer
     import sparrow_jax
-    from infer.generation import kv_slots_needed
+    from sparrow_jax import checkpoint
+    from sparrow_jax.generation import generate, kv_slots_needed, stream
     from sparrow_jax.processing import frame_size, video_prompt
-    from sparrow_jax.prompting import load_tokenizer
+    from sparrow_jax.prompting import load_tokenizer, tokenizer_dir, tokenizer_mismatch
     from sparrow_jax.video import read_video
 
     # Every check that can fail comes before the weights are loaded.
-    tree = _tree(args, args.draft is not None)
-    config = _target_config(args.target)
-    draft_config = None if args.draft is None else _draft_config(args.draft, config.text)
+    tree = tree_shape(args, args.draft is not None)
+    config = checkpoint.target_config(args.target)
+    draft_config = None if args.draft is None else checkpoint.draft_config(args.draft, config.text)
     if draft_config is not None and tree is None:
         tree = TreeShape()  # generate's default: the EAGLE-2 budget
     tokenizer = load_tokenizer(args.tokenizer or args.target)
+    if problem := tokenizer_mismatch(tokenizer, config):
+        raise ValueError(_foreign_tokenizer(args, tokenizer_dir(args.tokenizer or args.target), problem))
     preset = PRESETS[args.preset or DEFAULT_PRESET[config.model_type]]
     max_pixels = args.max_pixels or preset.max_pixels
     size = lambda h, w: frame_size(config, h, w, max_pixels=max_pixels)  # noqa: E731
@@ -111,117 +112,21 @@ def run(args) -> int:
         raise ValueError(_too_long(len(ids), int((ids == config.video_token_id).sum()), len(video.frames),
                                    args, need, draft_config is not None))
     target = sparrow_jax.load(args.target, args.dtype)
-    draft = None if draft_config is None else _load_draft(args.draft, draft_config, args.window, args.dtype)
+    draft = None if draft_config is None else checkpoint.load_draft(args.draft, draft_config, args.window, args.dtype)
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
               eos_token_id=tokenizer.eos_token_ids, pad_id=tokenizer.pad_token_id, seed=args.seed, draft=draft,
               tree=tree)
     info = {"prompt_tokens": len(ids), "frames": len(video.frames), "frame_size": list(video.frames.shape[1:3])}
     if args.json:
         with Ticker(f"generating (prompt of {len(ids)} tokens)", args.quiet):
-            out = infer.generate(target, [ids], [pixels], **kw)
-        tokens = out.texts()[0]
+            out = generate(target, [ids], [pixels], **kw)
+        tokens = out.token_ids()[0]
         print(json.dumps({"text": tokenizer.decode(tokens), "tokens": tokens, **info, "stats": out.stats}))
         return 0
-    stream = show_stream(infer.stream(target, [ids], [pixels], **kw), tokenizer.decode,
+    streamed = show_stream(stream(target, [ids], [pixels], **kw), tokenizer.decode,
                          f"prefill ({len(ids)} tokens)", args.quiet)
-    print(stats_line(stream.output.stats), file=sys.stderr)
+    print(stats_line(streamed.output.stats), file=sys.stderr)
     return 0
-
-
-def show_stream(stream, decode, label: str, quiet: bool):
-    """Write row 0's text to stdout as `stream` accepts tokens (elapsed time under `label` until the first
-    ones arrive); returns the exhausted stream, whose `output` holds the GenerateOutput."""
-    text = IncrementalText(decode)
-    with Ticker(label, quiet) as ticker:
-        for new in stream:
-            ticker.stop()
-            _write(text.add(new[0]))
-    _write(text.flush() + "\n")
-    return stream
-
-
-class IncrementalText:
-    """Text of a growing token list, handed out as new suffixes: the whole prefix is decoded each time, so
-    characters spanning several tokens come out whole (a trailing incomplete one is held back)."""
-
-    def __init__(self, decode):
-        self.decode, self.ids, self.shown = decode, [], ""
-
-    def add(self, ids) -> str:
-        self.ids.extend(ids)
-        text = self.decode(self.ids)
-        return "" if text.endswith("\ufffd") else self._advance(text)
-
-    def flush(self) -> str:
-        return self._advance(self.decode(self.ids))
-
-    def _advance(self, text: str) -> str:
-        new = text[len(self.shown):] if text.startswith(self.shown) else ""
-        if text.startswith(self.shown):
-            self.shown = text
-        return new
-
-
-class Ticker:
-    """Elapsed seconds on stderr (`label... 3.2 s`) while a step that has no progress of its own runs, shown
-    only once it has taken more than `delay` seconds, and only on a terminal (the stats line has the time)."""
-
-    def __init__(self, label: str, quiet: bool = False, delay: float = 1.0):
-        self.label, self.delay = label, delay
-        self.quiet = quiet or not sys.stderr.isatty()
-        self._done = threading.Event()
-        self._shown = False
-
-    def __enter__(self):
-        self._t0 = time.perf_counter()
-        if not self.quiet:
-            self._thread = threading.Thread(target=self._tick, daemon=True)
-            self._thread.start()
-        return self
-
-    def _tick(self):
-        if self._done.wait(self.delay):
-            return
-        while not self._done.wait(0.5):
-            self._shown = True
-            sys.stderr.write(f"\r{self.label}... {time.perf_counter() - self._t0:.1f} s")
-            sys.stderr.flush()
-
-    def stop(self):
-        if self._done.is_set():
-            return
-        self._done.set()
-        if not self.quiet:
-            self._thread.join()
-            if self._shown:
-                sys.stderr.write(f"\r{self.label}: {time.perf_counter() - self._t0:.1f} s\n")
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-def stats_line(stats: dict) -> str:
-    return (f"[prefill {stats['prefill_s']:.2f} s | {stats['new_tokens']} tokens in {stats['decode_s']:.2f} s = "
-            f"{stats['decode_tokens_per_s']:.1f} tokens/s | tau {stats['tau']:.2f} | {stats['cycles']} cycles]")
-
-
-def _write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-def _tree(args, speculative: bool):
-    if (args.chain is not None or args.tree is not None) and not speculative:
-        raise ValueError("--chain and --tree shape the draft's proposals: give --draft CKPT too")
-    if args.chain is not None:
-        return TreeShape.chain(args.chain)
-    if args.tree is not None:
-        try:
-            top_k, depth, total = (int(x) for x in args.tree.split(","))
-        except ValueError:
-            raise ValueError(f"--tree takes TOPK,DEPTH,TOTAL (e.g. 8,3,30), got {args.tree!r}") from None
-        return TreeShape(top_k, depth, total)
-    return None
 
 
 def _sampling(args, preset) -> Sampling:
@@ -235,53 +140,12 @@ def _sampling(args, preset) -> Sampling:
     return base
 
 
-def _target_config(path):
-    from sparrow_jax.config import DraftConfig, LlavaOnevisionConfig, Qwen25VLConfig
-
-    config = _config(path, "--target")
-    if isinstance(config, DraftConfig):
-        raise ValueError(f"--target {path} is a converted draft; give the converted target model "
-                         "(python -m convert target) and pass the draft as --draft")
-    if not isinstance(config, (LlavaOnevisionConfig, Qwen25VLConfig)):
-        raise ValueError(f"--target {path} is a text-only {config.model_type} model; a video needs a "
-                         "llava_onevision or qwen2_5_vl target")
-    return config
-
-
-def _draft_config(path, target_text):
-    from sparrow_jax.config import DraftConfig, draft_mismatch
-
-    config = _config(path, "--draft")
-    if not isinstance(config, DraftConfig):
-        raise ValueError(f"--draft {path} is a {config.model_type} model, not a converted draft "
-                         "(python -m convert draft --src HF_DRAFT --target TARGET --dst OUT)")
-    if problem := draft_mismatch(config, target_text):
-        raise ValueError(f"--draft {path}: {problem}; use the draft trained for this target, or convert it "
-                         "against this target (python -m convert draft --target ...)")
-    return config
-
-
-def _load_draft(path, config, window, dtype):
-    """The draft's weights into its model, with the window cache resized to `window` text slots if given."""
-    import jax.numpy as jnp
-
-    from sparrow_jax import checkpoint
-    from sparrow_jax.models import abstract_model
-
-    _, params, dtype = checkpoint.load_params(path, dtype)
-    if window is not None:
-        config = dataclasses.replace(config, window=window)
-    return checkpoint.assign(abstract_model(config, dtype=jnp.dtype(dtype)), params)
-
-
-def _config(path, flag):
-    from sparrow_jax.checkpoint import CONFIG
-    from sparrow_jax.config import load_config
-
-    if not (Path(path) / CONFIG).is_file():
-        raise FileNotFoundError(f"{flag} {path} is not a converted checkpoint (no {CONFIG}); create one with "
-                                "`python -m convert target --src HF_DIR --dst OUT_DIR`")
-    return load_config(Path(path) / CONFIG)
+def _foreign_tokenizer(args, where, problem) -> str:
+    fix = ("pass --tokenizer with the target's own tokenizer (the Hugging Face directory it was converted from)"
+           if args.tokenizer else
+           f"convert the target again from its Hugging Face directory (python -m convert target --src HF_DIR "
+           f"--dst {args.target} --overwrite), which copies its tokenizer, or pass --tokenizer HF_DIR")
+    return f"the tokenizer in {where} does not belong to --target {args.target}: {problem}; {fix}"
 
 
 def _too_long(prompt, video_tokens, frames, args, need, speculative) -> str:

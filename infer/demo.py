@@ -1,14 +1,15 @@
 """python -m infer --demo: the embedded pair (sparrow_jax.demo) on a shipped held-out video.
 
 Streams the target's description decoded with the Sparrow draft, then times the target alone and the
-target with the draft side by side (`infer.compare`: one prefill, both decodings compiled first, medians) and prints tau, the
+target with the draft side by side (`sparrow_jax.generation.compare`: one prefill, both decodings compiled first, medians) and prints tau, the
 decoding speedup (DSR), the end-to-end speedup (ESR) and whether the two outputs are identical (at
 temperature 0 they must be). `--target/--draft/--video/--frames` replace the shipped pieces.
 """
 
 from __future__ import annotations
 
-from infer.cli import Ticker, show_stream
+from infer.options import tree_shape
+from infer.terminal import Ticker, show_stream
 
 REPEATS = 3
 # On a CPU the target's verify forward costs about in proportion to the tokens it checks, so a short chain
@@ -17,14 +18,12 @@ DEMO_CHAIN = 3
 
 
 def run(args) -> int:
-    import infer
     import sparrow_jax
-    from infer.cli import _draft_config, _load_draft, _target_config, _tree
-    from infer.compare import compare
-    from sparrow_jax import demo
+    from sparrow_jax import checkpoint, demo
+    from sparrow_jax.generation import compare, stream
     from sparrow_jax.processing import frame_size, video_prompt
     from sparrow_jax.prompting import load_tokenizer
-    from sparrow_jax.spec.tree import TreeShape
+    from sparrow_jax.generation.speculative.tree import TreeShape
     from sparrow_jax.video import Sampling, read_video
 
     target_path, draft_path = args.target or demo.TARGET, args.draft or demo.DRAFT
@@ -34,16 +33,16 @@ def run(args) -> int:
     frames = args.frames or demo.FRAMES
     question = args.prompt[0] if args.prompt else demo.QUESTION
 
-    shape = _tree(args, True) or TreeShape.chain(DEMO_CHAIN)
-    config = _target_config(target_path)
-    draft_config = _draft_config(draft_path, config.text)
+    shape = tree_shape(args, True) or TreeShape.chain(DEMO_CHAIN)
+    config = checkpoint.target_config(target_path)
+    draft_config = checkpoint.draft_config(draft_path, config.text)
     tokenizer = load_tokenizer(args.tokenizer or target_path)
     video = read_video(video_path, Sampling(num_frames=frames), lambda h, w: frame_size(config, h, w),
                        progress=not args.quiet)
     ids, pixels = video_prompt(config, tokenizer.prompt_ids([question]), video.frames, fps=video.fps)
     visual = int((ids == config.video_token_id).sum())
     target = sparrow_jax.load(target_path, args.dtype)
-    draft = _load_draft(draft_path, draft_config, args.window, args.dtype)
+    draft = checkpoint.load_draft(draft_path, draft_config, args.window, args.dtype)
     t, d = config.text, draft_config
     say(f"target: {config.model_type}, {t.num_layers} layers x {t.hidden_size} ({target_path})")
     say(f"draft:  Sparrow, {d.layers.num_layers} layer(s), window {d.window} text slots ({draft_path})")
@@ -58,13 +57,13 @@ def run(args) -> int:
     if args.temperature:
         say("note: --demo decodes greedily (temperature 0), where the two outputs must be identical")
     say("\ntarget + draft, streamed:")
-    stream = show_stream(infer.stream(target, [ids], [pixels], draft=draft, **spec_kw), tokenizer.decode,
+    streamed = show_stream(stream(target, [ids], [pixels], draft=draft, **spec_kw), tokenizer.decode,
                          "compiling the stream", args.quiet)
     say("")
 
     with Ticker("compiling and timing both", args.quiet):
         c = compare(target, draft, [ids], [pixels], repeats=REPEATS, **spec_kw)
-    same = c.identical and c.speculative.texts() == stream.output.texts()
+    same = c.identical and c.speculative.token_ids() == streamed.output.token_ids()
     for name, out in (("target alone:  ", c.alone), ("target + draft:", c.speculative)):
         st = out.stats
         say(f"{name} {st['new_tokens']} tokens, decoding {st['decode_s']:.3f} s ({st['decode_tokens_per_s']:.0f} "
@@ -73,9 +72,9 @@ def run(args) -> int:
     say(f"tau {c.tau:.2f} | DSR {c.dsr:.2f}x | ESR {c.esr:.2f}x | identical outputs: {'yes' if same else 'NO'}"
         f"   (medians of {REPEATS} runs after compiling)")
     if reference is not None:
-        from train.synthetic.describe import recall_of_facts
+        from sparrow_jax.synthetic.describe import recall_of_facts
 
-        answer = tokenizer.decode(c.speculative.texts()[0])
+        answer = tokenizer.decode(c.speculative.token_ids()[0])
         say(f"ground truth:   {reference['conversations'][-1]['content']}")
         say(f"facts recalled: {recall_of_facts(answer, reference['facts']):.0%} of the scene's "
             f"{len(reference['facts'])} facts")

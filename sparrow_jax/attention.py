@@ -14,6 +14,7 @@ from flax import nnx
 
 from sparrow_jax import rope
 from sparrow_jax.config import TextConfig
+from sparrow_jax.kv_cache import CacheView
 from sparrow_jax.layers import Dense
 
 NEG = -1e30  # masked score: finite, so fully masked padding rows stay finite
@@ -85,17 +86,13 @@ def _merge(state, s, v):
     return m_new, l * corr + jnp.sum(p, axis=-1), acc
 
 
-def attend_cached(q, k_new, v_new, new_mask, k_cache, v_cache, layer, scale: float, *, cache_mask=None, lengths=None):
+def attend_cached(q, k_new, v_new, new_mask, view: CacheView, scale: float):
     """Attention of N new queries over [cache ; N new entries].
 
-    k_cache/v_cache hold every layer's cache [L,B,Hkv,C,D]; `layer` (an int or a traced index, e.g. the
-    layer scan's) picks this layer's. They are passed whole on purpose: slicing the layer out first (as
-    scan `xs`) makes XLA materialise a copy of the layer's whole cache every step (it does not fuse the
-    slice into the block loop), which at 16k context cost more than the attention itself; indexing
-    (layer, block) inside the loop reads just the blocks needed, in place.
-    new_mask [B,N,N]: which new entries each query sees (it must see itself). The cache part is either
-    `cache_mask` [B,N,C] (read in one pass: small caches such as the draft's) or `lengths` [B]: slots
-    below each row's length are visible, read in blocks up to the longest row.
+    `view` is the cache as this layer sees it (`kv_cache.CacheView`). new_mask [B,N,N]: which new entries
+    each query sees (it must see itself). The cache part is either the view's `mask` [B,N,C] (read in
+    one pass: small caches such as the draft's) or its `lengths` [B]: slots below each row's length are
+    visible, read in blocks up to the longest row.
     """
     b, n, hq, d = q.shape
     hkv = k_new.shape[2]
@@ -106,20 +103,19 @@ def attend_cached(q, k_new, v_new, new_mask, k_cache, v_cache, layer, scale: flo
     p = jnp.exp(s - m[..., None])
     state = (m, jnp.sum(p, axis=-1), jnp.einsum("bhgns,bhsd->bhgnd", p.astype(v_new.dtype), v_new,
                                                 preferred_element_type=jnp.float32))
-    if cache_mask is not None:
-        kl, vl = (jax.lax.dynamic_index_in_dim(c, layer, 0, keepdims=False) for c in (k_cache, v_cache))
-        sc = jnp.where(cache_mask[:, None, None], _scores(q5, kl, scale), NEG)
+    if view.mask is not None:
+        kl, vl = view.layer_kv()
+        sc = jnp.where(view.mask[:, None, None], _scores(q5, kl, scale), NEG)
         state = _merge(state, sc, vl)
     else:
-        cap = k_cache.shape[3]
+        cap, lengths = view.capacity, view.lengths
         block = min(BLOCK, cap)
         if cap % block:
             raise ValueError(f"cache capacity {cap} must be a multiple of the attention block {block}")
 
         def body(j, st):
             start = j * block
-            at, size = (layer, 0, 0, start, 0), (1, b, hkv, block, d)
-            kb, vb = (jax.lax.dynamic_slice(c, at, size)[0] for c in (k_cache, v_cache))
+            kb, vb = view.block(start, block)
             valid = (start + jnp.arange(block))[None, :] < lengths[:, None]  # [B, block]
             sc = jnp.where(valid[:, None, None, None, :], _scores(q5, kb, scale), NEG)
             return _merge(st, sc, vb)
@@ -140,9 +136,8 @@ class Attention(nnx.Module):
         self.o_proj = Dense(nq * d, h, ("q_heads", "embed"), bias=cfg.o_bias, dtype=dtype, rngs=rngs)
 
     def __call__(self, x, cos, sin, mask, cache=None):
-        """x [B,N,H]; `mask` [B,N,N] among the N tokens. `cache`: None, or a dict with `k`, `v`
-        (every layer's cache [L,B,Hkv,C,D]), `layer` (this layer's index in them) and `mask` or
-        `lengths` (see `attend_cached`).
+        """x [B,N,H]; `mask` [B,N,N] among the N tokens. `cache`: None, or the `CacheView` this layer
+        attends over (see `attend_cached`).
         Returns (out [B,N,H], (k, v) of the N tokens [B,N,Hkv,D]) for the caller to store."""
         heads = lambda y, n: y.reshape(*y.shape[:-1], n, -1)  # noqa: E731
         q = rope.apply(heads(self.q_proj(x), self.heads), cos, sin)
@@ -151,6 +146,5 @@ class Attention(nnx.Module):
         if cache is None:
             out = attend(q, k, v, mask, self.scale)
         else:
-            out = attend_cached(q, k, v, mask, cache["k"], cache["v"], cache["layer"], self.scale,
-                                cache_mask=cache.get("mask"), lengths=cache.get("lengths"))
+            out = attend_cached(q, k, v, mask, cache, self.scale)
         return self.o_proj(out.reshape(*out.shape[:-2], -1)), (k, v)

@@ -3,11 +3,19 @@
 Layout of a converted directory:
     config.json    our model config (sparrow_jax.config), with "dtype"
     params/        Orbax checkpoint of the parameter tree (nested dict of arrays)
+    tokenizer/     (targets) the HF tokenizer and chat template files (sparrow_jax.prompting)
+
+A directory is written whole (sparrow_jax.atomic): a kill during a save leaves the old checkpoint or the new one.
+`target_config` / `draft_config` read and check a checkpoint's config before any weights load (a target
+must be a video model, a draft must fit its target); `load_draft` loads a draft with its window resized.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import shutil
 from pathlib import Path
 
 import jax
@@ -16,8 +24,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from sparrow_jax.config import load_config, save_config
+from sparrow_jax import atomic
+from sparrow_jax.config import DraftConfig, LlavaOnevisionConfig, Qwen25VLConfig, draft_mismatch, load_config, save_config
 from sparrow_jax.models import abstract_model
+from sparrow_jax.prompting import TOKENIZER_DIR, copy_tokenizer_files
 
 CONFIG = "config.json"
 PARAMS = "params"
@@ -28,25 +38,51 @@ def param_shapes(model) -> dict:
     return jax.tree.map(lambda a: tuple(a.shape), nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 
-def save(directory, config, params: dict, dtype: str, overwrite: bool = False) -> None:
-    """Write `params` (nested dict of arrays) and `config` to `directory`.
+def save(directory, config, params: dict, dtype: str, overwrite: bool = False, tokenizer=None) -> list[str]:
+    """Write `params` (nested dict of arrays), `config` and the tokenizer files found in directory `tokenizer`
+    (if given) to `directory`, as one whole: it replaces what is there only once complete.
 
-    An existing checkpoint there is an error unless `overwrite`."""
-    directory = Path(directory).absolute()
-    directory.mkdir(parents=True, exist_ok=True)
-    if (directory / PARAMS).exists() and not overwrite:
-        raise FileExistsError(f"{directory / PARAMS} already exists; choose an empty --dst or pass --overwrite")
+    An existing checkpoint there is an error unless `overwrite`. Returns the names of the tokenizer files."""
     # Host (numpy) arrays stay on the host: a multi-process job saves them without device placement.
     arrays = jax.tree.map(lambda a: a.astype(dtype) if isinstance(a, np.ndarray) else jnp.asarray(a, dtype=dtype), params)
-    with ocp.StandardCheckpointer() as ckptr:  # Orbax writes to a temp dir and renames: atomic
-        ckptr.save(directory / PARAMS, arrays, force=overwrite)
-    if jax.process_index() == 0:  # one writer when several processes save together; rename: atomic
-        tmp = directory / (CONFIG + ".tmp")
-        save_config(config, tmp)
-        meta = json.loads(tmp.read_text())
-        meta["dtype"] = dtype
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(directory / CONFIG)
+    copied = []
+    with atomic.replacing(directory, overwrite, markers=(CONFIG, PARAMS), **_collective()) as tmp:
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(tmp / PARAMS, arrays)
+        atomic.pause("params")
+        if jax.process_index() == 0:  # one writer when several processes save together
+            save_config(config, tmp / CONFIG)
+            meta = json.loads((tmp / CONFIG).read_text())
+            meta["dtype"] = dtype
+            (tmp / CONFIG).write_text(json.dumps(meta, indent=2))
+            if tokenizer is not None:
+                copied = copy_tokenizer_files(tokenizer, tmp / TOKENIZER_DIR)
+    return copied
+
+
+def copy(src, dst, overwrite: bool = False) -> None:
+    """Copy the converted checkpoint `src` to `dst` whole (an old `dst` is replaced only once the copy is complete)."""
+    _require_checkpoint(Path(src).absolute())
+    with atomic.replacing(dst, overwrite, markers=(CONFIG, PARAMS)) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+
+
+def _collective() -> dict:
+    """`atomic.replacing`'s arguments for a save that all processes of a multi-process job make together."""
+    if jax.process_count() == 1:
+        return {}
+    from jax.experimental import multihost_utils
+
+    token = int(multihost_utils.broadcast_one_to_all(np.int32(os.getpid())))  # process 0's: one directory
+    return dict(token=str(token), primary=jax.process_index() == 0, sync=multihost_utils.sync_global_devices)
+
+
+def _require_checkpoint(directory: Path) -> None:
+    if not (directory / CONFIG).is_file() or not (directory / PARAMS).is_dir():
+        raise FileNotFoundError(
+            f"{directory} is not a converted checkpoint (expected {CONFIG} and {PARAMS}/); "
+            "create one with `python -m convert target --src HF_DIR --dst OUT_DIR`"
+        )
 
 
 def load_params(directory, dtype: str | None = None, on_host: bool = False) -> tuple[object, dict, str]:
@@ -55,11 +91,8 @@ def load_params(directory, dtype: str | None = None, on_host: bool = False) -> t
     `on_host`: numpy arrays instead, read whole by every process (multi-process jobs that shard them
     themselves; a plain restore there would look for the topology the checkpoint was saved with)."""
     directory = Path(directory).absolute()
-    if not (directory / CONFIG).is_file() or not (directory / PARAMS).is_dir():
-        raise FileNotFoundError(
-            f"{directory} is not a converted checkpoint (expected {CONFIG} and {PARAMS}/); "
-            "create one with `python -m convert target --src HF_DIR --dst OUT_DIR`"
-        )
+    atomic.recover(directory)  # a kill between the renames of a two-rename swap (no renameat2)
+    _require_checkpoint(directory)
     config = load_config(directory / CONFIG)
     stored = json.loads((directory / CONFIG).read_text()).get("dtype", "float32")
     dtype = dtype or stored
@@ -94,3 +127,46 @@ def assign(model, params: dict):
 
 def to_numpy(params: dict) -> dict:
     return jax.tree.map(np.asarray, params)
+
+
+def read_config(path, what: str = "checkpoint"):
+    """The model config of the converted checkpoint at `path`, checked to exist (`what` names the argument
+    in messages, e.g. "--target")."""
+    if not (Path(path) / CONFIG).is_file():
+        raise FileNotFoundError(f"{what} {path} is not a converted checkpoint (no {CONFIG}); create one with "
+                                "`python -m convert target --src HF_DIR --dst OUT_DIR`")
+    return load_config(Path(path) / CONFIG)
+
+
+def target_config(path, what: str = "--target"):
+    """The config of a converted video target (LLaVA-OneVision or Qwen2.5-VL), with a clear error for a
+    draft or a text-only model."""
+    config = read_config(path, what)
+    if isinstance(config, DraftConfig):
+        raise ValueError(f"{what} {path} is a converted draft; give the converted target model "
+                         "(python -m convert target) and pass the draft as --draft")
+    if not isinstance(config, (LlavaOnevisionConfig, Qwen25VLConfig)):
+        raise ValueError(f"{what} {path} is a text-only {config.model_type} model; a video needs a "
+                         "llava_onevision or qwen2_5_vl target")
+    return config
+
+
+def draft_config(path, target_text, what: str = "--draft") -> DraftConfig:
+    """The config of a converted draft, checked against the target's text config `target_text`."""
+    config = read_config(path, what)
+    if not isinstance(config, DraftConfig):
+        raise ValueError(f"{what} {path} is a {config.model_type} model, not a converted draft "
+                         "(python -m convert draft --src HF_DRAFT --target TARGET --dst OUT)")
+    if problem := draft_mismatch(config, target_text):
+        raise ValueError(f"{what} {path}: {problem}; use the draft trained for this target, or convert it "
+                         "against this target (python -m convert draft --target ...)")
+    return config
+
+
+def load_draft(path, config: DraftConfig, window: int | None = None, dtype: str | None = None):
+    """The draft's weights into its model (`config` from `draft_config`), with the window cache resized to
+    `window` text slots if given."""
+    _, params, dtype = load_params(path, dtype)
+    if window is not None:
+        config = dataclasses.replace(config, window=window)
+    return assign(abstract_model(config, dtype=jnp.dtype(dtype)), params)

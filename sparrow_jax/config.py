@@ -336,6 +336,7 @@ class Qwen25VLConfig:
     video_token_id: int
     image_token_id: int
     vision_start_token_id: int
+    vision_end_token_id: int = 151653  # closes each vision block (default: for configs converted without it)
     tokens_per_second: float = 2.0
     model_type: str = "qwen2_5_vl"
 
@@ -363,6 +364,7 @@ class Qwen25VLConfig:
             video_token_id=int(hf.get("video_token_id", 151656)),
             image_token_id=int(hf.get("image_token_id", 151655)),
             vision_start_token_id=int(hf.get("vision_start_token_id", 151652)),
+            vision_end_token_id=int(hf.get("vision_end_token_id", 151653)),
             tokens_per_second=float(vision_hf.get("tokens_per_second", 2)),
         )
 

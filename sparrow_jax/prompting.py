@@ -103,6 +103,50 @@ def load_tokenizer(checkpoint) -> ChatTokenizer:
     return ChatTokenizer(tokenizer, template, _eos_ids(path, tokenizer), tokenizer.pad_token_id or 0)
 
 
+# The config fields of the ids a prompt writes a video with, in order (those the family has), and their names.
+VIDEO_TOKENS = {"vision_start_token_id": "vision start", "video_token_id": "video placeholder",
+                "vision_end_token_id": "vision end"}
+
+
+def tokenizer_mismatch(tok: ChatTokenizer, config) -> str | None:
+    """What in `tok` does not fit the target `config` (None when all does): more tokens than the target's
+    vocabulary, or a chat template that writes the video with other ids than the target's video placeholder
+    (and, for Qwen2.5-VL, vision start / end) tokens."""
+    vocab = config.text.vocab_size
+    if len(tok.tokenizer) > vocab:
+        return f"it has {len(tok.tokenizer)} tokens, more than the checkpoint's vocabulary of {vocab}"
+    fields = [f for f in VIDEO_TOKENS if hasattr(config, f)]
+    want = [getattr(config, f) for f in fields]
+    turns = ["describe the video"]
+    ids = tok.prompt_ids(turns)
+    wrote = _inserted(ids, tok.prompt_ids(turns, video=False))  # the ids the template wrote for the video
+    if ids.count(config.video_token_id) == 1 and _contains(wrote, want):
+        return None
+    names = ", ".join(VIDEO_TOKENS[f] for f in fields)
+
+    def show(part, where=""):
+        tokens = " ".join(repr(t) for t in tok.tokenizer.convert_ids_to_tokens(part))
+        return f"id{'s' * (len(part) != 1)} {', '.join(map(str, part))} ({tokens}{where})"
+
+    return (f"the checkpoint's {names} {'is' if len(want) == 1 else 'are'} {show(want, ' in this tokenizer')}, "
+            f"but the tokenizer's chat template writes the video as {show(wrote)}")
+
+
+def _inserted(longer: list[int], shorter: list[int]) -> list[int]:
+    """The ids `longer` has in place of `shorter`'s: what remains once their common prefix and suffix go."""
+    start = 0
+    while start < len(shorter) and longer[start] == shorter[start]:
+        start += 1
+    end = 0
+    while end < len(shorter) - start and longer[-1 - end] == shorter[-1 - end]:
+        end += 1
+    return longer[start:len(longer) - end]
+
+
+def _contains(ids: list[int], part: list[int]) -> bool:
+    return any(ids[i:i + len(part)] == part for i in range(len(ids) - len(part) + 1))
+
+
 def _chat_template(path: Path) -> str | None:
     """The processor's template (it renders video turns) before the tokenizer's own."""
     if (path / "chat_template.jinja").is_file():

@@ -7,22 +7,20 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import convert_dir
 from flax import nnx
-from test_speculative import make_draft
-from test_video import write_clip
+from helpers import convert_dir, make_draft, write_clip
 
 import infer
-from infer.cli import IncrementalText, main
+from infer.cli import main
+from infer.terminal import IncrementalText
 from sparrow_jax import checkpoint
 from sparrow_jax.processing import video_prompt
-from sparrow_jax.prompting import chat_messages, load_tokenizer
+from sparrow_jax.prompting import chat_messages, load_tokenizer, tokenizer_mismatch
 from sparrow_jax.video import PRESETS, read_video
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
-from tiny_tokenizer import CHAT_TEMPLATE, write_tiny_tokenizer  # noqa: E402
+from tiny_tokenizer import CHAT_TEMPLATE, SPECIAL, write_tiny_tokenizer  # noqa: E402
 
 MAX_NEW = 10
 
@@ -95,7 +93,7 @@ def expected(ckpt, target, **kw):
     ids, pixels = video_prompt(target.config, tok.prompt_ids(["describe the video"]), video.frames, fps=video.fps)
     out = infer.generate(target, [ids], [pixels], max_new_tokens=MAX_NEW, eos_token_id=tok.eos_token_ids,
                          pad_id=tok.pad_token_id, **kw)
-    return tok.decode(out.texts()[0]), out.texts()[0]
+    return tok.decode(out.token_ids()[0]), out.token_ids()[0]
 
 
 def test_cli_streams_the_generate_output(ckpt, llava, capsys):
@@ -142,3 +140,47 @@ def test_bad_inputs_give_one_line_errors(ckpt, llava, capsys, tmp_path):
         assert message in err, (message, err)
     rc, _, err = run_cli(capsys, "--target", llava[2], "--video", video, "--prompt", "hi", "--quiet")
     assert rc == 2 and "no tokenizer in" in err and "convert target" in err and err.count("\n") == 1
+
+
+def test_tokenizer_of_another_model_is_named(ckpt, capsys, tmp_path):
+    """--tokenizer (or the checkpoint's own tokenizer/) from another model: one line naming both, what differs
+    and the fix, before anything heavy runs."""
+    _, target, _, video = ckpt
+    other = write_tiny_tokenizer(tmp_path / "other", special={**SPECIAL, 100: "<video>", 120: "<frame>"})
+    big = write_tiny_tokenizer(tmp_path / "big", size=256)
+    own = shutil.copytree(target, tmp_path / "target", ignore=shutil.ignore_patterns("tokenizer"))
+    shutil.copytree(other, own / "tokenizer")
+    placeholder = "the checkpoint's video placeholder is id 120 ('<frame>' in this tokenizer), but the tokenizer's " \
+                  "chat template writes the video as id 100 ('<video>')"
+    cases = [
+        (target, ["--tokenizer", other], f"the tokenizer in {other} does not belong to --target {target}: "
+                                         f"{placeholder}; pass --tokenizer with the target's own tokenizer"),
+        (target, ["--tokenizer", big], f"the tokenizer in {big} does not belong to --target {target}: it has 256 "
+                                       "tokens, more than the checkpoint's vocabulary of 128"),
+        (own, [], f"the tokenizer in {own / 'tokenizer'} does not belong to --target {own}: {placeholder}; convert "
+                  f"the target again from its Hugging Face directory (python -m convert target --src HF_DIR --dst "
+                  f"{own} --overwrite)"),
+    ]
+    for path, extra, message in cases:
+        rc, out, err = run_cli(capsys, "--target", path, "--video", video, "--prompt", "describe the video",
+                               "--quiet", *extra)
+        assert rc == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1, err
+        assert message in err, (message, err)
+
+
+def test_tokenizer_check_covers_qwen_vision_start_and_end(ckpt, tmp_path):
+    from sparrow_jax.config import Qwen25VisionConfig, Qwen25VLConfig, load_config
+
+    text = dataclasses.replace(load_config(ckpt[1] / "config.json").text, mrope_section=(2, 3, 3))
+    vision = Qwen25VisionConfig(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                                fullatt_block_indexes=(0,))
+    special = {**SPECIAL, 118: "<|vision_start|>", 119: "<|vision_end|>", 120: "<|video_pad|>"}
+    directory = write_tiny_tokenizer(tmp_path / "qwen", special=special)
+    (directory / "chat_template.jinja").write_text(
+        CHAT_TEMPLATE.replace("'<video>'", "'<|vision_start|><|video_pad|><|vision_end|>'"))
+    tok = load_tokenizer(directory)
+    assert tokenizer_mismatch(tok, Qwen25VLConfig(text, vision, 120, 121, 118, 119)) is None
+    assert tokenizer_mismatch(tok, Qwen25VLConfig(text, vision, 120, 121, 118, 117)) == (
+        "the checkpoint's vision start, video placeholder, vision end are ids 118, 120, 117 ('<|vision_start|>' "
+        "'<|video_pad|>' 'w117' in this tokenizer), but the tokenizer's chat template writes the video as ids "
+        "118, 120, 119 ('<|vision_start|>' '<|video_pad|>' '<|vision_end|>')")

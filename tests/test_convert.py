@@ -1,6 +1,7 @@
 """`python -m convert`: HF -> ours -> HF round trips, the real CLI, .bin sources, bad inputs."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,17 +13,18 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from conftest import convert_dir, random_video
+from helpers import convert_dir, random_video, video_prompt
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
-from test_llava_parity import video_prompt
 
 from convert.__main__ import main
 from convert.keymap import ConversionError
 from convert.target import convert_target
-from sparrow_jax import checkpoint
+from sparrow_jax import atomic, checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "examples"))
+from tiny_tokenizer import write_tiny_tokenizer  # noqa: E402
 VOCAB = 96
 ROUND_TRIP_TOL = 1e-5
 
@@ -339,6 +341,61 @@ def test_dst_already_a_checkpoint(qwen2, tmp_path, capsys):
     assert main(["target", "--src", str(src), "--dst", str(dst), "--dtype", "bfloat16", "--overwrite"]) == 0
     _, params, dtype = checkpoint.load_params(dst)
     assert dtype == "bfloat16" and all(a.dtype == jnp.bfloat16 for a in jax.tree.leaves(params))
+
+
+def test_replacing_needs_overwrite_and_a_checkpoint_to_replace(qwen2, tmp_path, capsys):
+    _, src, ours = qwen2
+    back = export_dir(ours, tmp_path / "back")
+    assert main(["export", "--src", str(ours), "--dst", str(back)]) == 1  # export, like convert: --overwrite
+    assert "already exists" in capsys.readouterr().err
+    (back / "model.safetensors").write_bytes(b"stale")
+    assert main(["export", "--src", str(ours), "--dst", str(back), "--overwrite"]) == 0
+    assert safetensors_keys(back) == safetensors_keys(src)
+    # A non-empty directory that is no checkpoint is never replaced, --overwrite or not; nor an input.
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    assert main(["target", "--src", str(src), "--dst", str(tmp_path / "notes"), "--overwrite"]) == 1
+    assert "not a checkpoint: refusing to replace it" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "notes") == ["todo.txt"]
+    assert main(["target", "--src", str(src), "--dst", str(src), "--overwrite"]) == 1
+    assert "is --src" in capsys.readouterr().err and (src / "model.safetensors").is_file()
+
+
+def _siblings(dst):
+    return sorted(p.name for p in dst.parent.iterdir() if p.name.startswith(dst.name + "."))
+
+
+def test_killed_overwrite_leaves_old_or_new_checkpoint(qwen2, tmp_path):
+    """`kill -9` of `convert target --overwrite` at three moments of its save (SPARROW_JAX_TEST_PAUSE stops it
+    there): new params written, the new directory complete, the new one swapped in. Each time the destination
+    loads whole, the old float32 one without tokenizer before the swap, the new bfloat16 one with it after."""
+    _, hf, _ = qwen2
+    src = write_tiny_tokenizer(shutil.copytree(hf, tmp_path / "hf"))
+    moments = {"params": "float32", "written": "float32", "swapped": "bfloat16"}
+    procs = {}
+    for moment in moments:  # started together: the imports dominate, and they overlap
+        dst = convert_dir(hf, tmp_path / moment)
+        procs[moment] = subprocess.Popen(
+            [sys.executable, "-m", "convert", "target", "--src", src, "--dst", dst, "--dtype", "bfloat16", "--overwrite"],
+            cwd=REPO, env=dict(os.environ, **{atomic.PAUSE_ENV: moment}), stderr=subprocess.PIPE, text=True)
+    for moment, proc in procs.items():
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if f"paused at {moment}" in line:
+                proc.kill()
+                break
+        assert proc.wait(timeout=60) == -9, "".join(lines)[-3000:]
+        dst = tmp_path / moment
+        # Left beside it: the new directory (its config.json written after the params), or after the swap the old.
+        assert _siblings(dst) == [f"{moment}.tmp-{proc.pid}"]
+        assert (tmp_path / f"{moment}.tmp-{proc.pid}" / "config.json").is_file() == (moment != "params")
+        _, params, dtype = checkpoint.load_params(dst)
+        assert dtype == moments[moment] and {a.dtype for a in jax.tree.leaves(params)} == {jnp.dtype(dtype)}
+        assert (dst / "tokenizer" / "tokenizer.json").is_file() == (dtype == "bfloat16"), moment
+    # The next conversion removes the leftovers and replaces the old checkpoint.
+    assert main(["target", "--src", str(src), "--dst", str(tmp_path / "params"), "--overwrite"]) == 0
+    assert _siblings(tmp_path / "params") == [] and (tmp_path / "params" / "tokenizer" / "tokenizer.json").is_file()
 
 
 def test_export_of_non_checkpoint(tmp_path, capsys):

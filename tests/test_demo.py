@@ -60,8 +60,8 @@ def test_shipped_pair_loads_and_matches(pair):
 
 def test_speculative_greedy_equals_target_on_held_out_videos(decoded):
     _, alone, spec = decoded
-    assert spec.texts() == alone.texts()
-    assert all(len(t) > 10 for t in alone.texts())  # real descriptions, not an immediate EOS
+    assert spec.token_ids() == alone.token_ids()
+    assert all(len(t) > 10 for t in alone.token_ids())  # real descriptions, not an immediate EOS
 
 
 def test_draft_tau_above_floor(decoded):

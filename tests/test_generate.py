@@ -1,14 +1,13 @@
 """infer.generate against HF generate (greedy, batch with different prompt lengths, video), stopping, sampling."""
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import random_video
-from test_llava_parity import video_prompt
+from helpers import random_video
+from helpers import video_prompt
 
 import infer
-from infer import generation as gen_module
+from sparrow_jax.generation import decoding as gen_module, prefill as prefill_module
 
 
 def hf_greedy(hf, prompts, pix_t, max_new, eos=None):
@@ -45,7 +44,7 @@ def test_greedy_matches_hf_generate(llava, batch):
     prompts, pix_t, pix = batch
     ref = hf_greedy(hf, prompts, pix_t, 20)
     out = infer.generate(ours, prompts, pix, max_new_tokens=20)
-    assert out.texts() == ref
+    assert out.token_ids() == ref
     assert list(out.lengths) == [20, 20]
     assert out.stats["new_tokens"] == 40 and out.stats["prefill_s"] > 0
 
@@ -53,12 +52,12 @@ def test_greedy_matches_hf_generate(llava, batch):
 def test_eos_stops_one_row_and_pads(llava, batch):
     hf, _, _, ours = llava
     prompts, pix_t, pix = batch
-    full = infer.generate(ours, prompts, pix, max_new_tokens=20).texts()
+    full = infer.generate(ours, prompts, pix, max_new_tokens=20).token_ids()
     eos = full[0][5]  # row 0 stops at its 6th token (or earlier if that token repeats)
     out = infer.generate(ours, prompts, pix, max_new_tokens=20, eos_token_id=eos, pad_id=0)
-    assert out.texts() == hf_greedy(hf, prompts, pix_t, 20, eos=eos)
+    assert out.token_ids() == hf_greedy(hf, prompts, pix_t, 20, eos=eos)
     n0 = out.lengths[0]
-    assert n0 <= 6 and out.texts()[0][-1] == eos
+    assert n0 <= 6 and out.token_ids()[0][-1] == eos
     assert np.all(out.tokens[0, n0:] == 0)
 
 
@@ -66,10 +65,10 @@ def test_same_bucket_reuses_compiled_programs(llava, batch):
     _, _, _, ours = llava
     prompts, _, pix = batch
     infer.generate(ours, prompts, pix, max_new_tokens=8)
-    before = (gen_module._prefill._cache_size(), gen_module._decode._cache_size())
+    before = (prefill_module.prefill._cache_size(), gen_module._decode._cache_size())
     shorter = [p[1:] for p in prompts]  # other lengths, same 64-token bucket
     infer.generate(ours, shorter, pix, max_new_tokens=8)
-    assert (gen_module._prefill._cache_size(), gen_module._decode._cache_size()) == before
+    assert (prefill_module.prefill._cache_size(), gen_module._decode._cache_size()) == before
 
 
 def test_sampling_is_seeded_and_respects_top_k_1(llava, batch):
@@ -78,10 +77,10 @@ def test_sampling_is_seeded_and_respects_top_k_1(llava, batch):
     a = infer.generate(ours, prompts, pix, max_new_tokens=12, temperature=1.0, seed=3)
     b = infer.generate(ours, prompts, pix, max_new_tokens=12, temperature=1.0, seed=3)
     c = infer.generate(ours, prompts, pix, max_new_tokens=12, temperature=1.0, seed=4)
-    assert a.texts() == b.texts() and a.texts() != c.texts()
-    greedy = infer.generate(ours, prompts, pix, max_new_tokens=12).texts()
-    assert infer.generate(ours, prompts, pix, max_new_tokens=12, temperature=0.7, top_k=1, seed=5).texts() == greedy
-    assert infer.generate(ours, prompts, pix, max_new_tokens=12, temperature=0.7, top_p=1e-6, seed=5).texts() == greedy
+    assert a.token_ids() == b.token_ids() and a.token_ids() != c.token_ids()
+    greedy = infer.generate(ours, prompts, pix, max_new_tokens=12).token_ids()
+    assert infer.generate(ours, prompts, pix, max_new_tokens=12, temperature=0.7, top_k=1, seed=5).token_ids() == greedy
+    assert infer.generate(ours, prompts, pix, max_new_tokens=12, temperature=0.7, top_p=1e-6, seed=5).token_ids() == greedy
 
 
 def test_capacity_and_video_errors(llava, batch):
@@ -98,9 +97,9 @@ def test_capacity_and_video_errors(llava, batch):
 def test_chunked_prefill_gives_the_same_tokens(llava, batch):
     _, _, _, ours = llava
     prompts, _, pix = batch
-    ref = infer.generate(ours, prompts, pix, max_new_tokens=10).texts()
+    ref = infer.generate(ours, prompts, pix, max_new_tokens=10).token_ids()
     for chunk in (8, 16, 20):  # 20 does not divide the 64-wide bucket: the batch is re-padded to 80
-        assert infer.generate(ours, prompts, pix, max_new_tokens=10, prefill_chunk=chunk).texts() == ref
+        assert infer.generate(ours, prompts, pix, max_new_tokens=10, prefill_chunk=chunk).token_ids() == ref
 
 
 def test_video_prompt_front_end_for_llava(llava):
@@ -113,6 +112,6 @@ def test_video_prompt_front_end_for_llava(llava):
     frames = np.random.default_rng(0).integers(0, 256, (3, 20, 30, 3), dtype=np.uint8)
     ids, pixels = video_prompt(cfg, [5, cfg.video_token_id, 6], frames)
     assert len(ids) == 2 + cfg.num_video_tokens(3) and np.array_equal(pixels, preprocess_video(frames, 35))
-    rows = infer.generate(ours, [ids, ids[1:]], [pixels, pixels], max_new_tokens=4).texts()
-    stacked = infer.generate(ours, [ids, ids[1:]], np.stack([pixels, pixels]), max_new_tokens=4).texts()
+    rows = infer.generate(ours, [ids, ids[1:]], [pixels, pixels], max_new_tokens=4).token_ids()
+    stacked = infer.generate(ours, [ids, ids[1:]], np.stack([pixels, pixels]), max_new_tokens=4).token_ids()
     assert rows == stacked

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import convert_dir
+from helpers import convert_dir
 
 from convert.target import read_hf_config
 from sparrow_jax import checkpoint

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import torch
-from conftest import VIDEO_TOKEN, random_video
+from helpers import random_video, video_prompt
 
 TOL = 1e-4
 
@@ -50,14 +50,6 @@ def test_one_decoder_layer(llava):
     )
     print(f"one Qwen2 decoder layer max abs diff: {maxdiff(out, ref):.2e}")
     assert maxdiff(out, ref) < TOL
-
-
-def video_prompt(rng, frames, text_before, text_after, pooled=3):
-    n_video = frames * pooled * pooled + 1
-    ids = np.concatenate([
-        rng.integers(0, 100, text_before), np.full(n_video, VIDEO_TOKEN), rng.integers(0, 100, text_after)
-    ])
-    return ids.astype(np.int64)
 
 
 def test_whole_model_with_video(llava):

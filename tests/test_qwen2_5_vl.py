@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import convert_dir
+from helpers import convert_dir
 
 import infer
 from sparrow_jax import checkpoint
@@ -101,7 +101,7 @@ def test_greedy_generate_matches_hf_with_two_video_sizes(qwen):
             video_grid_thw=torch.tensor(grids), second_per_grid_ts=torch.tensor([0.5, 0.5]),
             mm_token_type_ids=(ids == VID).long() * 2, max_new_tokens=16, do_sample=False, pad_token_id=0,
         )[:, width:].tolist()
-    assert out.texts() == ref
+    assert out.token_ids() == ref
 
 
 def test_conversion_round_trip(qwen, tmp_path):
@@ -154,23 +154,23 @@ def test_speculative_greedy_is_lossless_on_qwen(qwen):
 
     from sparrow_jax.config import DraftConfig, TextConfig
     from sparrow_jax.models import build_model
-    from sparrow_jax.spec.tree import TreeShape
+    from sparrow_jax.generation.speculative.tree import TreeShape
 
     ours = qwen[3]
     rng = np.random.default_rng(21)
     grids = [(2, 6, 8), (2, 4, 4)]
     prompts = [prompt(rng, 4, grids[0], 6), prompt(rng, 9, grids[1], 3)]
     videos = [(video(g, 30 + i), g, 4.0) for i, g in enumerate(grids)]  # 4 s per grid: deltas matter
-    ref = infer.generate(ours, prompts, videos, max_new_tokens=16).texts()
+    ref = infer.generate(ours, prompts, videos, max_new_tokens=16).token_ids()
     layers = TextConfig(vocab_size=160, hidden_size=64, intermediate_size=96, num_layers=1, num_heads=4,
                         num_kv_heads=2, head_dim=16)
     draft = build_model(DraftConfig(layers, window=8), rngs=nnx.Rngs(1))
     for tree in (TreeShape.chain(3), TreeShape(4, 2, 10)):
-        assert infer.generate(ours, prompts, videos, max_new_tokens=16, draft=draft, tree=tree).texts() == ref
+        assert infer.generate(ours, prompts, videos, max_new_tokens=16, draft=draft, tree=tree).token_ids() == ref
     # The oracle's paths are accepted, so accepted tokens' k/v (computed at tree positions) are reused.
-    from sparrow_jax.spec.proposer import OracleProposer
+    from sparrow_jax.generation.speculative.oracle import OracleProposer
 
     reference = jnp.asarray(np.array([r[1:] + [0] * 8 for r in ref], np.int32))
     orc = OracleProposer(reference, jnp.zeros(reference.shape, bool), 160, TreeShape(2, 3, 7))
     out = infer.generate(ours, prompts, videos, max_new_tokens=16, draft=orc)
-    assert out.texts() == ref and out.stats["tau"] > 3
+    assert out.token_ids() == ref and out.stats["tau"] > 3

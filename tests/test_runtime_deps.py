@@ -25,3 +25,47 @@ def test_load_and_generate_without_torch_or_transformers(llava):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip().endswith("OK []")
+
+
+# Import name of each declared distribution (where they differ); jinja2 is declared for transformers'
+# chat templates and never imported by us.
+IMPORT_NAME = {"orbax-checkpoint": "orbax", "pillow": "PIL", "tensorboardX": "tensorboardX"}
+NOT_IMPORTED = {"jinja2"}
+OPTIONAL = {"torch"}  # imported lazily where an extra provides it (convert .bin files, the HF benchmark)
+
+
+def declared():
+    """(runtime, train extra) import names from pyproject.toml."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    names = lambda reqs: {IMPORT_NAME.get(d, d) for d in (re.match(r"[A-Za-z0-9_.\-]+", r).group(0) for r in reqs)}  # noqa: E731
+    return names(project["dependencies"]), names(project["optional-dependencies"]["train"])
+
+
+def third_party_imports(*packages):
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = set()
+    for pkg in packages:
+        for path in (root / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    found |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names) - {"sparrow_jax", "infer", "train", "convert"}
+
+
+def test_what_is_imported_is_declared_and_what_is_declared_is_imported():
+    runtime, train = declared()
+    used_runtime = third_party_imports("sparrow_jax", "infer", "convert")
+    used_train = third_party_imports("train")
+    assert used_runtime - runtime - OPTIONAL == set()  # the library and the inference/conversion apps
+    assert used_train - runtime - train == set()  # training: the runtime plus the [train] extra
+    assert (runtime | train) - NOT_IMPORTED - used_runtime - used_train == set()  # nothing declared unused
+    assert train.isdisjoint(used_runtime)  # the inference install does not need the training extra

@@ -6,29 +6,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_video
-from test_llava_parity import video_prompt
+from helpers import make_draft, random_video, video_prompt
 
 import infer
+from sparrow_jax.generation import PromptState
+from sparrow_jax.generation import decoding as generation_module
 from sparrow_jax.config import DraftConfig
 from sparrow_jax.kv_cache import causal_mask
 from sparrow_jax.models import build_model
-from sparrow_jax.sampling import SamplingConfig
-from sparrow_jax.spec.proposer import OracleProposer, SparrowProposer
-from sparrow_jax.spec.tree import TreeShape
+from sparrow_jax.sampling import Sampler, SamplingConfig
+from sparrow_jax.generation.speculative.proposer import SparrowProposer
+from sparrow_jax.generation.speculative.oracle import OracleProposer
+from sparrow_jax.generation.speculative.tree import TreeShape
 
 MAX_NEW = 20
 
 
-def make_draft(target, window=1024, pinned=0, seed=0):
-    from flax import nnx
-
-    from sparrow_jax.config import TextConfig
-
-    lm = target.lm.config
-    layers = TextConfig(vocab_size=lm.vocab_size, hidden_size=lm.hidden_size, intermediate_size=96, num_layers=1,
-                        num_heads=4, num_kv_heads=2, head_dim=16)
-    return build_model(DraftConfig(layers, window=window, pinned=pinned), rngs=nnx.Rngs(seed))
+def text_prompt(ids, index, count):
+    """The PromptState a proposer starts from: one row's ids, the draft's text positions (padded), how many."""
+    return PromptState(jnp.asarray(ids[None]), jnp.zeros((1,), jnp.int32), jnp.asarray([1]), Sampler.of(),
+                       jnp.asarray(index), jnp.asarray([count]))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +38,7 @@ def batch():
 
 @pytest.fixture(scope="module")
 def greedy_ref(llava, batch):
-    return infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW).texts()
+    return infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW).token_ids()
 
 
 @pytest.mark.parametrize("tree", [TreeShape.chain(1), TreeShape.chain(4), TreeShape(4, 2, 12), TreeShape()],
@@ -49,7 +46,7 @@ def greedy_ref(llava, batch):
 def test_sparrow_draft_greedy_is_lossless(llava, batch, greedy_ref, tree):
     target = llava[3]
     out = infer.generate(target, *batch, max_new_tokens=MAX_NEW, draft=make_draft(target, window=8), tree=tree)
-    assert out.texts() == greedy_ref
+    assert out.token_ids() == greedy_ref
     assert out.stats["cycles"] >= 1 and len(out.stats["acceptance"]) == tree.max_depth
 
 
@@ -57,7 +54,7 @@ def test_sparrow_draft_greedy_is_lossless(llava, batch, greedy_ref, tree):
 def test_chain_drafting_builds_the_top_k_tree(k):
     """A chain is drafted without the tree's ranking; it must be the tree the top-k expansion builds with
     top_k = 1 (tokens, parents, depths, mask, validity), its steps seeing the same ancestors."""
-    from sparrow_jax.spec import tree as tree_mod
+    from sparrow_jax.generation.speculative import tree as tree_mod
 
     rng = np.random.default_rng(k)
     b, h, v, shape = 2, 8, 11, TreeShape.chain(k)
@@ -69,7 +66,7 @@ def test_chain_drafting_builds_the_top_k_tree(k):
 
     args = (step, lambda out: out @ head, jnp.asarray([3, 7]), jnp.asarray(rng.standard_normal((b, h)), jnp.float32),
             jnp.asarray([5, 9]))
-    chain = tree_mod.draft_tree(*args, shape, SamplingConfig(), jax.random.key(0))
+    chain = tree_mod.draft_tree(*args, shape, Sampler.of(), jax.random.key(0))
     ranked = tree_mod._draft_top_k(*args, shape)
     for field in ("tokens", "parent", "depth", "mask", "valid"):
         np.testing.assert_array_equal(getattr(chain, field), getattr(ranked, field), err_msg=field)
@@ -85,7 +82,7 @@ def oracle(reference, tree, poison=None):
 def test_oracle_full_acceptance_reaches_max_tau(llava, batch, greedy_ref):
     tree = TreeShape(top_k=2, depth=3, total=8)  # chain of 4 + 3 wrong siblings
     out = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, draft=oracle(greedy_ref, tree))
-    assert out.texts() == greedy_ref
+    assert out.token_ids() == greedy_ref
     # 19 tokens after the first, 5 per cycle: 4 cycles per row, the last one truncated at max_new.
     assert out.stats["cycles"] == 8
     assert out.stats["acceptance"][:3] == [1.0, 1.0, 1.0]
@@ -95,7 +92,7 @@ def test_partial_acceptance_and_ragged_rows_stay_lossless(llava, batch, greedy_r
     tree = TreeShape(top_k=2, depth=3, total=8)
     poison = np.random.default_rng(0).random((2, 64)) < 0.3
     out = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, draft=oracle(greedy_ref, tree, poison))
-    assert out.texts() == greedy_ref
+    assert out.token_ids() == greedy_ref
     assert 1.0 < out.stats["tau"] < 5.0
 
 
@@ -104,8 +101,8 @@ def test_eos_inside_an_accepted_block(llava, batch, greedy_ref):
     eos = greedy_ref[1][7]  # falls inside row 1's second block of 5
     ref = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, eos_token_id=eos)
     out = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, eos_token_id=eos, draft=oracle(greedy_ref, tree))
-    assert out.texts() == ref.texts()
-    assert list(out.lengths) == list(ref.lengths) and out.texts()[1][-1] == eos
+    assert out.token_ids() == ref.token_ids()
+    assert list(out.lengths) == list(ref.lengths) and out.token_ids()[1][-1] == eos
     assert np.all(out.tokens[1, out.lengths[1]:] == 0)
 
 
@@ -121,8 +118,8 @@ def test_draft_cache_holds_text_only_and_does_not_grow_with_video(llava):
         text = np.flatnonzero(ids != 120)
         hidden = jnp.asarray(rng.standard_normal((1, len(ids), 64)), jnp.float32)
         index = np.pad(text, (0, -len(text) % 8), mode="edge")[None]
-        state = jax.jit(lambda h, i, ix, n, f: prop.start(target, h, i, ix, n, f))(
-            hidden, jnp.asarray(ids[None]), jnp.asarray(index), jnp.asarray([len(text)]), jnp.asarray([5]))
+        prompt = text_prompt(ids, index, len(text))
+        state = jax.jit(lambda h, p, f: prop.start(target, p, hidden=h, first=f))(hidden, prompt, jnp.asarray([5]))
         shapes.append(state.dcache.k.shape)
         assert int(state.dcache.count[0]) == len(text) == 9  # only text positions entered the draft
         # S + (W + M) + T + 1 slots: 2 + (16 + 8) + 2 + 1
@@ -140,8 +137,7 @@ def test_full_window_equals_attention_over_all_text(llava):
     text = np.flatnonzero(ids != 120)
     hidden = jnp.asarray(rng.standard_normal((1, len(ids), 64)), jnp.float32)
     index = np.pad(text, (0, -len(text) % 4), mode="edge")[None]
-    state = prop.start(target, hidden, jnp.asarray(ids[None]), jnp.asarray(index), jnp.asarray([len(text)]),
-                       jnp.asarray([7]))
+    state = prop.start(target, text_prompt(ids, index, len(text)), hidden=hidden, first=jnp.asarray([7]))
     nxt = np.append(ids[text][1:], 7)
     embeds = target.lm.embed_tokens(jnp.asarray(nxt[None]))
     full, _ = draft(embeds, hidden[:, text], jnp.arange(len(text))[None], causal_mask(1, len(text)))
@@ -167,32 +163,30 @@ def test_batch_of_one_and_ragged_batch_of_three(llava):
     _, pix = random_video(rng, 3, 1)
     draft = make_draft(target, window=8)
     for rows in (slice(0, 1), slice(0, 3)):
-        ref = infer.generate(target, prompts[rows], pix[rows], max_new_tokens=12).texts()
+        ref = infer.generate(target, prompts[rows], pix[rows], max_new_tokens=12).token_ids()
         for tree in (TreeShape.chain(3), TreeShape(3, 2, 9)):
             got = infer.generate(target, prompts[rows], pix[rows], max_new_tokens=12, draft=draft, tree=tree)
-            assert got.texts() == ref
+            assert got.token_ids() == ref
         full = oracle(ref, TreeShape(2, 2, 6))
-        assert infer.generate(target, prompts[rows], pix[rows], max_new_tokens=12, draft=full).texts() == ref
+        assert infer.generate(target, prompts[rows], pix[rows], max_new_tokens=12, draft=full).token_ids() == ref
 
 
 def test_always_wrong_proposer_accepts_nothing(llava, batch, greedy_ref):
     tree = TreeShape(top_k=2, depth=2, total=6)
     wrong = oracle(greedy_ref, tree, poison=np.ones((2, 64), bool))
     out = infer.generate(llava[3], *batch, max_new_tokens=MAX_NEW, draft=wrong)
-    assert out.texts() == greedy_ref
+    assert out.token_ids() == greedy_ref
     assert out.stats["tau"] == 1.0 and out.stats["acceptance"] == [0.0, 0.0, 0.0]
 
 
 def test_speculative_calls_in_one_bucket_compile_once(llava, batch):
-    from infer import generation
-
     target = llava[3]
     draft = make_draft(target, window=8)
     prompts, pix = batch
     infer.generate(target, prompts, pix, max_new_tokens=6, draft=draft, tree=TreeShape.chain(2))
-    before = generation._spec._cache_size()
+    before = generation_module._speculate._cache_size()
     infer.generate(target, [p[1:] for p in prompts], pix, max_new_tokens=6, draft=draft, tree=TreeShape.chain(2))
-    assert generation._spec._cache_size() == before
+    assert generation_module._speculate._cache_size() == before
 
 
 @pytest.mark.parametrize("window,pinned", [(4, 0), (5, 2)])
@@ -214,8 +208,7 @@ def test_small_window_equals_sliding_window_attention(llava, window, pinned):
     ref, _ = draft(embeds, hidden[:, text], jnp.arange(n)[None], jnp.asarray(mask[None]))
     for upto in (n - 5, n):  # two prompt lengths: the ring state at different wrap points
         idx = np.pad(text[:upto], (0, -upto % 4), mode="edge")[None]
-        state = prop.start(target, hidden, jnp.asarray(ids[None]), jnp.asarray(idx), jnp.asarray([upto]),
-                           jnp.asarray([int(nxt[upto - 1])]))
+        state = prop.start(target, text_prompt(ids, idx, upto), hidden=hidden, first=jnp.asarray([int(nxt[upto - 1])]))
         np.testing.assert_allclose(np.asarray(state.last_out[0]), np.asarray(ref[0, upto - 1]), atol=1e-5)
 
 
@@ -231,4 +224,4 @@ def test_baseline_draft_that_sees_visual_tokens(llava, batch, greedy_ref):
     assert list(everything) == [len(p) for p in prompts] and all(text_only < everything)
     out = infer.generate(target, prompts, pix, max_new_tokens=MAX_NEW, draft=make_draft(target, window=128),
                          tree=TreeShape.chain(3), draft_sees_visual=True)
-    assert out.texts() == greedy_ref
+    assert out.token_ids() == greedy_ref

@@ -11,9 +11,9 @@ from flax import nnx, struct
 
 import infer
 from sparrow_jax.config import TextConfig
+from sparrow_jax.generation.speculative.oracle import OracleProposer
+from sparrow_jax.generation.speculative.tree import Tree, TreeShape, ancestor_mask
 from sparrow_jax.models import abstract_model
-from sparrow_jax.spec.proposer import OracleProposer
-from sparrow_jax.spec.tree import Tree, TreeShape, ancestor_mask
 
 VOCAB, MAX_NEW = 12, 10
 PROMPTS = [[3, 7, 1, 9, 4], [5, 2, 8]]
@@ -29,10 +29,10 @@ class PatternProposer:
     right: tuple = struct.field(pytree_node=False)
     shape: TreeShape = struct.field(pytree_node=False)
 
-    def start(self, target, hidden, ids, text_index, text_len, first):
+    def start(self, target, prompt, *, hidden, first):
         return ()
 
-    def propose(self, target, state, root, n_out, key):
+    def propose(self, target, state, *, root, n_out, key):
         parent = np.array(self.parents, np.int32)
         depth = np.zeros_like(parent)
         for i in range(1, len(parent)):
@@ -45,7 +45,7 @@ class PatternProposer:
         return Tree(tokens=tokens.astype(jnp.int32), parent=rows(parent), depth=rows(depth),
                     mask=ancestor_mask(rows(parent), int(depth.max())), valid=rows(np.ones(n, bool))), state
 
-    def commit(self, target, state, tokens, hidden, valid, n):
+    def commit(self, target, state, accepted):
         return state
 
 
@@ -103,7 +103,7 @@ def test_repeated_right_siblings_stay_lossless(target_and_reference):
     right = (True, True, True, False, True, False, True, False, True, True)
     draft = PatternProposer(reference, parents, right, TreeShape(2, 2, 10))
     out = infer.generate(target, PROMPTS, max_new_tokens=MAX_NEW, draft=draft)
-    assert out.texts() == ref
+    assert out.token_ids() == ref
     assert out.stats["acceptance"] == [1.0, 1.0, 1.0]  # every cycle accepts the whole depth-3 path
 
 
@@ -112,14 +112,14 @@ def test_oracle_tree_as_wide_as_the_vocabulary(target_and_reference):
     target, ref, reference = target_and_reference
     oracle = OracleProposer(reference, jnp.zeros(reference.shape, bool), VOCAB, TreeShape(4, 2, 15))
     out = infer.generate(target, PROMPTS, max_new_tokens=MAX_NEW, draft=oracle)
-    assert out.texts() == ref
+    assert out.token_ids() == ref
     assert out.stats["acceptance"] == [1.0, 1.0, 1.0]
 
 
 def oracle_root_children(total):
     ref = jnp.asarray([[5, 9, 1, 0], [11, 2, 7, 0]], jnp.int32)
     orc = OracleProposer(ref, jnp.zeros(ref.shape, bool), VOCAB, TreeShape(4, 2, total))
-    tree, _ = jax.jit(lambda root, n_out: orc.propose(None, (), root, n_out, None))(jnp.asarray([0, 4]),
+    tree, _ = jax.jit(lambda root, n_out: orc.propose(None, (), root=root, n_out=n_out, key=None))(jnp.asarray([0, 4]),
                                                                                   jnp.asarray([1, 1]))
     tokens, parent = np.asarray(tree.tokens), np.asarray(tree.parent)
     return ref, [tokens[r, 1:][parent[r, 1:] == 0] for r in range(2)]

@@ -8,19 +8,18 @@ resampling from p instead of the residual, or not renormalising over the untried
 fail it by a wide margin.
 """
 
-import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import struct
-from test_speculative import make_draft
+from helpers import make_draft
 
 import infer
-from sparrow_jax.sampling import SamplingConfig, log_probs
-from sparrow_jax.spec.proposer import OracleProposer
-from sparrow_jax.spec.tree import Tree, TreeShape, ancestor_mask
+from sparrow_jax.sampling import Sampler, SamplingConfig, log_probs
+from sparrow_jax.generation.speculative.oracle import OracleProposer
+from sparrow_jax.generation.speculative.tree import Tree, TreeShape, ancestor_mask
 
 ROWS, TOP_K, TEMP = 1500, 3, 1.0
 CHI2_DF26_P001 = 54.05  # scipy.stats.chi2.ppf(0.999, 26)
@@ -28,7 +27,7 @@ PROMPT = [5, 17, 42, 9, 33, 71]
 
 
 def exact_distribution(target):
-    cfg = SamplingConfig(TEMP, TOP_K)
+    cfg = Sampler.of(SamplingConfig(TEMP, TOP_K))
     probs = {}
     def dist(prefix):
         logits = target(jnp.asarray([PROMPT + list(prefix)]))[0, -1]

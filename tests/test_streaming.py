@@ -3,12 +3,10 @@ greedy and sampling, ragged rows, EOS), a jitted call at a time."""
 
 import numpy as np
 import pytest
-from conftest import random_video
-from test_llava_parity import video_prompt
-from test_speculative import make_draft
+from helpers import make_draft, random_video, video_prompt
 
 import infer
-from sparrow_jax.spec.tree import TreeShape
+from sparrow_jax.generation.speculative.tree import TreeShape
 
 MAX_NEW = 12
 
@@ -39,11 +37,11 @@ def test_stream_equals_generate(llava, batch, kind):
     if kind.startswith("sampled"):
         kw.update(temperature=0.8, top_k=20, seed=5)
     ref = infer.generate(target, *batch, **kw)
-    eos = ref.texts()[0][4]  # row 0 stops early, row 1 runs on
+    eos = ref.token_ids()[0][4]  # row 0 stops early, row 1 runs on
     ref = infer.generate(target, *batch, eos_token_id=eos, **kw)
     s = infer.stream(target, *batch, eos_token_id=eos, steps_per_call=2 if kind == "tree" else 1, **kw)
     got = streamed(s)
-    assert got == ref.texts()
-    assert s.output.texts() == ref.texts()
+    assert got == ref.token_ids()
+    assert s.output.token_ids() == ref.token_ids()
     for key in ("new_tokens", "cycles", "tau", "acceptance"):
         assert s.output.stats[key] == ref.stats[key], key

@@ -6,9 +6,9 @@ import json
 import av
 import numpy as np
 
-from train.synthetic.dataset import example, write_dataset
-from train.synthetic.describe import describe, facts, parse, recall
-from train.synthetic.world import render, sample_scene
+from sparrow_jax.synthetic.dataset import example, write_dataset
+from sparrow_jax.synthetic.describe import describe, facts, parse, recall
+from sparrow_jax.synthetic.world import render, sample_scene
 
 
 def test_same_seed_same_video_and_text():
@@ -42,7 +42,7 @@ def test_descriptions_vary_and_need_the_video():
 def test_frames_show_each_object_in_its_current_colour():
     """At every step an object is visible (and not overlapped), the pixel at its centre has its colour
     at that step: recolouring is in the pixels, not only in the text."""
-    from train.synthetic.world import COLOURS, SIZES
+    from sparrow_jax.synthetic.world import COLOURS, SIZES
     checked = 0
     for seed in range(6):
         scene = sample_scene(np.random.default_rng(seed), steps=32)
@@ -90,6 +90,6 @@ def test_tokenizer_loads_in_transformers_with_its_chat_template(tmp_path):
     assert text == f"<|im_start|>user\n<video>\n{question}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>\n"
     ids = hf(text)["input_ids"]
     assert ids.count(hf.convert_tokens_to_ids("<video>")) == 1 and hf.decode(ids) == text
-    from train.synthetic.world import COLOURS, SHAPES
+    from sparrow_jax.synthetic.world import COLOURS, SHAPES
     for word in (*COLOURS, *SHAPES):  # the corpus' key words are single tokens (with their space)
         assert len(hf(" " + word)["input_ids"]) == 1, word

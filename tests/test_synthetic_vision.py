@@ -8,8 +8,8 @@ from flax import nnx
 from sparrow_jax.config import LlavaOnevisionConfig, _from_tree
 from sparrow_jax.models import build_model
 from train.synthetic import vision
-from train.synthetic.world import BACKGROUND
-from tests.test_train_target import TINY_MODEL
+from sparrow_jax.synthetic.world import BACKGROUND
+from helpers import TINY_MODEL
 
 
 def test_labels_name_the_objects_each_cell_shows():

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import convert_dir
+from helpers import convert_dir
 
 TOL = 1e-4
 VOCAB = 96

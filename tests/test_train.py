@@ -19,7 +19,7 @@ from flax import nnx
 import infer
 import sparrow_jax
 from sparrow_jax.models import build_model
-from sparrow_jax.spec.tree import TreeShape
+from sparrow_jax.generation.speculative.tree import TreeShape
 from train import checkpointing, config, data
 from train.regenerate import prompt_of
 from train.step import draft_loss, target_features
@@ -62,10 +62,10 @@ def test_trained_draft_accepts_more_in_generate(tiny):
     tok = ByteChatTokenizer()
     prompts = [prompt_of(r, tok, target.config, cfg.data) for r in data.read_manifest(cfg.regenerate.output)[:8]]
     ids, videos = [p for p, _ in prompts], [v for _, v in prompts]
-    tau, greedy = {}, infer.generate(target, ids, videos, max_new_tokens=40).texts()
+    tau, greedy = {}, infer.generate(target, ids, videos, max_new_tokens=40).token_ids()
     for name, d in (("untrained", untrained), ("trained", draft)):
         out = infer.generate(target, ids, videos, max_new_tokens=40, draft=d, tree=TreeShape.chain(4))
-        assert out.texts() == greedy  # still lossless
+        assert out.token_ids() == greedy  # still lossless
         tau[name] = out.stats["tau"]
     print("tau", tau)
     assert tau["untrained"] < 1.2 and tau["trained"] > tau["untrained"] + 0.4

@@ -6,24 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import TINY_MODEL
 
 import sparrow_jax
 from sparrow_jax.prompting import load_tokenizer
 from train import config
-from train.synthetic.dataset import write_dataset
+from sparrow_jax.synthetic.dataset import write_dataset
 from train.synthetic.tokenizer import corpus, save_tokenizer, train_tokenizer
 from train.trainer import run
 
 DEMO = Path(__file__).resolve().parents[1] / "train" / "configs" / "demo_target.json"
-TINY_MODEL = {  # the demo config's architecture, shrunk
-    "model_type": "llava_onevision", "video_token_id": 3, "image_token_id": 4,
-    "text": {"vocab_size": 320, "hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4,
-             "num_kv_heads": 2, "head_dim": 16, "model_type": "qwen2", "tie_word_embeddings": True},
-    "vision": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2, "image_size": 28,
-               "patch_size": 7},
-}
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     wd = tmp_path_factory.mktemp("target")

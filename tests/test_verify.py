@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparrow_jax.sampling import SamplingConfig
-from sparrow_jax.spec import verify
-from sparrow_jax.spec.tree import Tree, ancestor_mask
+from sparrow_jax.sampling import Sampler, SamplingConfig
+from sparrow_jax.generation.speculative import verify
+from sparrow_jax.generation.speculative.tree import Tree, ancestor_mask
 
 
 def table_logits(path, vocab):
@@ -131,8 +131,9 @@ def test_sampling_over_repeated_siblings_matches_the_target():
     tokens = [root, m[0], m[1], m[0], a[0], a[0], a[1], a[0], a[1], b[0], b[0], c[0], c[0], b[0]]
     one, logits, max_depth = build([(parents, tokens)], v)
     tree, logits = jax.tree.map(lambda x: jnp.repeat(x, DRAWS, axis=0), (one, logits))
-    sample = jax.jit(verify.sample_tree, static_argnames=("sampling", "max_depth"))
-    n, path, bonus = jax.device_get(sample(tree, logits, SamplingConfig(TEMP), jax.random.key(0), max_depth))
+    sample = jax.jit(verify.sample_tree, static_argnames="max_depth")
+    sampler = Sampler.of(SamplingConfig(TEMP))
+    n, path, bonus = jax.device_get(sample(tree, logits, sampler, jax.random.key(0), max_depth))
     rng, counts = np.random.default_rng(1), {}
     for r in range(DRAWS):  # emitted tokens, continued by the target to three
         s = [tokens[i] for i in path[r, : n[r] + 1]] + [int(bonus[r])]

@@ -5,26 +5,13 @@ import dataclasses
 
 import numpy as np
 import pytest
+from helpers import CLIP_FRAMES as N, CLIP_H as H, CLIP_RATE as RATE, CLIP_W as W, write_clip
 from transformers.video_utils import VideoMetadata, default_sample_indices_fn
 
 from sparrow_jax.config import LlavaOnevisionConfig, Qwen25VisionConfig, Qwen25VLConfig, SiglipConfig, TextConfig
 from sparrow_jax.processing import frame_size, video_prompt
-from sparrow_jax.video import PRESETS, Sampling, VideoError, read_video, sample_indices, write_video
+from sparrow_jax.video import PRESETS, Sampling, VideoError, read_video, sample_indices
 
-N, H, W, RATE = 12, 48, 64, 6  # 2 seconds
-
-
-def frame(i):
-    """Frame i: red level 20 * i everywhere, the left half green: contents that survive lossy codecs."""
-    img = np.zeros((H, W, 3), np.uint8)
-    img[..., 0] = 20 * i
-    img[:, : W // 2, 1] = 200
-    return img
-
-
-def write_clip(path, codec, n=N):
-    write_video(path, np.stack([frame(i) for i in range(n)]), RATE, codec)
-    return path
 
 
 @pytest.fixture(scope="module", params=[("mp4", "libx264"), ("webm", "libvpx-vp9")], ids=["mp4-h264", "webm-vp9"])

@@ -24,14 +24,13 @@ from tqdm import tqdm
 from sparrow_jax.inputs import bucket
 from train import data
 from train.config import TrainConfig
+from train.prepare import capture_layer, load_target, prepare_data
 from train.step import draft_states
 
 META = "meta.json"
 
 
 def meta(cfg: TrainConfig, target, count: int) -> dict:
-    from train.trainer import capture_layer
-
     d = cfg.data
     return {"records": count, "seq_len": d.seq_len, "num_frames": d.num_frames, "fps": d.fps,
             "system_prompt": d.system_prompt, "tokenizer": d.tokenizer, "video_placeholder": d.video_placeholder,
@@ -53,8 +52,6 @@ def check_meta(cfg: TrainConfig, target, count: int) -> None:
 
 
 def write_features(cfg: TrainConfig, target, tok, records, batch_size: int = 8, progress: bool = True) -> None:
-    from train.trainer import capture_layer
-
     out = Path(cfg.data.features_dir)
     out.mkdir(parents=True, exist_ok=True)
     # meta.json says "complete" only at the end; a run again with the same settings keeps what an
@@ -93,7 +90,6 @@ def main(argv=None) -> int:
 
     from train import config as cfgmod
     from train.tokenizer import load as load_tokenizer
-    from train.trainer import load_target, prepare_data
 
     p = argparse.ArgumentParser(prog="python -m train.features", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True)

@@ -28,8 +28,8 @@ class SparrowDraft(nnx.Module):
     def __call__(self, token_embeds, hidden, positions, mask, cache=None):
         """token_embeds: the target's embedding of token t+1 [B,N,H]; hidden: h_t [B,N,H] (the target's
         final normed state, or the draft's own output when drafting ahead); positions [B,N];
-        mask [B,N,N] among the N entries. `cache`: None or {"k", "v": [layers, B, Hkv, C, D],
-        "mask": [B,N,C] visible cache slots}. Returns (out [B,N,H], (k, v) of the N entries
+        mask [B,N,N] among the N entries. `cache`: None or a `CacheView` with a `mask` [B,N,C] of
+        visible cache slots. Returns (out [B,N,H], (k, v) of the N entries
         [layers, B, N, Hkv, D]) for the caller to store."""
         return self.run_layers(self.fuse(token_embeds, hidden), positions, mask, cache)
 
@@ -46,7 +46,7 @@ class SparrowDraft(nnx.Module):
         t = self.config.layers
         x = x.astype(self.dtype)
         cos, sin = rope.cos_sin(rope.inv_freq(t.rope, t.head_dim), positions, self.dtype)
-        view = lambda i: None if cache is None else {**cache, "layer": i}  # noqa: E731  (see `attend_cached`)
+        view = lambda i: None if cache is None else cache.at(i)  # noqa: E731  (see `CacheView`)
         x, (k0, v0) = self.first(x, cos, sin, mask, view(0))
         ks, vs = [k0[None]], [v0[None]]
         if self.rest is not None:

@@ -96,11 +96,11 @@ class DecoderLM(nnx.Module):
         if mask is None:
             mask = kv_cache.causal_mask(b, n)
         cos, sin = self.cos_sin(positions)
+        view = None if cache is None else cache.view()
 
         def body(layer, x, i):
-            # The whole stacked cache plus this layer's index, not the layer's slice (see `attend_cached`).
-            view = None if cache is None else {"k": cache.k, "v": cache.v, "layer": i, "lengths": cache.lengths}
-            return layer(x, cos, sin, mask, view)
+            # The whole stacked cache seen from layer i, not the layer's slice (see `CacheView`).
+            return layer(x, cos, sin, mask, None if cache is None else view.at(i))
 
         x = embeds.astype(self.dtype)
         captured, ks, vs = {}, [], []
@@ -115,8 +115,7 @@ class DecoderLM(nnx.Module):
         if cfg.num_layers in capture:
             captured[cfg.num_layers] = x
         if cache is not None:
-            k, v = kv_cache.write(cache.k, cache.v, jnp.concatenate(ks), jnp.concatenate(vs), cache.lengths)
-            cache = cache.replace(k=k, v=v)
+            cache = cache.write(jnp.concatenate(ks), jnp.concatenate(vs))
         return LMOutput(hidden=self.norm(x), captured=captured, cache=cache)
 
     def __call__(self, input_ids, positions=None, **kw):

@@ -1,2 +1,2 @@
-"""Procedurally generated videos with ground-truth descriptions: the world the embedded demo pair is
-trained on (`python -m train.synthetic --out DIR --count N`)."""
+"""Training on the synthetic world (`sparrow_jax.synthetic`): `python -m train.synthetic --out DIR --count N`
+writes a dataset; `tokenizer`, `vision` and `evaluate` build and score the embedded demo target."""

@@ -2,7 +2,7 @@
 
 import argparse
 
-from train.synthetic.dataset import write_dataset
+from sparrow_jax.synthetic.dataset import write_dataset
 
 
 def main(argv=None) -> None:

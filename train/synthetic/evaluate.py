@@ -18,11 +18,11 @@ HELD_OUT = 1_000_000  # first held-out seed: training scenes are 0 .. count - 1 
 def evaluate(target, tokenizer, frames: int, seeds, batch: int = 16, max_new_tokens: int = 192,
              question: str = "Describe the video.") -> dict:
     """Mean recall and the share of exactly complete answers over scenes `seeds` rendered at `frames` frames."""
-    import infer
+    from sparrow_jax.generation import generate
     from sparrow_jax.processing import frame_size, video_prompt
-    from train.synthetic.dataset import example
-    from train.synthetic.describe import recall
-    from train.synthetic.world import render
+    from sparrow_jax.synthetic.dataset import example
+    from sparrow_jax.synthetic.describe import recall
+    from sparrow_jax.synthetic.world import render
 
     size = frame_size(target.config, 112, 112)[0]
     scores = []
@@ -31,9 +31,9 @@ def evaluate(target, tokenizer, frames: int, seeds, batch: int = 16, max_new_tok
         scenes = [example(s)[0] for s in chunk]
         prompts = [video_prompt(target.config, tokenizer.prompt_ids([question]), render(sc, frames, size, size))
                    for sc in scenes]
-        out = infer.generate(target, [p for p, _ in prompts], [v for _, v in prompts], max_new_tokens=max_new_tokens,
-                             eos_token_id=tokenizer.eos_token_ids, pad_id=tokenizer.pad_token_id)
-        scores += [recall(tokenizer.decode(t), sc) for t, sc in zip(out.texts(), scenes)]
+        out = generate(target, [p for p, _ in prompts], [v for _, v in prompts], max_new_tokens=max_new_tokens,
+                       eos_token_id=tokenizer.eos_token_ids, pad_id=tokenizer.pad_token_id)
+        scores += [recall(tokenizer.decode(t), sc) for t, sc in zip(out.token_ids(), scenes)]
     visual = int(target.config.num_video_tokens(frames))
     return {"frames": frames, "visual_tokens": visual, "scenes": len(scores), "recall": float(np.mean(scores)),
             "complete": float(np.mean([s == 1.0 for s in scores]))}
@@ -47,8 +47,8 @@ def video_reliance(target, tokenizer, seeds, frames: int = 8, question: str = "D
     from flax import nnx
 
     from sparrow_jax.processing import frame_size, video_prompt
-    from train.synthetic.dataset import example
-    from train.synthetic.world import render
+    from sparrow_jax.synthetic.dataset import example
+    from sparrow_jax.synthetic.world import render
 
     size = frame_size(target.config, 112, 112)[0]
     examples = [example(s) for s in seeds]  # (scene, question, answer), each drawn once

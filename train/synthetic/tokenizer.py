@@ -25,7 +25,7 @@ CHAT_TEMPLATE = (
 
 def corpus(count: int = 2000):
     """Chat-formatted conversations of scenes 0..count-1 (the held-out scenes come later)."""
-    from train.synthetic.dataset import example
+    from sparrow_jax.synthetic.dataset import example
 
     for seed in range(count):
         _, question, answer = example(seed)

@@ -25,8 +25,8 @@ from flax import nnx
 from tqdm import trange
 
 from sparrow_jax import checkpoint
-from train.synthetic.world import (COLOURS, SHAPES, SIZES, frame_steps, pixel_centres, render, sample_scene,
-                                   shape_mask)
+from sparrow_jax.synthetic.world import (COLOURS, SHAPES, SIZES, frame_steps, pixel_centres, render, sample_scene,
+                                     shape_mask)
 
 CLASSES = [(c, s, z) for c in COLOURS for s in SHAPES for z in SIZES]
 CLASS_INDEX = {k: i for i, k in enumerate(CLASSES)}

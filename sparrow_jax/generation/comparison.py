@@ -1,7 +1,7 @@
 """The target alone and the target with a draft, side by side on one prompt: the speedup measurement of
-`python -m infer --demo` and `python -m infer.bench video`.
+`python -m infer --demo` and `python -m infer.bench video` (`compare`).
 
-Both decodings start from one target prefill (the same jitted prefill `infer.generate` runs, keeping the
+Both decodings start from one target prefill (the same jitted prefill `generate` runs, keeping the
 prompt's hidden states for the draft), so a long video is prefilled once per measurement, not once per
 decoding. Each decoding is compiled by a first run and then timed over `repeats` runs from copies of the
 prefilled cache; reported times are medians. DSR = AR decoding time / speculative decoding time (the
@@ -16,7 +16,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from infer.generation import GenerateOutput, _run_decode, _run_prefill, setup_like_generate
+from sparrow_jax.generation.decoding import run_decode, run_prefill
+from sparrow_jax.generation.setup import setup
+from sparrow_jax.generation.state import GenerateOutput
 
 
 @dataclasses.dataclass
@@ -27,7 +29,7 @@ class Comparison:
 
     @property
     def identical(self) -> bool:
-        return self.alone.texts() == self.speculative.texts()
+        return self.alone.token_ids() == self.speculative.token_ids()
 
     @property
     def tau(self) -> float:
@@ -44,16 +46,17 @@ class Comparison:
 
 def compare(target, draft, prompts, video=None, *, repeats: int = 3, warm_prefill: bool = True,
             **kwargs) -> Comparison:
-    """Decode `prompts` with `target` alone and with `draft` (`kwargs`: `infer.generate`'s keyword arguments)."""
-    run = setup_like_generate(target, prompts, video, draft=draft, **kwargs)
+    """Decode `prompts` with `target` alone and with `draft` (`kwargs`: `generate`'s keyword arguments)."""
+    request = setup(target, prompts, video, draft=draft, **kwargs)
     if warm_prefill:
-        _run_prefill(run)
-    logits, cache, hidden, prefill_s = _run_prefill(run)
+        run_prefill(request)
+    prefilled, prefill_s = run_prefill(request)
 
     def median_run(proposer) -> GenerateOutput:
-        once = lambda: _run_decode(run, logits, jax.tree.map(jnp.copy, cache), hidden, prefill_s, proposer)  # noqa: E731
+        fresh = lambda: prefilled.replace(cache=jax.tree.map(jnp.copy, prefilled.cache))  # noqa: E731  (donated)
+        once = lambda: run_decode(request, fresh(), prefill_s, proposer)  # noqa: E731
         once()  # compiles
         runs = sorted((once() for _ in range(repeats)), key=lambda out: out.stats["decode_s"])
         return runs[len(runs) // 2]
 
-    return Comparison(median_run(None), median_run(run.proposer), prefill_s)
+    return Comparison(median_run(None), median_run(request.proposer), prefill_s)

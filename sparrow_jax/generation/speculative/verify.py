@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from sparrow_jax.sampling import SamplingConfig, log_probs
-from sparrow_jax.spec.tree import Tree
+from sparrow_jax.generation.speculative.tree import Tree
 
 
 def greedy(tree: Tree, logits, max_depth: int):

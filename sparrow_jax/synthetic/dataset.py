@@ -10,8 +10,8 @@ import numpy as np
 from tqdm import tqdm
 
 from sparrow_jax.video import write_video
-from train.synthetic.describe import PROMPTS, describe, facts
-from train.synthetic.world import render, sample_scene
+from sparrow_jax.synthetic.describe import PROMPTS, describe, facts
+from sparrow_jax.synthetic.world import render, sample_scene
 
 
 def example(seed: int, steps: int = 32, max_things: int = 3):

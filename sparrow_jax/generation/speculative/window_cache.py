@@ -17,10 +17,12 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from sparrow_jax.kv_cache import CacheView, scatter
+
 
 @struct.dataclass
 class WindowCache:
-    k: jax.Array  # [layers, B, Hkv, S + R + T + 1, D]: head-major like the target's KVCache (shared `write`)
+    k: jax.Array  # [layers, B, Hkv, S + R + T + 1, D]: head-major like the target's KVCache (shared `scatter`)
     v: jax.Array
     pos: jax.Array  # [B, S + R] draft position held by each pinned/ring slot, -1 if empty
     count: jax.Array  # [B] committed draft positions
@@ -68,3 +70,13 @@ class WindowCache:
         slots `scratch_visible` [B, N, T] (their ancestors in this cycle's tree)."""
         trash = jnp.zeros(q.shape + (1,), bool)
         return jnp.concatenate([self.ring_visible(q), scratch_visible, trash], axis=-1)
+
+    def view(self, q, scratch_visible) -> CacheView:
+        """The cache as draft queries at positions q [B, N] see it, their ancestors' scratch slots
+        `scratch_visible` [B, N, T] included (layer 0; `CacheView.at` picks another)."""
+        return CacheView(self.k, self.v, mask=self.mask(q, scratch_visible))
+
+    def write(self, k_new, v_new, slots) -> "WindowCache":
+        """Store entries of every layer, k_new/v_new [L, B, N, Hkv, D], at `slots` [B, N]."""
+        k, v = scatter(self.k, self.v, k_new, v_new, slots)
+        return self.replace(k=k, v=v)

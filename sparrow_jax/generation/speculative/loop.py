@@ -12,15 +12,18 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from sparrow_jax.generation.speculative import verify
+from sparrow_jax.generation.speculative.proposer import Accepted, Proposer
+from sparrow_jax.generation.state import DecodeConfig, PromptState
 from sparrow_jax.kv_cache import KVCache
-from sparrow_jax.sampling import SamplingConfig, sample
-from sparrow_jax.spec import verify
+from sparrow_jax.sampling import penalize, sample, seen_tokens
 
 
 @struct.dataclass
 class SpecState:
     cache: KVCache
     proposer: object  # the proposer's own state
+    prompt: PromptState
     root: jax.Array  # [B] last token the target produced (not yet in any cache)
     tokens: jax.Array  # [B, max_new + max_depth + 1]
     n_out: jax.Array  # [B]
@@ -28,53 +31,47 @@ class SpecState:
     cycles: jax.Array  # [B]
     accepted: jax.Array  # [B, max_depth] cycles whose accepted path reached depth d + 1
     key: jax.Array
+    seen: jax.Array | None = None  # [B, V] tokens so far (prompt included), when a repetition penalty applies
 
 
-def _compact(cache: KVCache, path):
-    """Move the accepted nodes' k/v (slots length + path[i]) to slots length + i: a gather and a
-    scatter of the path's entries only (never a pass over the whole cache)."""
-    rows = jnp.arange(path.shape[0])[:, None]
-    src = cache.lengths[:, None] + path
-    dst = cache.lengths[:, None] + jnp.arange(path.shape[1])
-    k = cache.k.at[:, rows, :, dst].set(cache.k[:, rows, :, src], mode="drop")  # slot axis 3 (see KVCache)
-    v = cache.v.at[:, rows, :, dst].set(cache.v[:, rows, :, src], mode="drop")
-    return cache.replace(k=k, v=v)
-
-
-def spec_start(target, proposer, logits, hidden, ids, text_index, text_len, cache, stop_ids, key, pad_id,
-               max_new: int, sampling: SamplingConfig) -> SpecState:
+def start(target, proposer: Proposer, prompt: PromptState, *, logits, hidden, cache: KVCache, key,
+          config: DecodeConfig) -> SpecState:
     """The loop state after the target's prefill (`logits` at each row's last prompt token, `hidden` [B, L, H]
     the target's final hidden states of the prompt): the first token sampled, the draft prefilled."""
-    b = logits.shape[0]
-    dmax = proposer.shape.max_depth
+    b, max_new = logits.shape[0], config.max_new_tokens
+    dmax = config.tree.max_depth
     key, k0 = jax.random.split(key)
-    first = sample(k0, logits, sampling)
+    seen = seen_tokens(prompt.ids, cache.lengths, logits.shape[-1]) if prompt.sampler.penalize else None
+    first = sample(k0, penalize(logits, seen, prompt.sampler), prompt.sampler)
     return SpecState(
-        cache=cache, proposer=proposer.start(target, hidden, ids, text_index, text_len, first), root=first,
-        tokens=jnp.full((b, max_new + dmax + 1), pad_id, jnp.int32).at[:, 0].set(first),
-        n_out=jnp.ones((b,), jnp.int32), done=is_stop(first, stop_ids) | (max_new <= 1),
+        cache=cache, proposer=proposer.start(target, prompt, hidden=hidden, first=first), prompt=prompt,
+        root=first, tokens=jnp.full((b, max_new + dmax + 1), config.pad_id, jnp.int32).at[:, 0].set(first),
+        n_out=jnp.ones((b,), jnp.int32), done=config.is_stop(first) | (prompt.max_new <= 1),
         cycles=jnp.zeros((b,), jnp.int32), accepted=jnp.zeros((b, dmax), jnp.int32), key=key,
+        seen=None if seen is None else seen.at[jnp.arange(b), first].set(True),
     )
 
 
-def is_stop(t, stop_ids):
-    """Whether each token of `t` (any shape) is one of `stop_ids` [S]."""
-    return jnp.any(t[..., None] == stop_ids, axis=-1)
+def running(s: SpecState):
+    return ~jnp.all(s.done)
 
 
-def spec_cycle(target, proposer, s: SpecState, rope_delta, stop_ids, pad_id, max_new: int,
-               sampling: SamplingConfig) -> SpecState:
+def cycle(target, proposer: Proposer, s: SpecState, config: DecodeConfig) -> SpecState:
     """One draft -> verify -> accept -> compact -> commit cycle (rows already done are left as they are)."""
-    dmax = proposer.shape.max_depth
+    shape, sampling, pad_id = config.tree, s.prompt.sampler, config.pad_id
+    dmax = shape.max_depth
     i = jnp.arange(dmax + 1)
     key, k_draft, k_accept = jax.random.split(s.key, 3)
-    tree, pstate = proposer.propose(target, s.proposer, s.root, s.n_out, k_draft)
-    positions = s.cache.lengths[:, None] + tree.depth + rope_delta[:, None]
+    tree, pstate = proposer.propose(target, s.proposer, root=s.root, n_out=s.n_out, key=k_draft)
+    positions = s.cache.lengths[:, None] + tree.depth + s.prompt.rope_delta[:, None]
     out = target.decode(target.embed(tree.tokens), positions, cache=s.cache, mask=tree.mask)
     vlogits = target.logits(out.hidden)
+    if s.seen is not None:  # each node's logits see the tokens so far plus its own path's
+        on_path = jnp.einsum("bnm,bmv->bnv", tree.mask.astype(jnp.float32), jax.nn.one_hot(tree.tokens, vlogits.shape[-1]))
+        vlogits = penalize(vlogits, s.seen[:, None] | (on_path > 0), sampling)
     if sampling.greedy:
         n, path, bonus = verify.greedy(tree, vlogits, dmax)
-    elif proposer.shape.is_chain:
+    elif shape.is_chain:
         n, path, bonus = verify.sample_chain(tree, vlogits, sampling, k_accept)
     else:
         n, path, bonus = verify.sample_tree(tree, vlogits, sampling, k_accept, dmax)
@@ -83,33 +80,30 @@ def spec_cycle(target, proposer, s: SpecState, rope_delta, stop_ids, pad_id, max
     nxt = jnp.take_along_axis(tree.tokens, jnp.concatenate([path[:, 1:], path[:, -1:]], axis=1), axis=1)
     seq = jnp.where(i < n[:, None], nxt, jnp.where(i == n[:, None], bonus[:, None], pad_id))
     active = ~s.done
-    stops = is_stop(seq, stop_ids) & (i <= n[:, None])
+    stops = config.is_stop(seq) & (i <= n[:, None])
     first_stop = jnp.where(jnp.any(stops, axis=1), jnp.argmax(stops, axis=1), dmax + 1)
-    count = jnp.minimum(jnp.minimum(n + 1, first_stop + 1), max_new - s.n_out)
+    count = jnp.minimum(jnp.minimum(n + 1, first_stop + 1), s.prompt.max_new - s.n_out)
     count = jnp.where(active, count, 0)
     written = jnp.where(i < count[:, None], seq, pad_id)
     tokens = jax.vmap(lambda buf, w, at: jax.lax.dynamic_update_slice(buf, w, (at,)))(s.tokens, written, s.n_out)
     n_out = s.n_out + count
-    done = s.done | (active & ((first_stop < n + 1) | (n_out >= max_new)))
+    done = s.done | (active & ((first_stop < n + 1) | (n_out >= s.prompt.max_new)))
 
     # A chain's accepted nodes already sit in consecutive slots: nothing to compact.
-    cache = out.cache if proposer.shape.is_chain else _compact(out.cache, path)
+    cache = out.cache if shape.is_chain else out.cache.compact(path)
     cache = cache.advance(jnp.where(active, n + 1, 0))
     pair_hidden = jnp.take_along_axis(out.hidden, path[..., None], axis=1)
-    pstate = proposer.commit(target, pstate, seq, pair_hidden, (i <= n[:, None]) & active[:, None], n)
-    return SpecState(
+    pstate = proposer.commit(target, pstate, Accepted(seq, pair_hidden, (i <= n[:, None]) & active[:, None], n))
+    return s.replace(
         cache=cache, proposer=pstate, root=jnp.where(active, bonus, s.root), tokens=tokens, n_out=n_out,
         done=done, cycles=s.cycles + active.astype(jnp.int32),
         accepted=s.accepted + (active[:, None] & (n[:, None] >= jnp.arange(1, dmax + 1))).astype(jnp.int32),
         key=key,
+        seen=None if s.seen is None else s.seen.at[jnp.arange(seq.shape[0])[:, None], jnp.where(  # V: dropped
+            i < count[:, None], seq, s.seen.shape[1])].set(True, mode="drop"),
     )
 
 
-def spec_decode(target, proposer, logits, cache, hidden, ids, text_index, text_len, rope_delta, stop_ids, key,
-                pad_id, max_new: int, sampling: SamplingConfig):
-    """Speculative decoding after the target's prefill, to the end, in one `lax.while_loop`. Pure: call under jit."""
-    state = spec_start(target, proposer, logits, hidden, ids, text_index, text_len, cache, stop_ids, key, pad_id,
-                       max_new, sampling)
-    cycle = lambda s: spec_cycle(target, proposer, s, rope_delta, stop_ids, pad_id, max_new, sampling)  # noqa: E731
-    final = jax.lax.while_loop(lambda s: ~jnp.all(s.done), cycle, state)
-    return final.tokens[:, :max_new], final.n_out, final.cycles, final.accepted, final.cache
+def decode(target, proposer: Proposer, s: SpecState, config: DecodeConfig) -> SpecState:
+    """Speculative decoding from `s` to the end, in one `lax.while_loop`. Pure: call under jit."""
+    return jax.lax.while_loop(running, lambda s: cycle(target, proposer, s, config), s)

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from train.synthetic.world import COLOURS, SHAPES, Scene
+from sparrow_jax.synthetic.world import COLOURS, SHAPES, Scene
 
 SIZE_WORDS = {"small": ("small", "tiny", "little"), "large": ("large", "big")}
 MOVE = ("moving {d}", "which moves {d}", "sliding {d}", "drifting {d}", "heading {d}")

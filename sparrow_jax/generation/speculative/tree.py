@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from sparrow_jax.sampling import SamplingConfig, log_probs
+from sparrow_jax.sampling import Sampler, log_probs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +93,7 @@ def _top(logits, k: int):
     return tokens.astype(jnp.int32), scores
 
 
-def draft_tree(step, logits_fn, root, root_out, count, shape: TreeShape, sampling: SamplingConfig, key):
+def draft_tree(step, logits_fn, root, root_out, count, shape: TreeShape, sampling: Sampler, key):
     """Grow a tree from the root's draft output `root_out` [B, H].
 
     step(tokens [B,k], hidden [B,k,H], positions [B,k], scratch_index [k], ancestors [B,k,T]) -> out [B,k,H]
@@ -147,7 +147,7 @@ def _draft_top_k(step, logits_fn, root, root_out, count, shape: TreeShape):
     return Tree(tokens=tokens, parent=parent, depth=depth, mask=ancestor_mask(parent, shape.max_depth), valid=valid)
 
 
-def _draft_chain(step, logits_fn, root, root_out, count, shape: TreeShape, sampling: SamplingConfig, key):
+def _draft_chain(step, logits_fn, root, root_out, count, shape: TreeShape, sampling: Sampler, key):
     """`draft_tree` for a chain (top_k = 1): each level's one child is the draft's argmax, or at T > 0 a
     draw kept with its distribution q. Parents, depths and the mask are static, so none of the tree's
     ranking, pruning or ancestor search runs (a chain is drafted every cycle of the demo's decoding)."""

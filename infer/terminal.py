@@ -1,0 +1,90 @@
+"""What the command line shows on a terminal: text streamed as tokens are accepted, elapsed time while a
+step runs, the stats line."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+
+def show_stream(stream, decode, label: str, quiet: bool):
+    """Write row 0's text to stdout as `stream` accepts tokens (elapsed time under `label` until the first
+    ones arrive); returns the exhausted stream, whose `output` holds the GenerateOutput."""
+    text = IncrementalText(decode)
+    with Ticker(label, quiet) as ticker:
+        for new in stream:
+            ticker.stop()
+            _write(text.add(new[0]))
+    _write(text.flush() + "\n")
+    return stream
+
+
+class IncrementalText:
+    """Text of a growing token list, handed out as new suffixes: the whole prefix is decoded each time, so
+    characters spanning several tokens come out whole (a trailing incomplete one is held back)."""
+
+    def __init__(self, decode):
+        self.decode, self.ids, self.shown = decode, [], ""
+
+    def add(self, ids) -> str:
+        self.ids.extend(ids)
+        text = self.decode(self.ids)
+        return "" if text.endswith("\ufffd") else self._advance(text)
+
+    def flush(self) -> str:
+        return self._advance(self.decode(self.ids))
+
+    def _advance(self, text: str) -> str:
+        new = text[len(self.shown):] if text.startswith(self.shown) else ""
+        if text.startswith(self.shown):
+            self.shown = text
+        return new
+
+
+class Ticker:
+    """Elapsed seconds on stderr (`label... 3.2 s`) while a step that has no progress of its own runs, shown
+    only once it has taken more than `delay` seconds, and only on a terminal (the stats line has the time)."""
+
+    def __init__(self, label: str, quiet: bool = False, delay: float = 1.0):
+        self.label, self.delay = label, delay
+        self.quiet = quiet or not sys.stderr.isatty()
+        self._done = threading.Event()
+        self._shown = False
+
+    def __enter__(self):
+        self._t0 = time.perf_counter()
+        if not self.quiet:
+            self._thread = threading.Thread(target=self._tick, daemon=True)
+            self._thread.start()
+        return self
+
+    def _tick(self):
+        if self._done.wait(self.delay):
+            return
+        while not self._done.wait(0.5):
+            self._shown = True
+            sys.stderr.write(f"\r{self.label}... {time.perf_counter() - self._t0:.1f} s")
+            sys.stderr.flush()
+
+    def stop(self):
+        if self._done.is_set():
+            return
+        self._done.set()
+        if not self.quiet:
+            self._thread.join()
+            if self._shown:
+                sys.stderr.write(f"\r{self.label}: {time.perf_counter() - self._t0:.1f} s\n")
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def stats_line(stats: dict) -> str:
+    return (f"[prefill {stats['prefill_s']:.2f} s | {stats['new_tokens']} tokens in {stats['decode_s']:.2f} s = "
+            f"{stats['decode_tokens_per_s']:.1f} tokens/s | tau {stats['tau']:.2f} | {stats['cycles']} cycles]")
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()

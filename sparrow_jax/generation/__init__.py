@@ -1,0 +1,18 @@
+"""Generation: host setup (`setup`), the target's prefill, autoregressive and speculative decoding
+(`speculative/`), streaming and the side-by-side comparison. `infer.generate` / `infer.stream` re-export
+the entry points.
+
+    from sparrow_jax.generation import generate
+    out = generate(target, [ids], [pixels], max_new_tokens=256, draft=draft)
+"""
+
+from sparrow_jax.generation.comparison import Comparison, compare
+from sparrow_jax.generation.engine import Engine, generate, stream
+from sparrow_jax.generation.generation_config import GenerationConfig
+from sparrow_jax.generation.setup import kv_slots_needed
+from sparrow_jax.generation.speculative.tree import TreeShape
+from sparrow_jax.generation.state import DecodeConfig, GenerateOutput, PromptState
+from sparrow_jax.generation.streaming import TokenStream
+
+__all__ = ["Comparison", "DecodeConfig", "Engine", "GenerateOutput", "GenerationConfig", "PromptState", "TokenStream",
+           "TreeShape", "compare", "generate", "kv_slots_needed", "stream"]

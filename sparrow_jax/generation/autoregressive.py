@@ -1,0 +1,79 @@
+"""Autoregressive decoding after prefill: one target step per token, all rows together, in a
+`lax.while_loop` (`decode`) or a step at a time (`step`, which streaming drives)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from sparrow_jax.generation.state import DecodeConfig, PromptState
+from sparrow_jax.kv_cache import KVCache
+from sparrow_jax.sampling import penalize, sample, seen_tokens
+
+
+@struct.dataclass
+class ARState:
+    step: jax.Array  # next output index
+    tokens: jax.Array  # [B, max_new]
+    last: jax.Array  # [B] last sampled token
+    done: jax.Array  # [B]
+    lengths: jax.Array  # [B]
+    cache: KVCache
+    prompt: PromptState
+    key: jax.Array
+    seen: jax.Array | None = None  # [B, V] tokens so far (prompt included), when a repetition penalty applies
+
+
+def start(logits, cache: KVCache, prompt: PromptState, *, key, config: DecodeConfig) -> ARState:
+    """The loop state after prefill (`logits` [B, V] at each row's last prompt token): the first token
+    sampled."""
+    b, max_new = logits.shape[0], config.max_new_tokens
+    key, sub = jax.random.split(key)
+    seen = seen_tokens(prompt.ids, cache.lengths, logits.shape[-1]) if prompt.sampler.penalize else None
+    first = sample(sub, penalize(logits, seen, prompt.sampler), prompt.sampler)
+    return ARState(
+        step=jnp.int32(1),
+        tokens=jnp.full((b, max_new), config.pad_id, jnp.int32).at[:, 0].set(first),
+        last=first,
+        done=config.is_stop(first) | (prompt.max_new <= 1),
+        lengths=jnp.ones((b,), jnp.int32),
+        cache=cache,
+        prompt=prompt,
+        key=key,
+        seen=None if seen is None else _add(seen, first),
+    )
+
+
+def _add(seen, tokens):
+    """`seen` [B, V] with each row's token of `tokens` [B] (or several, [B, n]) marked."""
+    tokens = tokens.reshape(tokens.shape[0], -1)
+    return seen.at[jnp.arange(seen.shape[0])[:, None], tokens].set(True, mode="drop")
+
+
+def running(s: ARState, config: DecodeConfig):
+    return (s.step < config.max_new_tokens) & ~jnp.all(s.done)
+
+
+def step(target, s: ARState, config: DecodeConfig) -> ARState:
+    """One autoregressive token for every row (rows already done get pad_id)."""
+    positions = (s.cache.lengths + s.prompt.rope_delta)[:, None]
+    out = target.decode(target.embed(s.last[:, None]), positions, cache=s.cache)
+    key, sub = jax.random.split(s.key)
+    tok = sample(sub, penalize(target.logits(out.hidden[:, 0]), s.seen, s.prompt.sampler), s.prompt.sampler)
+    tok = jnp.where(s.done, config.pad_id, tok)
+    return s.replace(
+        step=s.step + 1,
+        tokens=s.tokens.at[:, s.step].set(tok),
+        last=tok,
+        done=s.done | config.is_stop(tok) | (s.step + 1 >= s.prompt.max_new),
+        lengths=s.lengths + (~s.done).astype(jnp.int32),
+        cache=out.cache.advance(1),
+        key=key,
+        seen=None if s.seen is None else _add(s.seen, tok),
+    )
+
+
+def decode(target, s: ARState, config: DecodeConfig) -> ARState:
+    """Decode from `s` to the end in one `lax.while_loop`. Pure: call under jit."""
+    return jax.lax.while_loop(lambda s: running(s, config), lambda s: step(target, s, config), s)

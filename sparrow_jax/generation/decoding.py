@@ -1,0 +1,69 @@
+"""Running a `Request`: the jitted prefill, then one jitted `lax.while_loop` that decodes autoregressively
+or speculatively (with a proposer, see `generation.speculative`).
+
+The two stages are separate jits (the cache is donated from one to the other) so that prefill and
+decoding times are measured honestly; within decoding there is no host round trip per token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sparrow_jax.generation import autoregressive
+from sparrow_jax.generation.prefill import prefill
+from sparrow_jax.generation.setup import Request
+from sparrow_jax.generation.speculative import loop
+from sparrow_jax.generation.state import DecodeConfig, GenerateOutput, Prefilled, PromptState, generation_stats
+
+
+@partial(jax.jit, static_argnames=("graphdef", "config"), donate_argnames=("cache",))
+def _decode(graphdef, params, prompt: PromptState, logits, cache, key, config: DecodeConfig):
+    target = nnx.merge(graphdef, params)
+    s = autoregressive.start(logits, cache, prompt, key=key, config=config)
+    s = autoregressive.decode(target, s, config)
+    # Returning the cache lets XLA alias it with the donated input: one cache in memory, not two.
+    return s.tokens, s.lengths, s.step, s.cache
+
+
+@partial(jax.jit, static_argnames=("graphdef", "config"), donate_argnames=("cache",))
+def _speculate(graphdef, params, proposer, prompt: PromptState, logits, hidden, cache, key, config: DecodeConfig):
+    target = nnx.merge(graphdef, params)
+    s = loop.start(target, proposer, prompt, logits=logits, hidden=hidden, cache=cache, key=key, config=config)
+    s = loop.decode(target, proposer, s, config)
+    return s.tokens, s.n_out, s.cycles, s.accepted, s.cache
+
+
+def run_prefill(request: Request) -> tuple[Prefilled, float]:
+    """The target's prefill of `request` (prompt hidden states kept when it has a proposer), and its seconds."""
+    t0 = time.perf_counter()
+    b = request.batch
+    video = jax.tree.map(jnp.asarray, b.video)  # models cast pixels to their own dtype
+    out = prefill(request.graphdef, request.params, jnp.asarray(b.input_ids), jnp.asarray(b.lengths),
+                  jnp.asarray(b.positions), video, capacity=request.capacity, chunk=request.chunk,
+                  with_hidden=request.proposer is not None)
+    jax.block_until_ready(out.logits)
+    return out, time.perf_counter() - t0
+
+
+def run_decode(request: Request, prefilled: Prefilled, prefill_s: float, proposer) -> GenerateOutput:
+    """Decode after `request`'s prefill: autoregressively when `proposer` is None, else speculatively.
+    The prefilled cache is donated (consumed)."""
+    t1 = time.perf_counter()
+    r, p = request, prefilled
+    if proposer is None:
+        tokens, lengths, _, _ = _decode(r.graphdef, r.params, r.prompt, p.logits, p.cache, r.key,
+                                        dataclasses.replace(r.config, tree=None))  # one AR program per tree
+        cycles, accepted = lengths - 1, jnp.zeros((r.batch.batch, 0), jnp.int32)
+    else:
+        tokens, lengths, cycles, accepted, _ = _speculate(r.graphdef, r.params, proposer, r.prompt, p.logits,
+                                                          p.hidden, p.cache, r.key, r.config)
+    tokens, lengths, cycles, accepted = jax.device_get((tokens, lengths, cycles, accepted))
+    return GenerateOutput(np.asarray(tokens)[:, : r.max_new_tokens], np.asarray(lengths),
+                          generation_stats(lengths, cycles, accepted, prefill_s, time.perf_counter() - t1))

@@ -1,0 +1,113 @@
+"""Host-side setup of a generate call: arguments checked, prompts batched and padded, the cache sized,
+the draft wrapped as a proposer; nothing runs on a device here."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sparrow_jax.attention import check_capacity, round_capacity
+from sparrow_jax.config import draft_mismatch
+from sparrow_jax.generation.speculative.proposer import Proposer, SparrowProposer
+from sparrow_jax.generation.speculative.tree import TreeShape
+from sparrow_jax.generation.state import DecodeConfig, PromptState
+from sparrow_jax.inputs import PromptBatch, bucket, pad_to, prepare, text_positions
+from sparrow_jax.sampling import Sampler, SamplingConfig
+
+
+@dataclasses.dataclass
+class Request:
+    """Everything one generate call decided on the host before running anything."""
+
+    graphdef: object
+    params: object
+    batch: PromptBatch
+    prompt: PromptState
+    capacity: int
+    chunk: int  # prefill chunk
+    max_new_tokens: int  # as asked (config.max_new_tokens is its bucket)
+    config: DecodeConfig
+    proposer: Proposer | None
+    key: jax.Array
+
+
+def setup(
+    target,
+    prompts,
+    video=None,
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    eos_token_id: int | list[int] | None = None,
+    pad_id: int = 0,
+    seed: int = 0,
+    capacity: int | None = None,
+    prompt_bucket: int = 64,
+    prefill_chunk: int = 512,
+    draft=None,
+    tree: TreeShape | None = None,
+    draft_chunk: int = 64,
+    draft_sees_visual: bool = False,
+) -> Request:
+    """The `Request` for `generate`'s arguments (see there); `stream` and `compare` start from it too."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    sampler = Sampler.of(SamplingConfig(temperature, top_k, top_p, repetition_penalty))
+    batch = prompts if isinstance(prompts, PromptBatch) else prepare(
+        target.config, prompts, video, pad_id=pad_id, multiple=prompt_bucket
+    )
+    if prompt_bucket < 1 or prefill_chunk < 1:
+        raise ValueError("prompt_bucket and prefill_chunk must be >= 1")
+    if batch.input_ids.shape[1] > prefill_chunk:
+        batch = pad_to(batch, bucket(batch.input_ids.shape[1], prefill_chunk), pad_id)
+    width = batch.input_ids.shape[1]
+    if draft is not None and not hasattr(draft, "propose"):  # a draft model: wrap it as the Sparrow proposer
+        if problem := draft_mismatch(draft.config, target.lm.config):
+            raise ValueError(problem)
+        draft = SparrowProposer.create(draft, tree or TreeShape(), sampler, draft_chunk)
+    shape = None if draft is None else draft.shape
+    need = _slots(width, max_new_tokens, shape)
+    capacity = round_capacity(need) if capacity is None else capacity
+    check_capacity(capacity)
+    if capacity < need:
+        raise ValueError(
+            f"KV cache capacity {capacity} is too small: prompt (longest {int(batch.lengths.max())} tokens, padded "
+            f"to {width}) + max_new_tokens {max_new_tokens} = {need}; raise capacity or shorten the prompt/video"
+        )
+    stops = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    text_index = text_len = None
+    if draft is not None:
+        text_index, text_len = map(jnp.asarray, text_positions(batch, target.config, draft_chunk, draft_sees_visual))
+    graphdef, params = nnx.split(target)
+    prompt = PromptState(jnp.asarray(batch.input_ids), jnp.asarray(batch.rope_delta),
+                         jnp.full((batch.batch,), max_new_tokens, jnp.int32), sampler, text_index, text_len)
+    config = DecodeConfig(token_bucket(max_new_tokens), int(pad_id), tuple(int(t) for t in stops), shape)
+    return Request(graphdef, params, batch, prompt, capacity, min(width, prefill_chunk), max_new_tokens, config,
+                   draft, jax.random.key(seed))
+
+
+def token_bucket(max_new_tokens: int) -> int:
+    """The token buffer a request of `max_new_tokens` decodes into: a power of two (at least 16), so
+    requests of similar lengths share one compiled program (each row stops at its own limit)."""
+    return max(16, 1 << (max_new_tokens - 1).bit_length())
+
+
+def kv_slots_needed(prompt_tokens: int, max_new_tokens: int, tree: TreeShape | None = None,
+                    prompt_bucket: int = 64, prefill_chunk: int = 512) -> int:
+    """KV cache slots a row of `prompt_tokens` needs: the prompt padded to its bucket (to a multiple of
+    `prefill_chunk` when longer than one chunk), the new tokens and, when speculating, one tree past them."""
+    width = bucket(prompt_tokens, prompt_bucket)
+    if width > prefill_chunk:
+        width = bucket(width, prefill_chunk)
+    return _slots(width, max_new_tokens, tree)
+
+
+def _slots(width: int, max_new_tokens: int, tree: TreeShape | None) -> int:
+    # Speculation writes a whole tree past the committed tokens and may commit a path past max_new.
+    return width + max_new_tokens + (0 if tree is None else tree.total + tree.max_depth)

@@ -1,0 +1,93 @@
+"""`stream`: the same generation as `generate`, handed out as tokens are accepted (`infer.stream`).
+
+The jitted prefill is shared with `generate`; decoding runs the very loop body `generate` runs (one
+autoregressive step, or one speculative draft-verify cycle), a few iterations per jitted call, driven from
+Python so that each call's accepted tokens can be shown at once. The tokens equal `generate`'s exactly
+(same body, same random keys); only the host round trip per call is extra.
+
+    s = stream(target, [ids], [video], max_new_tokens=256, draft=draft)
+    for new in s:           # new: per row, the token ids accepted since the last step
+        ...
+    s.output                # GenerateOutput, as generate returns it
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sparrow_jax.generation import autoregressive
+from sparrow_jax.generation.decoding import run_prefill
+from sparrow_jax.generation.setup import Request
+from sparrow_jax.generation.speculative import loop
+from sparrow_jax.generation.state import DecodeConfig, GenerateOutput, generation_stats
+
+
+@partial(jax.jit, static_argnames=("config",), donate_argnames=("cache",))
+def _ar_begin(prompt, logits, cache, key, config: DecodeConfig):
+    return autoregressive.start(logits, cache, prompt, key=key, config=config)
+
+
+@partial(jax.jit, static_argnames=("graphdef", "config", "steps"), donate_argnames=("s",))
+def _ar_advance(graphdef, params, s, config: DecodeConfig, steps: int):
+    target = nnx.merge(graphdef, params)
+    stop_at = s.step + steps
+    return jax.lax.while_loop(lambda s: autoregressive.running(s, config) & (s.step < stop_at),
+                              lambda s: autoregressive.step(target, s, config), s)
+
+
+@partial(jax.jit, static_argnames=("graphdef", "config"), donate_argnames=("cache",))
+def _spec_begin(graphdef, params, proposer, prompt, logits, hidden, cache, key, config: DecodeConfig):
+    return loop.start(nnx.merge(graphdef, params), proposer, prompt, logits=logits, hidden=hidden, cache=cache,
+                      key=key, config=config)
+
+
+@partial(jax.jit, static_argnames=("graphdef", "config", "steps"), donate_argnames=("s",))
+def _spec_advance(graphdef, params, proposer, s, config: DecodeConfig, steps: int):
+    target = nnx.merge(graphdef, params)
+    cycle = lambda c: (c[0] + 1, loop.cycle(target, proposer, c[1], config))  # noqa: E731
+    return jax.lax.while_loop(lambda c: (c[0] < steps) & loop.running(c[1]), cycle, (jnp.int32(0), s))[1]
+
+
+class TokenStream:
+    """Iterate to decode: each item is, per row, the list of token ids accepted by one jitted call.
+    After the iteration, `output` holds the GenerateOutput that `generate` returns."""
+
+    def __init__(self, request: Request, steps: int, finish=None):
+        self._request, self._steps, self._finish = request, steps, finish or (lambda out: out)
+        self.output: GenerateOutput | None = None
+        self.prefill_s: float | None = None
+
+    def __iter__(self):
+        r = self._request
+        config, max_new = r.config, r.max_new_tokens
+        p, self.prefill_s = run_prefill(r)
+        t1 = time.perf_counter()
+        if r.proposer is None:
+            s = _ar_begin(r.prompt, p.logits, p.cache, r.key, config)
+            advance = lambda s: _ar_advance(r.graphdef, r.params, s, config, steps=self._steps)  # noqa: E731
+            count = lambda s: s.lengths  # noqa: E731
+        else:
+            s = _spec_begin(r.graphdef, r.params, r.proposer, r.prompt, p.logits, p.hidden, p.cache, r.key, config)
+            advance = lambda s: _spec_advance(r.graphdef, r.params, r.proposer, s, config,  # noqa: E731
+                                              steps=self._steps)
+            count = lambda s: s.n_out  # noqa: E731
+        shown = [0] * r.batch.batch
+        while True:
+            tokens, n, done = jax.device_get((s.tokens, count(s), s.done))
+            yield [tokens[i, shown[i] : n[i]].tolist() for i in range(len(shown))]
+            shown = n.tolist()
+            if done.all() or (r.proposer is None and int(s.step) >= max_new):
+                break
+            s = advance(s)
+        if r.proposer is None:
+            cycles, accepted = n - 1, jnp.zeros((len(n), 0), jnp.int32)
+        else:
+            cycles, accepted = jax.device_get((s.cycles, s.accepted))
+        tokens = tokens[:, :max_new]
+        self.output = self._finish(GenerateOutput(tokens, n, generation_stats(n, cycles, accepted, self.prefill_s,
+                                                                              time.perf_counter() - t1)))

@@ -1,0 +1,93 @@
+"""Helpers the tests share (the fixtures that use them are in `conftest.py`): tiny random HF configs and
+inputs, conversion through the CLI, a tiny draft, synthetic clips. Test modules import from here, never
+from each other."""
+
+import numpy as np
+import torch
+
+from sparrow_jax.config import DraftConfig, TextConfig
+from sparrow_jax.models import build_model
+from sparrow_jax.video import write_video
+
+VIDEO_TOKEN, IMAGE_TOKEN = 120, 121
+
+TINY_MODEL = {  # the demo target config's architecture, shrunk (train.target.random_init)
+    "model_type": "llava_onevision", "video_token_id": 3, "image_token_id": 4,
+    "text": {"vocab_size": 320, "hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4,
+             "num_kv_heads": 2, "head_dim": 16, "model_type": "qwen2", "tie_word_embeddings": True},
+    "vision": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2, "image_size": 28,
+               "patch_size": 7},
+}
+
+
+def llava_hf_config(**text_overrides):
+    from transformers import LlavaOnevisionConfig
+
+    text = dict(
+        model_type="qwen2", vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, initializer_range=0.1, rope_theta=10000.0,
+        tie_word_embeddings=False,
+    )
+    text.update(text_overrides)
+    vision = dict(
+        model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, image_size=35, patch_size=7, vision_use_head=False,
+    )
+    return LlavaOnevisionConfig(
+        text_config=text, vision_config=vision, video_token_index=VIDEO_TOKEN, image_token_index=IMAGE_TOKEN,
+        vision_feature_layer=-1, vision_feature_select_strategy="full", initializer_range=0.1,
+    )
+
+
+def save_hf(model, path):
+    model.save_pretrained(path)
+    return path
+
+
+def convert_dir(src, dst, dtype="float32"):
+    from convert.__main__ import main
+
+    assert main(["target", "--src", str(src), "--dst", str(dst), "--dtype", dtype]) == 0
+    return dst
+
+
+def random_video(rng, batch, frames, size=35):
+    """Model-ready video pixels: HF layout [B,T,C,S,S] (torch) and ours [B,T,S,S,C] (numpy)."""
+    ours = rng.standard_normal((batch, frames, size, size, 3)).astype(np.float32)
+    return torch.from_numpy(ours.transpose(0, 1, 4, 2, 3).copy()), ours
+
+
+def video_prompt(rng, frames, text_before, text_after, pooled=3):
+    """LLaVA-OneVision prompt ids (for `llava_hf_config`): random text, the video's placeholders
+    (frames x pooled^2 + newline), random text."""
+    n_video = frames * pooled * pooled + 1
+    ids = np.concatenate([
+        rng.integers(0, 100, text_before), np.full(n_video, VIDEO_TOKEN), rng.integers(0, 100, text_after)
+    ])
+    return ids.astype(np.int64)
+
+
+def make_draft(target, window=1024, pinned=0, seed=0):
+    """A tiny random Sparrow draft for `target` (one layer)."""
+    from flax import nnx
+
+    lm = target.lm.config
+    layers = TextConfig(vocab_size=lm.vocab_size, hidden_size=lm.hidden_size, intermediate_size=96, num_layers=1,
+                        num_heads=4, num_kv_heads=2, head_dim=16)
+    return build_model(DraftConfig(layers, window=window, pinned=pinned), rngs=nnx.Rngs(seed))
+
+
+CLIP_FRAMES, CLIP_H, CLIP_W, CLIP_RATE = 12, 48, 64, 6  # 2 seconds
+
+
+def clip_frame(i):
+    """Frame i: red level 20 * i everywhere, the left half green: contents that survive lossy codecs."""
+    img = np.zeros((CLIP_H, CLIP_W, 3), np.uint8)
+    img[..., 0] = 20 * i
+    img[:, : CLIP_W // 2, 1] = 200
+    return img
+
+
+def write_clip(path, codec, n=CLIP_FRAMES):
+    write_video(path, np.stack([clip_frame(i) for i in range(n)]), CLIP_RATE, codec)
+    return path

@@ -1,0 +1,99 @@
+"""The Engine: compiled programs reused across requests whose sampling values and token limits differ,
+HF-style generation settings (generation_config.json defaults, do_sample), HF's repetition penalty
+(against HF generate, and lossless with a draft), decoded text in the outputs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_draft, random_video, video_prompt
+
+from sparrow_jax.generation import Engine, GenerationConfig, TreeShape, decoding, generate
+from sparrow_jax.generation.speculative.oracle import OracleProposer
+
+
+@pytest.fixture(scope="module")
+def one():
+    rng = np.random.default_rng(21)
+    pix_t, pix = random_video(rng, 1, 2)
+    return [video_prompt(rng, 2, 5, 6)], pix_t, pix
+
+
+def test_other_sampling_values_and_limits_reuse_the_compiled_programs(llava, one):
+    prompts, _, pix = one
+    target = llava[3]
+    for draft, jitted in ((None, decoding._decode), (make_draft(target, window=8), decoding._speculate)):
+        engine = Engine(target, draft, tree=TreeShape.chain(2))
+        engine.generate(prompts, pix, temperature=0.7, top_p=0.9, top_k=3, seed=1, max_new_tokens=10)
+        before = jitted._cache_size()
+        out = engine.generate(prompts, pix, temperature=1.3, top_p=0.5, top_k=4, seed=2, max_new_tokens=14,
+                              repetition_penalty=1.0)
+        assert jitted._cache_size() == before  # same power-of-two top-k width, token bucket 16
+        assert out.tokens.shape == (1, 14) and out.lengths[0] == 14
+
+
+def test_generation_config_follows_hf_rules(llava, one, tmp_path):
+    prompts, _, pix = one
+    target = llava[3]
+    greedy = generate(target, prompts, pix, max_new_tokens=8).token_ids()
+    # do_sample=False decodes greedily whatever the temperature; explicit arguments win over the config.
+    cfg = {"do_sample": False, "temperature": 0.9, "max_new_tokens": 3, "transformers_version": "5.23.0"}
+    assert generate(target, prompts, pix, generation_config=cfg, max_new_tokens=8).token_ids() == greedy
+    assert generate(target, prompts, pix, generation_config=cfg).token_ids() == [greedy[0][:3]]
+    # A checkpoint's generation_config.json gives an engine its defaults.
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "tokenizer").mkdir(parents=True)
+    (ckpt / "tokenizer" / "generation_config.json").write_text(json.dumps({"max_new_tokens": 5, "eos_token_id": 7}))
+    defaults = GenerationConfig.from_checkpoint(ckpt)
+    assert (defaults.max_new_tokens, defaults.eos_token_id) == (5, 7)
+    assert Engine(target, generation_config=defaults).generate(prompts, pix).token_ids() == [
+        greedy[0][: greedy[0].index(7) + 1] if 7 in greedy[0][:5] else greedy[0][:5]]
+    assert GenerationConfig(do_sample=True).sampling() == {"temperature": 1.0, "top_k": 50, "top_p": 1.0}
+    with pytest.raises(ValueError, match="num_beams=4 is not supported"):
+        GenerationConfig.from_dict({"num_beams": 4})
+    with pytest.raises(TypeError, match="unknown generation settings"):
+        generate(target, prompts, pix, temprature=0.5)
+
+
+def test_repetition_penalty_matches_hf_generate(llava, one):
+    hf, _, _, ours = llava
+    prompts, pix_t, pix = one
+    ids = torch.from_numpy(prompts[0][None])
+    plain = generate(ours, prompts, pix, max_new_tokens=16).token_ids()
+    for penalty in (1.5, 0.7):
+        ref = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=pix_t,
+                          max_new_tokens=16, min_new_tokens=16, do_sample=False, repetition_penalty=penalty,
+                          pad_token_id=0)[0, ids.shape[1]:].tolist()
+        out = generate(ours, prompts, pix, max_new_tokens=16, repetition_penalty=penalty).token_ids()
+        assert out == [ref]
+        assert out != plain  # the penalty changed the answer, so the comparison tests it
+
+
+@pytest.mark.parametrize("tree", [TreeShape.chain(3), TreeShape(3, 2, 8)], ids=["chain3", "tree3x2"])
+def test_repetition_penalty_is_lossless_with_a_draft(llava, one, tree):
+    """Each tree node is scored with the tokens so far plus its own path's: the draft's output (here an
+    oracle proposing the penalised continuation, and a random draft) equals decoding alone."""
+    prompts, _, pix = one
+    target = llava[3]
+    kw = dict(max_new_tokens=12, repetition_penalty=1.8)
+    ref = generate(target, prompts, pix, **kw)
+    reference = np.append(ref.tokens[0, 1:], [0] * 8)[None].astype(np.int32)
+    oracle = OracleProposer(reference, np.zeros(reference.shape, bool), target.lm.config.vocab_size, tree)
+    full = generate(target, prompts, pix, draft=oracle, **kw)
+    assert full.token_ids() == ref.token_ids() and full.stats["tau"] > 1.5  # the oracle's path is accepted
+    drafted = generate(target, prompts, pix, draft=make_draft(target, window=8), tree=tree, **kw)
+    assert drafted.token_ids() == ref.token_ids()
+
+
+def test_outputs_carry_text_with_a_tokenizer(llava, one):
+    prompts, _, pix = one
+
+    class Letters:  # a tokenizer stand-in: one letter per token id
+        eos_token_ids, pad_token_id = [], 0
+
+        def decode(self, ids):
+            return "".join(chr(97 + i % 26) for i in ids)
+
+    out = Engine(llava[3], tokenizer=Letters()).generate(prompts, pix, max_new_tokens=4)
+    assert out.text == [Letters().decode(out.token_ids()[0])] and len(out.text[0]) == 4
