@@ -108,6 +108,14 @@ class TextConfig:
             hidden = int(hf["hidden_size"])
             is_qwen2 = model_type != "llama"
             mrope = (hf.get("rope_parameters") or hf.get("rope_scaling") or {}).get("mrope_section")
+            if model_type == "qwen2_5_vl_text":
+                # transformers' Qwen2.5-VL attention sizes its heads hidden_size // num_heads whatever
+                # the config's head_dim says (Qwen2 and Llama honour head_dim).
+                _require(hidden % heads == 0,
+                         f"qwen2_5_vl hidden_size {hidden} must be a multiple of num_attention_heads {heads}")
+                head_dim = hidden // heads
+            else:
+                head_dim = int(hf.get("head_dim") or hidden // heads)
             return cls(
                 vocab_size=int(hf["vocab_size"]),
                 hidden_size=hidden,
@@ -115,7 +123,7 @@ class TextConfig:
                 num_layers=int(hf["num_hidden_layers"]),
                 num_heads=heads,
                 num_kv_heads=int(hf.get("num_key_value_heads") or heads),
-                head_dim=int(hf.get("head_dim") or hidden // heads),
+                head_dim=head_dim,
                 rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
                 rope=RopeConfig.from_hf(hf),
                 qkv_bias=True if is_qwen2 else bool(hf.get("attention_bias", False)),

@@ -13,7 +13,8 @@ from sparrow_jax.generation.speculative.tree import Tree, TreeShape, ancestor_ma
 @struct.dataclass
 class OracleProposer:
     """Proposes a known continuation (e.g. the target's own greedy output): a chain of the reference
-    tokens down the tree's first branch, wrong siblings elsewhere. `poison` [B, L] marks reference
+    tokens down the tree's first branch, the rest siblings of its first token, each a different token
+    (so a tree has at most `vocab` children of the root). `poison` [B, L] marks reference
     positions where it proposes a wrong token instead, to exercise partial acceptance.
     For sampling it reports a one-hot draft distribution."""
 
@@ -28,14 +29,18 @@ class OracleProposer:
     def propose(self, target, state, *, root, n_out, key):
         s, b = self.shape, root.shape[0]
         chain = s.max_depth
-        if s.total < chain + 1:
+        extra = s.total - 1 - chain  # siblings of the first chain node, children of the root
+        if extra < 0:
             raise ValueError("the oracle needs total_tokens >= depth + 2 for its full chain")
+        if extra > self.vocab - 1:
+            raise ValueError(f"the oracle's {extra + 1} children of the root cannot be distinct tokens of a "
+                             f"vocabulary of {self.vocab}: total_tokens must be at most {chain + self.vocab}")
         at = n_out[:, None] - 1 + jnp.arange(chain)  # reference index of each chain node's token
         ref = jnp.take_along_axis(self.reference, jnp.clip(at, 0, self.reference.shape[1] - 1), axis=1)
         bad = jnp.take_along_axis(self.poison, jnp.clip(at, 0, self.poison.shape[1] - 1), axis=1)
         chain_tok = jnp.where(bad, (ref + 1) % self.vocab, ref)
-        extra = s.total - 1 - chain  # wrong siblings of the first chain node, children of the root
-        sib = (chain_tok[:, :1] + 2 + jnp.arange(extra)) % self.vocab
+        # Offsets 2, 3, ..., vocab - 1, then 1 from the chain token: never the chain token itself.
+        sib = (chain_tok[:, :1] + 1 + (1 + jnp.arange(extra)) % (self.vocab - 1)) % self.vocab
         tokens = jnp.concatenate([root[:, None], chain_tok, sib], axis=1).astype(jnp.int32)
         parent = jnp.concatenate([jnp.zeros(1), jnp.arange(chain), jnp.zeros(extra)]).astype(jnp.int32)
         parent = jnp.broadcast_to(parent, (b, s.total))

@@ -1,6 +1,10 @@
 """Acceptance of a verified tree: greedy (longest path matching the target's argmax), lossless
 speculative sampling for chains (accept with min(1, p/q), resample from the residual on rejection) and
-the multi-candidate recursive rule for trees of deterministic candidates."""
+the multi-candidate recursive rule for trees of deterministic candidates.
+
+Any tree a proposer builds is verified exactly, siblings that carry the same token included (hybrid
+proposers merge candidates from several sources): greedy acceptance takes one path, at most one node
+per depth; at T > 0 a repeated sibling counts as already tried."""
 
 from __future__ import annotations
 
@@ -12,21 +16,22 @@ from sparrow_jax.generation.speculative.tree import Tree
 
 
 def greedy(tree: Tree, logits, max_depth: int):
-    """(accepted draft tokens n [B], path [B, max_depth + 1] of node indices, bonus token [B])."""
+    """(accepted draft tokens n [B], path [B, max_depth + 1] of node indices, bonus token [B]).
+
+    A node is accepted when it is valid, its token is the target's argmax at its parent and its parent
+    is accepted. Copies of one token under one parent may all be accepted; the path is the ancestry of
+    the first deepest accepted node (the longest accepted path), so it holds one node per depth."""
     target = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [B, N]
     parent_target = jnp.take_along_axis(target, tree.parent, axis=1)
     ok = tree.valid & (tree.tokens == parent_target)
     acc = tree.depth == 0
     for d in range(1, max_depth + 1):
         acc = acc | ((tree.depth == d) & ok & jnp.take_along_axis(acc, tree.parent, axis=1))
-    return _path(tree, acc, max_depth, target)
-
-
-def _path(tree: Tree, acc, max_depth: int, target):
-    n = jnp.sum(acc, axis=1) - 1
-    levels = [jnp.argmax(acc & (tree.depth == d), axis=1) for d in range(max_depth + 1)]
+    deepest = jnp.argmax(jnp.where(acc, tree.depth, -1), axis=1)  # [B]
+    n = jnp.take_along_axis(tree.depth, deepest[:, None], axis=1)[:, 0]
+    line = jnp.take_along_axis(tree.mask, deepest[:, None, None], axis=1)[:, 0]  # [B, N] its ancestors and itself
+    levels = [jnp.argmax(line & (tree.depth == d), axis=1) for d in range(max_depth + 1)]
     path = jnp.stack(levels, axis=1).astype(jnp.int32)  # entries past n are unused
-    deepest = jnp.take_along_axis(path, n[:, None], axis=1)[:, 0]
     return n.astype(jnp.int32), path, jnp.take_along_axis(target, deepest[:, None], axis=1)[:, 0]
 
 
@@ -57,8 +62,10 @@ def sample_tree(tree: Tree, logits, sampling: SamplingConfig, key, max_depth: in
     From the accepted node, its children x_1, x_2, ... are tried in order, each as a draw from a point
     mass: x_i is accepted with probability p_i(x_i), where p_i is the target distribution p with the
     tried siblings removed and renormalised (the residual max(p - q, 0) for q = one-hot), i.e.
-    p(x_i) / (1 - sum_{j<i} p(x_j)). If none is accepted the bonus token is drawn from the final
-    residual. This samples p exactly whatever the candidates are, so the tree may be pruned freely.
+    p(x_i) / (1 - sum_{j<i} p(x_j)). A sibling repeating an earlier sibling's token was tried already:
+    its residual probability is 0, so it is never accepted and adds no mass to the sum. If none is
+    accepted the bonus token is drawn from the final residual (each tried token removed once). This
+    samples p exactly whatever the candidates are, so the tree may be pruned freely.
     """
     b, n_nodes = tree.tokens.shape
     p = jnp.exp(log_probs(logits, sampling))  # [B, N, V] target distribution after each node
@@ -66,12 +73,16 @@ def sample_tree(tree: Tree, logits, sampling: SamplingConfig, key, max_depth: in
     p_tok = jnp.take_along_axis(parent_p, tree.tokens[..., None], axis=-1)[..., 0]  # [B, N]
     node = jnp.arange(n_nodes)
     candidate = tree.valid & (tree.depth > 0)
-    # Probability mass of the earlier siblings of each node (same parent, lower index).
+    # Earlier candidate siblings of each node (same parent, lower index) and the copies among them.
     earlier = (tree.parent[:, None, :] == tree.parent[:, :, None]) & (node[None, :] < node[:, None])
-    before = jnp.einsum("bij,bj->bi", (earlier & candidate[:, None, :]).astype(p_tok.dtype), p_tok)
+    earlier = earlier & candidate[:, None, :]
+    repeat = jnp.any(earlier & (tree.tokens[:, None, :] == tree.tokens[:, :, None]), axis=2)  # [B, N]
+    first = candidate & ~repeat
+    # Probability mass of the distinct tokens tried before each node.
+    before = jnp.einsum("bij,bj->bi", earlier.astype(p_tok.dtype), jnp.where(first, p_tok, 0.0))
     k_u, k_res = jax.random.split(key)
     u = jax.random.uniform(k_u, p_tok.shape)
-    ok = candidate & (u * jnp.maximum(1.0 - before, 0.0) < p_tok)
+    ok = first & (u * jnp.maximum(1.0 - before, 0.0) < p_tok)
 
     current = jnp.zeros((b,), jnp.int32)
     levels = [current]
