@@ -20,6 +20,8 @@ from sparrow_jax.layers import Dense
 NEG = -1e30  # masked score: finite, so fully masked padding rows stay finite
 BLOCK = 1024  # cache slots read per step of the blocked attention (see `round_capacity`)
 QUERY_CHUNK = 1024  # longer uncached attention runs in query chunks (see `_attend_chunked`)
+SCORE_BUDGET = 1 << 26  # float32 scores (256 MiB) a vision tower's chunk of frames may hold at once
+TOKEN_BUDGET = 8192  # tokens a vision tower's chunk of frames may hold at once
 
 
 def round_capacity(need: int) -> int:
@@ -34,6 +36,17 @@ def check_capacity(capacity: int) -> None:
     if capacity > BLOCK and capacity % BLOCK:
         raise ValueError(f"capacity {capacity} must be <= {BLOCK} or a multiple of {BLOCK} (the attention block); "
                          f"e.g. {round_capacity(capacity)}")
+
+
+def scores_held(heads: int, count: int, length: int) -> int:
+    """Float32 scores `attend` holds at once for `count` sequences of `length` tokens."""
+    return heads * count * length * min(length, QUERY_CHUNK)
+
+
+def items_per_chunk(tokens: int, scores: int) -> int:
+    """How many items (frames) of `tokens` tokens whose attention holds `scores` scores at a time (see
+    `scores_held`) to run at once: within SCORE_BUDGET and TOKEN_BUDGET, at least one."""
+    return max(1, min(SCORE_BUDGET // max(scores, 1), TOKEN_BUDGET // max(tokens, 1)))
 
 
 def _scores(q5, k, scale):

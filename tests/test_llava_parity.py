@@ -32,6 +32,39 @@ def test_video_features_projector_pooling_newline(llava):
     assert maxdiff(got, ref) < TOL
 
 
+def test_video_features_in_frame_chunks_equal_one_batch(llava):
+    """Frames go through the tower in chunks (lax.map): 5 frames as 2 + 2 + a remainder of 1 give the
+    features of all frames in one batch (to float32 rounding: matmuls of other sizes sum in another order)."""
+    ours = llava[3]
+    pix = jnp.asarray(random_video(np.random.default_rng(6), 1, 5)[1])
+    whole = np.asarray(ours.video_features(pix, frame_chunk=5))
+    diff = maxdiff(ours.video_features(pix, frame_chunk=2), whole)
+    print(f"video features in chunks of 2 frames vs one batch max abs diff: {diff:.2e}")
+    assert diff < 1e-5
+
+
+def test_128_frames_at_real_size_compile_within_memory():
+    """Shapes only: LLaVA-OneVision-7B's SigLIP (so400m, 384 px, 26 layers) and projector over 128 frames
+    run 7 frames at a time in 0.85 GiB of temporary memory (all frames at once: 8.9 GiB)."""
+    import jax
+    from flax import nnx
+
+    from sparrow_jax.config import LlavaOnevisionConfig, SiglipConfig, TextConfig
+    from sparrow_jax.models.llava_onevision import LlavaOnevision
+
+    text = TextConfig(vocab_size=128, hidden_size=3584, intermediate_size=128, num_layers=1, num_heads=28,
+                      num_kv_heads=4, head_dim=128)  # only the projector's width matters here
+    vision = SiglipConfig(hidden_size=1152, intermediate_size=4304, num_layers=26, num_heads=16, image_size=384,
+                          patch_size=14)
+    cfg = LlavaOnevisionConfig(text=text, vision=vision, video_token_id=1, image_token_id=2)
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: LlavaOnevision(cfg, rngs=nnx.Rngs(0))))
+    features = jax.jit(lambda s, p: nnx.merge(graphdef, s).video_features(p))
+    pixels = jax.ShapeDtypeStruct((1, 128, 384, 384, 3), jnp.float32)
+    memory = features.lower(state, pixels).compile().memory_analysis()
+    print(f"LLaVA-OneVision-7B video features, 128 frames, float32: temp {memory.temp_size_in_bytes / 2**30:.2f} GiB")
+    assert memory.temp_size_in_bytes < 2 * 2**30
+
+
 def test_one_decoder_layer(llava):
     hf, _, _, ours = llava
     from sparrow_jax import kv_cache, layers

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from sparrow_jax.attention import items_per_chunk, scores_held
 from sparrow_jax.config import LlavaOnevisionConfig
 from sparrow_jax.layers import Dense, param
 from sparrow_jax.models.multimodal import scatter_features
@@ -50,16 +50,25 @@ class LlavaOnevision(nnx.Module):
     def lm(self) -> DecoderLM:
         return self.language_model
 
-    def video_features(self, pixel_values_videos):
-        """[B, T, S, S, 3] channels-last pixels -> [B, T * pooled^2 + 1, H] (frames, then one newline)."""
+    def video_features(self, pixel_values_videos, frame_chunk: int | None = None):
+        """[B, T, S, S, 3] channels-last pixels -> [B, T * pooled^2 + 1, H] (frames, then one newline).
+
+        Frames go through the tower, projector and pooling `frame_chunk` at a time (`lax.map`; default
+        `attention.items_per_chunk`: 7 frames of SigLIP-so400m at 384 px), so a 128-frame video never holds
+        every frame's activations at once; each frame's result is the same as in one batch."""
         cfg = self.config
         b, t = pixel_values_videos.shape[:2]
-        x = self.vision_tower(pixel_values_videos.reshape(b * t, *pixel_values_videos.shape[2:]), cfg.vision_layers_used)
-        x = self.multi_modal_projector(x)
         g, pg = cfg.vision.grid, cfg.pooled_grid
-        pool = jnp.asarray(bilinear_matrix(g, pg), x.dtype)
-        x = x.reshape(b * t, g, g, -1)
-        x = jnp.einsum("yi,xj,nijd->nyxd", pool, pool, x, precision=jax.lax.Precision.HIGHEST)
+
+        def frame(pixels):  # [S, S, 3] -> [pooled^2, H]
+            x = self.vision_tower(pixels[None], cfg.vision_layers_used)[0]
+            x = self.multi_modal_projector(x).reshape(g, g, -1)
+            pool = jnp.asarray(bilinear_matrix(g, pg), x.dtype)
+            x = jnp.einsum("yi,xj,ijd->yxd", pool, pool, x, precision=jax.lax.Precision.HIGHEST)
+            return x.reshape(pg * pg, -1)
+
+        chunk = frame_chunk or items_per_chunk(g * g, scores_held(cfg.vision.num_heads, 1, g * g))
+        x = jax.lax.map(frame, pixel_values_videos.reshape(b * t, *pixel_values_videos.shape[2:]), batch_size=chunk)
         x = x.reshape(b, t * pg * pg, -1)
         newline = jnp.broadcast_to(self.image_newline[...].astype(x.dtype), (b, 1, x.shape[-1]))
         return jnp.concatenate([x, newline], axis=1)
