@@ -134,9 +134,12 @@ def run(args) -> int:
 
 
 def _sampling_options(args) -> None:
-    """--temperature / --top-p / --top-k checked before anything loads (nan or inf would run and mislead)."""
+    """--temperature / --top-p / --top-k / --repetition-penalty checked before anything loads (nan or inf
+    would run and mislead); unset ones are checked with the checkpoint's values later."""
+    given = lambda value, default: default if value is None else value  # noqa: E731
     try:
-        SamplingConfig(args.temperature, args.top_k, args.top_p)
+        SamplingConfig(given(args.temperature, 0.0), given(args.top_k, 0), given(args.top_p, 1.0),
+                       given(args.repetition_penalty, 1.0))
     except ValueError as e:
         raise ValueError(f"--{str(e).replace('_', '-')}") from None
 
