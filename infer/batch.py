@@ -105,8 +105,8 @@ def run(args) -> int:
                     f.flush()
                     os.fsync(f.fileno())
                     tokens += n
+                    bar.set_postfix(tokens_per_s=f"{tokens / (time.perf_counter() - t0):.1f}", refresh=False)
                     bar.update(len(batch))
-                    bar.set_postfix(tokens_per_s=f"{tokens / (time.perf_counter() - t0):.1f}")
     bar.close()
     return 0
 
