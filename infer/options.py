@@ -1,10 +1,55 @@
-"""Command-line options shared by `python -m infer`, the demo and the benchmarks."""
+"""Command-line options shared by `python -m infer`, the demo, the server, batch inference and the benchmarks."""
 
 from __future__ import annotations
 
 from sparrow_jax.generation.speculative.tree import TreeShape
+from sparrow_jax.video import PRESETS
 
 DEFAULT_MAX_NEW = 256  # new tokens when neither --max-new-tokens nor the checkpoint's generation config says
+DEFAULT_CAPACITY = 32768  # KV slots: the paper's longest setting (~25k visual tokens) plus 512 new tokens fits
+# Generation flags and the HF setting each sets.
+GENERATION_FLAGS = {"max_new_tokens": "max_new_tokens", "temperature": "temperature", "top_k": "top_k",
+                    "top_p": "top_p", "repetition_penalty": "repetition_penalty", "seed": "seed"}
+
+
+def add_model_options(p, demo_help: str) -> None:
+    """--demo, --target, --draft, --tokenizer, --capacity, --dtype, the draft's shape and video sampling."""
+    p.add_argument("--demo", action="store_true", help=demo_help)
+    p.add_argument("--target", help="converted target checkpoint (python -m convert target); required without --demo")
+    p.add_argument("--draft", help="converted Sparrow draft (python -m convert draft): speculative decoding")
+    p.add_argument("--tokenizer", help="directory with the tokenizer files (default: TARGET/tokenizer)")
+    p.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
+                   help=f"most KV cache slots a request may use (default {DEFAULT_CAPACITY})")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: as converted)")
+    s = p.add_argument_group("speculative decoding (with --draft)")
+    shape = s.add_mutually_exclusive_group()
+    shape.add_argument("--chain", type=int, metavar="K", help="draft a chain of K tokens per cycle")
+    shape.add_argument("--tree", metavar="TOPK,DEPTH,TOTAL",
+                       help="draft an EAGLE-2 tree (default with --draft: 8,3,30)")
+    s.add_argument("--window", type=int, help="text slots of the draft's window cache (default: as converted)")
+    v = p.add_argument_group("video sampling")
+    v.add_argument("--preset", choices=sorted(PRESETS),
+                   help="the paper's settings (default: qwen2_5_vl or llava_onevision_32 by target)")
+    count = v.add_mutually_exclusive_group()
+    count.add_argument("--frames", type=int, help="sample this many frames, uniform over the duration")
+    count.add_argument("--fps", type=float, help="sample this many frames per second")
+    v.add_argument("--max-frames", type=int, help="cap on the sampled frames")
+    v.add_argument("--max-pixels", type=int, help="Qwen2.5-VL: cap on pixels per frame (preset: 448*448)")
+
+
+def add_generation_options(p) -> None:
+    g = p.add_argument_group("generation (unset: the checkpoint's generation_config.json, else the default shown)")
+    g.add_argument("--max-new-tokens", type=int, help=f"default {DEFAULT_MAX_NEW}")
+    g.add_argument("--temperature", type=float, help="0 = greedy (default 0)")
+    g.add_argument("--top-p", type=float, help="default 1 (off)")
+    g.add_argument("--top-k", type=int, help="0 = no top-k filter (default 0)")
+    g.add_argument("--repetition-penalty", type=float, help="HF's repetition penalty (default 1 = off)")
+    g.add_argument("--seed", type=int, help="default 0")
+
+
+def generation_settings(args) -> dict:
+    """The generation flags given, by HF name."""
+    return {name: getattr(args, flag) for flag, name in GENERATION_FLAGS.items() if getattr(args, flag) is not None}
 
 
 def tree_shape(args, speculative: bool):

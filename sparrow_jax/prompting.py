@@ -71,8 +71,11 @@ class ChatTokenizer:
     def prompt_ids(self, turns, system: str | None = None, video: bool = True) -> list[int]:
         """Token ids of the rendered conversation, ending with the assistant's generation prompt; the video is
         one placeholder token, still to be expanded (`sparrow_jax.processing.video_prompt`)."""
-        text = self.prompt_text(turns, system, video)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self.message_ids(chat_messages(turns, system, video))
+
+    def message_ids(self, messages) -> list[int]:
+        """`prompt_ids` of messages already in `chat_messages`' form."""
+        return list(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)

@@ -6,11 +6,17 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import shutil
+import sys
+from pathlib import Path
+
 import jax
 import pytest
 import torch
 
-from helpers import convert_dir, llava_hf_config, save_hf
+from helpers import convert_dir, llava_hf_config, make_draft, save_draft, save_hf, write_clip
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
 
 jax.config.update("jax_default_matmul_precision", "highest")
 torch.set_grad_enabled(False)
@@ -31,3 +37,15 @@ def llava(tmp_path_factory):
     src = save_hf(hf, root / "hf")
     dst = convert_dir(src, root / "ours")
     return hf, src, dst, checkpoint.load(dst)
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(llava, tmp_path_factory):
+    """(hf dir with the tiny tokenizer, converted target, converted draft, a 12-frame mp4) over `llava`."""
+    from tiny_tokenizer import write_tiny_tokenizer
+
+    root = tmp_path_factory.mktemp("pair")
+    hf = write_tiny_tokenizer(shutil.copytree(llava[1], root / "hf"))
+    target = convert_dir(hf, root / "target")
+    draft = save_draft(root / "draft", make_draft(llava[3], window=8), target_layers=3)
+    return hf, target, draft, write_clip(root / "clip.mp4", "libx264")

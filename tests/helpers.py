@@ -67,6 +67,19 @@ def video_prompt(rng, frames, text_before, text_after, pooled=3):
     return ids.astype(np.int64)
 
 
+def save_draft(directory, draft, **config):
+    """Save a draft model as a converted draft checkpoint, with `config` fields replaced."""
+    import dataclasses
+
+    from flax import nnx
+
+    from sparrow_jax import checkpoint
+
+    cfg = dataclasses.replace(draft.config, **config)
+    checkpoint.save(directory, cfg, nnx.to_pure_dict(nnx.state(draft, nnx.Param)), "float32")
+    return directory
+
+
 def make_draft(target, window=1024, pinned=0, seed=0):
     """A tiny random Sparrow draft for `target` (one layer)."""
     from flax import nnx

@@ -8,13 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from flax import nnx
-from helpers import convert_dir, make_draft, write_clip
+from helpers import make_draft, save_draft, write_clip
 
 import infer
 from infer.cli import main
 from infer.terminal import IncrementalText
-from sparrow_jax import checkpoint
 from sparrow_jax.processing import video_prompt
 from sparrow_jax.prompting import chat_messages, load_tokenizer, tokenizer_mismatch
 from sparrow_jax.video import PRESETS, read_video
@@ -25,20 +23,10 @@ from tiny_tokenizer import CHAT_TEMPLATE, SPECIAL, write_tiny_tokenizer  # noqa:
 MAX_NEW = 10
 
 
-def save_draft(directory, draft, **config):
-    cfg = dataclasses.replace(draft.config, **config)
-    checkpoint.save(directory, cfg, nnx.to_pure_dict(nnx.state(draft, nnx.Param)), "float32")
-    return directory
-
-
 @pytest.fixture(scope="module")
-def ckpt(llava, tmp_path_factory):
+def ckpt(tiny_pair):
     """(hf dir with a tokenizer, converted target, converted draft, video file)."""
-    root = tmp_path_factory.mktemp("cli")
-    hf = write_tiny_tokenizer(shutil.copytree(llava[1], root / "hf"))
-    target = convert_dir(hf, root / "target")
-    draft = save_draft(root / "draft", make_draft(llava[3], window=8), target_layers=3)
-    return hf, target, draft, write_clip(root / "clip.mp4", "libx264")
+    return tiny_pair
 
 
 def run_cli(capsys, *argv):

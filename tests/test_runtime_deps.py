@@ -35,14 +35,25 @@ OPTIONAL = {"torch"}  # imported lazily where an extra provides it (convert .bin
 
 
 def declared():
-    """(runtime, train extra) import names from pyproject.toml."""
+    """(runtime, train extra, serve extra) import names from pyproject.toml."""
     import re
     import tomllib
     from pathlib import Path
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     names = lambda reqs: {IMPORT_NAME.get(d, d) for d in (re.match(r"[A-Za-z0-9_.\-]+", r).group(0) for r in reqs)}  # noqa: E731
-    return names(project["dependencies"]), names(project["optional-dependencies"]["train"])
+    extras = project["optional-dependencies"]
+    return names(project["dependencies"]), names(extras["train"]), names(extras["serve"])
+
+
+def infer_modules():
+    from pathlib import Path
+
+    return sorted(f"infer/{p.name}" for p in (Path(__file__).resolve().parents[1] / "infer").glob("*.py"))
+
+
+SERVE_MODULES = ("infer/serve.py",)  # what the [serve] extra (fastapi, uvicorn) is for
+NOT_SERVE = tuple(m for m in infer_modules() if m not in SERVE_MODULES)
 
 
 def third_party_imports(*packages):
@@ -52,7 +63,7 @@ def third_party_imports(*packages):
     root = Path(__file__).resolve().parents[1]
     found = set()
     for pkg in packages:
-        for path in (root / pkg).rglob("*.py"):
+        for path in [root / pkg] if pkg.endswith(".py") else (root / pkg).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
                     found |= {a.name.split(".")[0] for a in node.names}
@@ -62,10 +73,13 @@ def third_party_imports(*packages):
 
 
 def test_what_is_imported_is_declared_and_what_is_declared_is_imported():
-    runtime, train = declared()
-    used_runtime = third_party_imports("sparrow_jax", "infer", "convert")
+    runtime, train, serve = declared()
+    used_runtime = third_party_imports("sparrow_jax", "infer", "convert") - serve
+    used_serve = third_party_imports(*SERVE_MODULES)
     used_train = third_party_imports("train")
     assert used_runtime - runtime - OPTIONAL == set()  # the library and the inference/conversion apps
+    assert used_serve - runtime - serve == set()  # the server: the runtime plus the [serve] extra
+    assert serve.isdisjoint(third_party_imports("sparrow_jax", "convert", *NOT_SERVE))  # only the server needs it
     assert used_train - runtime - train == set()  # training: the runtime plus the [train] extra
-    assert (runtime | train) - NOT_IMPORTED - used_runtime - used_train == set()  # nothing declared unused
-    assert train.isdisjoint(used_runtime)  # the inference install does not need the training extra
+    assert (runtime | train | serve) - NOT_IMPORTED - used_runtime - used_train - used_serve == set()  # none unused
+    assert train.isdisjoint(used_runtime | used_serve)  # the inference install does not need the training extra
