@@ -10,14 +10,22 @@ engine: a target of realistic depth (random weights, converted from a PyTorch ch
     draft that attends to every prompt token (what EAGLE/MSD drafts do): flat vs growing.
 video: the embedded (or a given) target alone vs with its Sparrow draft against visual tokens: tau, DSR, ESR.
 verify: the target's forward over N tokens against one token, over caches of several context lengths.
+A mistake is one line on stderr and exit code 2; --debug shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+from sparrow_jax.errors import run_cli
 
 
 def main(argv=None) -> int:
+    # --debug anywhere (the video and verify subcommands parse their own arguments): tracebacks, not one line.
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     p = argparse.ArgumentParser(prog="python -m infer.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -32,6 +40,10 @@ def main(argv=None) -> int:
     sub.add_parser("video", help="target alone vs with its draft against visual tokens: tau, DSR, ESR", add_help=False)
     sub.add_parser("verify", help="the target's forward over N tokens vs one token, per context", add_help=False)
     args, rest = p.parse_known_args(argv)
+    return run_cli(lambda: _run(p, args, rest), debug)
+
+
+def _run(p, args, rest) -> int:
     if args.command == "engine":
         if rest:
             p.error(f"unrecognized arguments: {' '.join(rest)}")

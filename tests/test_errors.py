@@ -135,3 +135,32 @@ def test_run_cli_one_line_for_user_errors_traceback_for_bugs(capsys):
     with pytest.raises(TypeError):  # an internal error keeps its traceback
         run_cli(fail(TypeError("a bug")))
     assert run_cli(lambda: 0) == 0
+
+
+def test_every_command_line_reports_a_mistake_in_one_line(tmp_path, capsys):
+    """The commands beside infer, convert and train.main go through the same handler: exit 2, one line."""
+    from infer.bench import main as bench
+    from train.bench import main as train_bench
+    from train.synthetic.__main__ import main as synthetic
+    from train.synthetic.evaluate import main as evaluate
+    from train.synthetic.vision import main as vision
+
+    not_json = tmp_path / "config.json"
+    not_json.write_text("{")
+    missing = str(tmp_path / "missing")
+    cases = [
+        (lambda: synthetic(["--out", "/sys/sparrow-readonly", "--count", "1"]), "/sys/sparrow-readonly"),
+        (lambda: evaluate(["--target", missing]), missing),
+        (lambda: vision(["--config", str(not_json), "--out", missing]), f"{not_json} is not valid JSON"),
+        (lambda: train_bench(["--config", str(not_json)]), f"{not_json} is not valid JSON"),
+        (lambda: bench(["verify", "--target", missing, "--debug"]), None),  # --debug: the traceback too
+        (lambda: bench(["video", "--target", missing]), missing),
+    ]
+    for call, message in cases:
+        assert call() == 2
+        err = capsys.readouterr().err
+        assert err.splitlines()[-1].startswith("error: "), err
+        if message is None:
+            assert "Traceback" in err
+        else:
+            assert message in err.splitlines()[-1] and "Traceback" not in err, err

@@ -148,3 +148,30 @@ def test_sampling_over_repeated_siblings_matches_the_target():
     print(f"repeated siblings, T={TEMP}: chi2 = {stat:.1f} over 27 cells (critical {CHI2_DF26_P001})")
     assert stat < CHI2_DF26_P001
     assert np.bincount(n, minlength=4).min() > 300  # every depth is reached
+
+
+def test_chain_sampling_with_a_draft_distribution_matches_the_target():
+    """`verify.sample_chain`: draft tokens drawn from a draft distribution q unlike the target's, accepted
+    with min(1, p/q) and resampled from the residual; the first two emitted tokens (continued by the
+    target where a row stopped after one) follow the target's distribution (chi-square, 0.001)."""
+    v, root, draws = 3, 0, DRAWS
+    rng = np.random.default_rng(2)
+    q = np.array([[0.0, 0.0, 0.0], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])  # q at node 1 and node 2 (node 0 unused)
+    x = np.stack([np.full(draws, root), rng.choice(v, draws, p=q[1]), rng.choice(v, draws, p=q[2])], 1)
+    logits = np.array([[table_logits(row[: i + 1], v) for i in range(3)] for row in x], np.float32)
+    parent = jnp.broadcast_to(jnp.asarray([0, 0, 1]), (draws, 3))
+    tree = Tree(tokens=jnp.asarray(x, jnp.int32), parent=parent, depth=parent + jnp.asarray([0, 1, 1]),
+                mask=ancestor_mask(parent, 2), valid=jnp.ones((draws, 3), bool),
+                q=jnp.broadcast_to(jnp.asarray(q, jnp.float32), (draws, 3, v)))
+    sampler = Sampler.of(SamplingConfig(TEMP))
+    n, _, bonus = jax.device_get(jax.jit(verify.sample_chain)(tree, jnp.asarray(logits), sampler, jax.random.key(3)))
+    counts = {}
+    for r in range(draws):
+        s = [root, *x[r, 1 : n[r] + 1].tolist(), int(bonus[r])]
+        while len(s) < 3:
+            s.append(int(rng.choice(v, p=table_probs(s, v, TEMP))))
+        counts[tuple(s[1:3])] = counts.get(tuple(s[1:3]), 0) + 1
+    stat = sum((counts.get(s, 0) - e) ** 2 / e for s in np.ndindex(v, v)
+               for e in [draws * table_probs((root,), v, TEMP)[s[0]] * table_probs((root, s[0]), v, TEMP)[s[1]]])
+    assert stat < 26.12  # scipy.stats.chi2.ppf(0.999, 8)
+    assert 0 < (n == 0).mean() < 1 and (n == 2).mean() > 0.05  # rejections and full acceptances both occur

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 
+from sparrow_jax.errors import add_debug_flag, run_cli
 from train import config
 from train.trainer import run
 
@@ -22,11 +23,16 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True)
     p.add_argument("--warmup", type=int, default=3, help="steps left out of the medians")
     p.add_argument("overrides", nargs="*")
+    add_debug_flag(p)
     args = p.parse_intermixed_args(argv)
+    return run_cli(lambda: _run(args), args.debug)
+
+
+def _run(args) -> int:
     cfg = config.load(args.config, args.overrides + ["log.every=1", "log.progress=false", "checkpoint.every=100000"])
     rows = run(cfg).history[args.warmup:]
     if not rows:
-        raise SystemExit(f"no steps after --warmup {args.warmup}; raise steps")
+        raise ValueError(f"no steps after --warmup {args.warmup}; raise steps")
     result = {
         "config": args.config, "overrides": args.overrides, "steps_measured": len(rows),
         "batch": cfg.data.batch_size, "seq_len": cfg.data.seq_len,

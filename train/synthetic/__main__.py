@@ -2,10 +2,11 @@
 
 import argparse
 
+from sparrow_jax.errors import add_debug_flag, run_cli
 from sparrow_jax.synthetic.dataset import write_dataset
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.synthetic", description=__doc__)
     p.add_argument("--out", required=True, help="output directory (videos/ and manifest.jsonl)")
     p.add_argument("--count", type=int, default=100, help="number of videos")
@@ -15,10 +16,15 @@ def main(argv=None) -> None:
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--steps", type=int, default=32, help="simulation steps per scene (the frames sample them)")
     p.add_argument("--max-things", type=int, default=3, help="most objects in a scene")
+    add_debug_flag(p)
     a = p.parse_args(argv)
-    path = write_dataset(a.out, a.count, a.seed, a.frames, a.size, a.fps, a.steps, a.max_things)
-    print(f"wrote {path}")
+
+    def run() -> int:
+        print(f"wrote {write_dataset(a.out, a.count, a.seed, a.frames, a.size, a.fps, a.steps, a.max_things)}")
+        return 0
+
+    return run_cli(run, a.debug)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -75,8 +75,7 @@ def video_reliance(target, tokenizer, seeds, frames: int = 8, question: str = "D
 
 
 def main(argv=None) -> int:
-    import sparrow_jax
-    from sparrow_jax.prompting import load_tokenizer
+    from sparrow_jax.errors import add_debug_flag, run_cli
 
     p = argparse.ArgumentParser(prog="python -m train.synthetic.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,7 +83,15 @@ def main(argv=None) -> int:
     p.add_argument("--frames", default="8,16,32,64", help="comma-separated frame counts")
     p.add_argument("--count", type=int, default=64, help="held-out scenes per frame count")
     p.add_argument("--batch", type=int, default=16)
+    add_debug_flag(p)
     args = p.parse_args(argv)
+    return run_cli(lambda: _run(args), args.debug)
+
+
+def _run(args) -> int:
+    import sparrow_jax
+    from sparrow_jax.prompting import load_tokenizer
+
     target, tok = sparrow_jax.load(args.target), load_tokenizer(args.target)
     seeds = list(range(HELD_OUT, HELD_OUT + args.count))
     frames = [int(x) for x in args.frames.split(",")]

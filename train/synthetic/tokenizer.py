@@ -56,8 +56,24 @@ def save_tokenizer(tok: Tokenizer, out) -> None:
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-if __name__ == "__main__":  # python -m train.synthetic.tokenizer OUT_DIR [SCENES]
-    import sys
+def main(argv=None) -> int:
+    import argparse
 
-    save_tokenizer(train_tokenizer(corpus(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)), sys.argv[1])
-    print(f"wrote {sys.argv[1]}/tokenizer.json")
+    from sparrow_jax.errors import add_debug_flag, run_cli
+
+    p = argparse.ArgumentParser(prog="python -m train.synthetic.tokenizer", description=__doc__.split("\n\n")[0])
+    p.add_argument("out", help="output directory (tokenizer.json, tokenizer_config.json)")
+    p.add_argument("scenes", nargs="?", type=int, default=2000, help="scenes whose descriptions train it")
+    add_debug_flag(p)
+    args = p.parse_args(argv)
+
+    def run() -> int:
+        save_tokenizer(train_tokenizer(corpus(args.scenes)), args.out)
+        print(f"wrote {args.out}/tokenizer.json")
+        return 0
+
+    return run_cli(run, args.debug)
+
+
+if __name__ == "__main__":  # python -m train.synthetic.tokenizer OUT_DIR [SCENES]
+    raise SystemExit(main())

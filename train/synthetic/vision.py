@@ -114,8 +114,7 @@ def pretrain(target, steps: int, scenes: int = 16, frames: int = 4, lr: float = 
 
 
 def main(argv=None) -> int:
-    from train import config
-    from train.stand_ins import random_model, save_model
+    from sparrow_jax.errors import add_debug_flag, run_cli
 
     p = argparse.ArgumentParser(prog="python -m train.synthetic.vision", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="the target-training config (its target.random_init)")
@@ -124,10 +123,18 @@ def main(argv=None) -> int:
     p.add_argument("--scenes", type=int, default=16, help="scenes per step")
     p.add_argument("--frames", type=int, default=4, help="frames rendered per scene")
     p.add_argument("--lr", type=float, default=2e-3)
+    add_debug_flag(p)
     args = p.parse_args(argv)
+    return run_cli(lambda: _run(args), args.debug)
+
+
+def _run(args) -> int:
+    from train import config
+    from train.stand_ins import random_model, save_model
+
     cfg = config.load(args.config, []).target
     if cfg.random_init is None:
-        raise SystemExit(f"{args.config}: target.random_init is needed (the target starts from random weights)")
+        raise ValueError(f"{args.config}: target.random_init is needed (the target starts from random weights)")
     target = random_model(cfg.random_init, cfg.random_seed, cfg.random_scale)
     start = time.time()
     r = pretrain(target, args.steps, args.scenes, args.frames, args.lr, cfg.random_seed)
