@@ -78,6 +78,12 @@ def seen_tokens(ids, lengths, vocab: int):
     return jnp.zeros((b, vocab), bool).at[jnp.arange(b)[:, None], jnp.clip(ids, 0, vocab - 1)].max(valid)
 
 
+def mark_seen(seen, tokens):
+    """`seen` [B, V] with each row's tokens [B] or [B, n] marked (an id >= V marks nothing)."""
+    tokens = tokens.reshape(tokens.shape[0], -1)
+    return seen.at[jnp.arange(seen.shape[0])[:, None], tokens].set(True, mode="drop")
+
+
 def penalize(logits, seen, sampler: Sampler):
     """HF's repetition penalty (before temperature): a logit of a token in `seen` ([B, V], or [B, N, V] for
     N positions) is divided by the row's penalty, multiplied when negative (as float32)."""

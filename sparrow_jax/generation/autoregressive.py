@@ -9,7 +9,7 @@ from flax import struct
 
 from sparrow_jax.generation.state import DecodeConfig, PromptState
 from sparrow_jax.kv_cache import KVCache
-from sparrow_jax.sampling import penalize, sample, seen_tokens
+from sparrow_jax.sampling import mark_seen, penalize, sample, seen_tokens
 
 
 @struct.dataclass
@@ -41,14 +41,8 @@ def start(logits, cache: KVCache, prompt: PromptState, *, key, config: DecodeCon
         cache=cache,
         prompt=prompt,
         key=key,
-        seen=None if seen is None else _add(seen, first),
+        seen=None if seen is None else mark_seen(seen, first),
     )
-
-
-def _add(seen, tokens):
-    """`seen` [B, V] with each row's token of `tokens` [B] (or several, [B, n]) marked."""
-    tokens = tokens.reshape(tokens.shape[0], -1)
-    return seen.at[jnp.arange(seen.shape[0])[:, None], tokens].set(True, mode="drop")
 
 
 def running(s: ARState, config: DecodeConfig):
@@ -70,7 +64,7 @@ def step(target, s: ARState, config: DecodeConfig) -> ARState:
         lengths=s.lengths + (~s.done).astype(jnp.int32),
         cache=out.cache.advance(1),
         key=key,
-        seen=None if s.seen is None else _add(s.seen, tok),
+        seen=None if s.seen is None else mark_seen(s.seen, tok),
     )
 
 

@@ -16,7 +16,7 @@ from sparrow_jax.generation.speculative import verify
 from sparrow_jax.generation.speculative.proposer import Accepted, Proposer
 from sparrow_jax.generation.state import DecodeConfig, PromptState
 from sparrow_jax.kv_cache import KVCache
-from sparrow_jax.sampling import penalize, sample, seen_tokens
+from sparrow_jax.sampling import mark_seen, penalize, sample, seen_tokens
 
 
 @struct.dataclass
@@ -48,7 +48,7 @@ def start(target, proposer: Proposer, prompt: PromptState, *, logits, hidden, ca
         root=first, tokens=jnp.full((b, max_new + dmax + 1), config.pad_id, jnp.int32).at[:, 0].set(first),
         n_out=jnp.ones((b,), jnp.int32), done=config.is_stop(first) | (prompt.max_new <= 1),
         cycles=jnp.zeros((b,), jnp.int32), accepted=jnp.zeros((b, dmax), jnp.int32), key=key,
-        seen=None if seen is None else seen.at[jnp.arange(b), first].set(True),
+        seen=None if seen is None else mark_seen(seen, first),
     )
 
 
@@ -99,8 +99,7 @@ def cycle(target, proposer: Proposer, s: SpecState, config: DecodeConfig) -> Spe
         done=done, cycles=s.cycles + active.astype(jnp.int32),
         accepted=s.accepted + (active[:, None] & (n[:, None] >= jnp.arange(1, dmax + 1))).astype(jnp.int32),
         key=key,
-        seen=None if s.seen is None else s.seen.at[jnp.arange(seq.shape[0])[:, None], jnp.where(  # V: dropped
-            i < count[:, None], seq, s.seen.shape[1])].set(True, mode="drop"),
+        seen=None if s.seen is None else mark_seen(s.seen, jnp.where(i < count[:, None], seq, s.seen.shape[1])),
     )
 
 
