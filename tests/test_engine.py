@@ -97,3 +97,20 @@ def test_outputs_carry_text_with_a_tokenizer(llava, one):
 
     out = Engine(llava[3], tokenizer=Letters()).generate(prompts, pix, max_new_tokens=4)
     assert out.text == [Letters().decode(out.token_ids()[0])] and len(out.text[0]) == 4
+
+
+def test_a_sampled_row_draws_the_same_alone_or_batched(llava):
+    """Every row samples from its own key: a batch given one seed per row gives each row what it gets as a
+    one-row request with that seed (the server batches sampled requests of different seeds), with and
+    without a draft; and the seeds matter."""
+    rng = np.random.default_rng(8)
+    _, pix = random_video(rng, 2, 2)
+    prompts = [video_prompt(rng, 2, 5, 6), video_prompt(rng, 2, 3, 9)]
+    target = llava[3]
+    kw = dict(temperature=1.5, max_new_tokens=10, tree=TreeShape.chain(2))
+    for draft in (None, make_draft(target, window=8)):
+        both = generate(target, prompts, pix, seed=[11, 12], draft=draft, **kw).token_ids()
+        alone = [generate(target, [p], pix[i : i + 1], seed=s, draft=draft, **kw).token_ids()[0]
+                 for i, (p, s) in enumerate(zip(prompts, [11, 12]))]
+        assert both == alone
+        assert generate(target, prompts, pix, seed=[12, 11], draft=draft, **kw).token_ids() != both

@@ -9,7 +9,7 @@ from flax import struct
 
 from sparrow_jax.generation.state import DecodeConfig, PromptState
 from sparrow_jax.kv_cache import KVCache
-from sparrow_jax.sampling import mark_seen, penalize, sample, seen_tokens
+from sparrow_jax.sampling import mark_seen, penalize, sample, seen_tokens, split_rows
 
 
 @struct.dataclass
@@ -21,7 +21,7 @@ class ARState:
     lengths: jax.Array  # [B]
     cache: KVCache
     prompt: PromptState
-    key: jax.Array
+    key: jax.Array  # [B] one PRNG key per row (sampling.row_keys)
     seen: jax.Array | None = None  # [B, V] tokens so far (prompt included), when a repetition penalty applies
 
 
@@ -29,7 +29,7 @@ def start(logits, cache: KVCache, prompt: PromptState, *, key, config: DecodeCon
     """The loop state after prefill (`logits` [B, V] at each row's last prompt token): the first token
     sampled."""
     b, max_new = logits.shape[0], config.max_new_tokens
-    key, sub = jax.random.split(key)
+    key, sub = split_rows(key)
     seen = seen_tokens(prompt.ids, cache.lengths, logits.shape[-1]) if prompt.sampler.penalize else None
     first = sample(sub, penalize(logits, seen, prompt.sampler), prompt.sampler)
     return ARState(
@@ -53,7 +53,7 @@ def step(target, s: ARState, config: DecodeConfig) -> ARState:
     """One autoregressive token for every row (rows already done get pad_id)."""
     positions = (s.cache.lengths + s.prompt.rope_delta)[:, None]
     out = target.decode(target.embed(s.last[:, None]), positions, cache=s.cache)
-    key, sub = jax.random.split(s.key)
+    key, sub = split_rows(s.key)
     tok = sample(sub, penalize(target.logits(out.hidden[:, 0]), s.seen, s.prompt.sampler), s.prompt.sampler)
     tok = jnp.where(s.done, config.pad_id, tok)
     return s.replace(

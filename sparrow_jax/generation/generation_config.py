@@ -38,7 +38,7 @@ class GenerationConfig:
     repetition_penalty: float | None = None
     eos_token_id: int | tuple[int, ...] | None = None
     pad_token_id: int | None = None
-    seed: int | None = None
+    seed: int | tuple[int, ...] | None = None  # one seed, or one per row (`sampling.row_keys`)
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "generation config") -> "GenerationConfig":
@@ -47,8 +47,9 @@ class GenerationConfig:
                 raise ValueError(f"{source}: {name}={d[name]!r} is not supported by this engine (only "
                                  f"{', '.join(_FIELDS)}); remove it")
         values = {k: d[k] for k in _FIELDS if d.get(k) is not None}
-        if isinstance(values.get("eos_token_id"), list):
-            values["eos_token_id"] = tuple(values["eos_token_id"])
+        for name in ("eos_token_id", "seed"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
         return cls(**values)
 
     @classmethod

@@ -18,7 +18,7 @@ from sparrow_jax.generation.speculative.proposer import Proposer, SparrowPropose
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.generation.state import DecodeConfig, PromptState
 from sparrow_jax.inputs import PromptBatch, bucket, pad_to, prepare, text_positions
-from sparrow_jax.sampling import Sampler, SamplingConfig
+from sparrow_jax.sampling import Sampler, SamplingConfig, row_keys
 
 
 @dataclasses.dataclass
@@ -34,7 +34,7 @@ class Request:
     max_new_tokens: int  # as asked (config.max_new_tokens is its bucket)
     config: DecodeConfig
     proposer: Proposer | None
-    key: jax.Array
+    key: jax.Array  # [B] one PRNG key per row
 
 
 def setup(
@@ -49,7 +49,7 @@ def setup(
     repetition_penalty: float = 1.0,
     eos_token_id: int | list[int] | None = None,
     pad_id: int = 0,
-    seed: int = 0,
+    seed: int | list[int] = 0,
     capacity: int | None = None,
     prompt_bucket: int = 64,
     prefill_chunk: int = 512,
@@ -97,7 +97,7 @@ def setup(
                          jnp.full((batch.batch,), max_new_tokens, jnp.int32), sampler, text_index, text_len)
     config = DecodeConfig(token_bucket(max_new_tokens), int(pad_id), tuple(int(t) for t in stops), shape)
     return Request(graphdef, params, batch, prompt, capacity, min(width, prefill_chunk), max_new_tokens, config,
-                   draft, jax.random.key(seed))
+                   draft, row_keys(seed, batch.batch))
 
 
 def token_bucket(max_new_tokens: int) -> int:

@@ -16,7 +16,7 @@ from sparrow_jax.generation.speculative import verify
 from sparrow_jax.generation.speculative.proposer import Accepted, Proposer
 from sparrow_jax.generation.state import DecodeConfig, PromptState
 from sparrow_jax.kv_cache import KVCache
-from sparrow_jax.sampling import mark_seen, penalize, sample, seen_tokens
+from sparrow_jax.sampling import mark_seen, penalize, sample, seen_tokens, split_rows
 
 
 @struct.dataclass
@@ -30,7 +30,7 @@ class SpecState:
     done: jax.Array  # [B]
     cycles: jax.Array  # [B]
     accepted: jax.Array  # [B, max_depth] cycles whose accepted path reached depth d + 1
-    key: jax.Array
+    key: jax.Array  # [B] one PRNG key per row (sampling.row_keys)
     seen: jax.Array | None = None  # [B, V] tokens so far (prompt included), when a repetition penalty applies
 
 
@@ -40,7 +40,7 @@ def start(target, proposer: Proposer, prompt: PromptState, *, logits, hidden, ca
     the target's final hidden states of the prompt): the first token sampled, the draft prefilled."""
     b, max_new = logits.shape[0], config.max_new_tokens
     dmax = config.tree.max_depth
-    key, k0 = jax.random.split(key)
+    key, k0 = split_rows(key)
     seen = seen_tokens(prompt.ids, cache.lengths, logits.shape[-1]) if prompt.sampler.penalize else None
     first = sample(k0, penalize(logits, seen, prompt.sampler), prompt.sampler)
     return SpecState(
@@ -61,7 +61,7 @@ def cycle(target, proposer: Proposer, s: SpecState, config: DecodeConfig) -> Spe
     shape, sampling, pad_id = config.tree, s.prompt.sampler, config.pad_id
     dmax = shape.max_depth
     i = jnp.arange(dmax + 1)
-    key, k_draft, k_accept = jax.random.split(s.key, 3)
+    key, k_draft, k_accept = split_rows(s.key, 3)
     tree, pstate = proposer.propose(target, s.proposer, root=s.root, n_out=s.n_out, key=k_draft)
     positions = s.cache.lengths[:, None] + tree.depth + s.prompt.rope_delta[:, None]
     out = target.decode(target.embed(tree.tokens), positions, cache=s.cache, mask=tree.mask)
