@@ -109,7 +109,7 @@ def test_concurrent_requests_are_batched_and_each_equals_its_own_answer(server, 
     assert sum(service.scheduler.batches[before:]) == 4
 
 
-def test_stop_strings_cut_the_text_on_the_host(server, tiny_pair):
+def test_stop_strings_end_the_answer_before_them(server, tiny_pair):
     client, _, _ = server
     video = tiny_pair[3]
     full = ask(client, video, PROMPTS[0], max_tokens=MAX_NEW).choices[0].message.content

@@ -46,7 +46,9 @@ def start(target, proposer: Proposer, prompt: PromptState, *, logits, hidden, ca
     return SpecState(
         cache=cache, proposer=proposer.start(target, prompt, hidden=hidden, first=first), prompt=prompt,
         root=first, tokens=jnp.full((b, max_new + dmax + 1), config.pad_id, jnp.int32).at[:, 0].set(first),
-        n_out=jnp.ones((b,), jnp.int32), done=config.is_stop(first) | (prompt.max_new <= 1),
+        n_out=jnp.ones((b,), jnp.int32),
+        done=config.is_stop(first) | (prompt.max_new <= 1) | (
+            False if prompt.stops is None else prompt.stops.ends(first[:, None], jnp.ones((b,), jnp.int32))),
         cycles=jnp.zeros((b,), jnp.int32), accepted=jnp.zeros((b, dmax), jnp.int32), key=key,
         seen=None if seen is None else mark_seen(seen, first),
     )
@@ -80,7 +82,11 @@ def cycle(target, proposer: Proposer, s: SpecState, config: DecodeConfig) -> Spe
     nxt = jnp.take_along_axis(tree.tokens, jnp.concatenate([path[:, 1:], path[:, -1:]], axis=1), axis=1)
     seq = jnp.where(i < n[:, None], nxt, jnp.where(i == n[:, None], bonus[:, None], pad_id))
     active = ~s.done
-    stops = config.is_stop(seq) & (i <= n[:, None])
+    stops = config.is_stop(seq)
+    if s.prompt.stops is not None:  # the output so far ending with a stop sequence at each of this cycle's tokens
+        ahead = jax.vmap(lambda buf, w, at: jax.lax.dynamic_update_slice(buf, w, (at,)))(s.tokens, seq, s.n_out)
+        stops = stops | jnp.stack([s.prompt.stops.ends(ahead, s.n_out + j + 1) for j in range(dmax + 1)], axis=1)
+    stops = stops & (i <= n[:, None])
     first_stop = jnp.where(jnp.any(stops, axis=1), jnp.argmax(stops, axis=1), dmax + 1)
     count = jnp.minimum(jnp.minimum(n + 1, first_stop + 1), s.prompt.max_new - s.n_out)
     count = jnp.where(active, count, 0)
