@@ -1,9 +1,10 @@
 """The server's batching worker: requests queue up; one thread collects those arriving within a short window
 (up to --max-batch), splits them into compatible groups (same video frame count and frame size, same
-sampling values and seed) and runs each group as one batch through `Engine.stream`, handing each row's text
+sampling values; seeds may differ) and runs each group as one batch through `Engine.stream`, handing each row's text
 to its request as tokens are accepted. Rows may differ in prompt length; a batch decodes up to its largest
-token limit and each row is cut at its own. Stop strings are applied here, on the host: a row's text is cut
-at the first stop string and the request ends (the jitted loop itself stops only on EOS ids)."""
+token limit and each row is cut at its own. Stop strings end a row inside the decode loop (as the
+tokenizer spells them, `ChatTokenizer.stop_sequences`) and are applied here as well, on the text: a row's
+text is cut before the first stop string, whatever tokens spelled it, and the request ends."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ class Scheduler:
 
     def _run(self, jobs: list[Job]) -> None:
         self.batches.append(len(jobs))
-        settings = dict(jobs[0].settings, max_new_tokens=max(j.settings["max_new_tokens"] for j in jobs))
+        settings = dict(jobs[0].settings, max_new_tokens=max(j.settings["max_new_tokens"] for j in jobs),
+                        seed=[j.settings["seed"] for j in jobs], stop_strings=[j.stops for j in jobs])
         rows = [Row(self.engine.tokenizer.decode, job, self.eos, settings["max_new_tokens"]) for job in jobs]
         try:
             stream = self.engine.stream([j.ids for j in jobs], [j.pixels for j in jobs], **settings)

@@ -7,13 +7,14 @@ the Engine, for a converted target (and draft).
 A message's video is a content part {"type": "video_url", "video_url": {"url": "file:///path/clip.mp4"}} (or a
 local path), sampled as --frames / --fps / --preset say; text parts of one message are joined by newlines;
 system, user and assistant turns are rendered with the checkpoint's chat template, the video in the first
-user turn. Settings: max_tokens (max_completion_tokens), temperature, top_p, seed, stop (host-side: the
-text is cut at the first stop string; decoding itself stops only on EOS ids), and the extensions top_k and
+user turn. Settings: max_tokens (max_completion_tokens), temperature, top_p, seed, stop (a row's decoding
+ends at a stop string, and its text is cut before it), and the extensions top_k and
 repetition_penalty. `stream: true` sends chat.completion.chunk events as tokens are accepted, then
 `data: [DONE]`. `usage` counts tokens; the `sparrow` field holds the batch's speculative statistics (tau,
 cycles, acceptance, prefill and decoding times, batch size). Requests arriving within --batch-window-ms of
 each other run as one batch (up to --max-batch) when compatible: same video frame count and size, same
-sampling values and seed. A bad request gets a 4xx with OpenAI's error body; the server keeps serving.
+sampling values (seeds may differ: each row samples from its own seed). A bad request gets a 4xx with
+OpenAI's error body; the server keeps serving.
 """
 
 from __future__ import annotations
@@ -80,11 +81,10 @@ class Service:
             front.check_fits(ids, len(video.frames), resolved.max_new_tokens, "max_tokens")
         except ValueError as e:
             raise ApiError(str(e), "messages", code="context_length_exceeded") from None
-        sampling = resolved.sampling()
-        sampled = sampling["temperature"] > 0
-        key = (video.frames.shape, tuple(sampling.items()), resolved.repetition_penalty,
-               resolved.seed if sampled else None)
-        return req, ids, pixels, key, dict(req.settings, max_new_tokens=resolved.max_new_tokens)
+        # Each row samples from its own seed's key, so requests of different seeds share a batch.
+        key = (video.frames.shape, tuple(resolved.sampling().items()), resolved.repetition_penalty)
+        seed = 0 if resolved.seed is None else resolved.seed
+        return req, ids, pixels, key, dict(req.settings, max_new_tokens=resolved.max_new_tokens, seed=seed)
 
 
 def create_app(service: Service) -> FastAPI:

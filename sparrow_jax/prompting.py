@@ -80,6 +80,20 @@ class ChatTokenizer:
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
+    def stop_sequences(self, stop: str) -> list[list[int]]:
+        """Token sequences whose text ends with `stop`, for the decode loops to stop on: the string's own
+        tokens and, for a string that does not start with whitespace, those of the string after a space
+        (BPE tokenizers fold a leading space into the next token, so " done" mid-text is not "done"'s
+        tokens). A model may still spell the string with other tokens; the server also cuts the text at
+        the first stop string on the host, and the loop then ends at EOS or the token limit."""
+        spellings = [stop] + ([] if stop[:1].isspace() else [" " + stop])
+        out = []
+        for text in spellings:
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if ids and ids not in out and self.tokenizer.decode(ids).endswith(stop):
+                out.append(ids)
+        return out
+
 
 def tokenizer_dir(checkpoint) -> Path:
     """Where the tokenizer files of a converted checkpoint live (an HF directory is accepted as is)."""

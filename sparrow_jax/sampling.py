@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 
@@ -127,8 +128,38 @@ def log_probs(logits, sampler: Sampler):
     return jnp.where(t == 0, point, lp)
 
 
-def sample(key, logits, sampler: Sampler):
-    """One token per row of `logits` [..., V] (int32)."""
+def sample(keys, logits, sampler: Sampler):
+    """One token per row of `logits` [B, ..., V] (int32), row b drawn with its own key `keys[b]`."""
     if sampler.greedy:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(key, log_probs(logits, sampler), axis=-1).astype(jnp.int32)
+    return categorical_rows(keys, log_probs(logits, sampler))
+
+
+# Random draws are per row: each row of a batch has its own key [B] and draws only with it, so a
+# request's sampled tokens do not depend on the rows it shares a batch with (the server batches
+# sampled requests with different seeds, and each gets the answer it would get alone).
+def row_keys(seed, batch: int):
+    """One PRNG key per row [batch]: `seed` an int (row i gets that seed's key folded with i) or one seed
+    per row (row i gets its own seed's key folded with 0, i.e. what it would get as a one-row request)."""
+    if isinstance(seed, (int, np.integer)):
+        return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(int(seed)), i))(jnp.arange(batch))
+    seeds = [int(s) for s in seed]
+    if len(seeds) != batch:
+        raise ValueError(f"seed: {len(seeds)} seeds for {batch} rows; give one int or one seed per row")
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 0))(jnp.asarray(seeds, jnp.uint32))
+
+
+def split_rows(keys, n: int = 2) -> tuple:
+    """Each row's key split `n` ways: n key arrays [B]."""
+    parts = jax.vmap(lambda k: jax.random.split(k, n))(keys)
+    return tuple(parts[:, i] for i in range(n))
+
+
+def uniform_rows(keys, shape: tuple):
+    """[B, *shape] uniform draws in [0, 1), row b from `keys[b]`."""
+    return jax.vmap(lambda k: jax.random.uniform(k, shape))(keys)
+
+
+def categorical_rows(keys, log_p):
+    """One draw per row of `log_p` [B, ..., V] (int32), row b from `keys[b]`."""
+    return jax.vmap(lambda k, x: jax.random.categorical(k, x, axis=-1))(keys, log_p).astype(jnp.int32)

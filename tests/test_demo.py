@@ -85,3 +85,15 @@ def test_demo_command(capsys):
     assert main(["--demo", "--max-new-tokens", "24", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "identical outputs: yes" in out and "tau " in out and "DSR " in out and "ESR " in out
+
+
+def test_stop_strings_are_spelled_as_the_text_writes_them():
+    """A stop string's token sequences decode to text ending with it, and include the spelling it has after a
+    space mid-text (one BPE token with the space folded in), which its own tokens alone would miss."""
+    tok = load_tokenizer(demo.TARGET)
+    for stop in ("the", "ball.", " red"):
+        seqs = tok.stop_sequences(stop)
+        assert seqs and all(tok.tokenizer.decode(q).endswith(stop) for q in seqs)
+    mid_text = tok.tokenizer("a ball.", add_special_tokens=False)["input_ids"][1:]
+    assert mid_text != tok.tokenizer("ball.", add_special_tokens=False)["input_ids"]
+    assert mid_text in tok.stop_sequences("ball.")

@@ -9,6 +9,7 @@ import pytest
 import torch
 from helpers import make_draft, random_video, video_prompt
 
+from sparrow_jax.errors import UserError
 from sparrow_jax.generation import Engine, GenerationConfig, TreeShape, decoding, generate
 from sparrow_jax.generation.speculative.oracle import OracleProposer
 
@@ -97,3 +98,71 @@ def test_outputs_carry_text_with_a_tokenizer(llava, one):
 
     out = Engine(llava[3], tokenizer=Letters()).generate(prompts, pix, max_new_tokens=4)
     assert out.text == [Letters().decode(out.token_ids()[0])] and len(out.text[0]) == 4
+
+
+def test_a_sampled_row_draws_the_same_alone_or_batched(llava):
+    """Every row samples from its own key: a batch given one seed per row gives each row what it gets as a
+    one-row request with that seed (the server batches sampled requests of different seeds), with and
+    without a draft; and the seeds matter."""
+    rng = np.random.default_rng(8)
+    _, pix = random_video(rng, 2, 2)
+    prompts = [video_prompt(rng, 2, 5, 6), video_prompt(rng, 2, 3, 9)]
+    target = llava[3]
+    kw = dict(temperature=1.5, max_new_tokens=10, tree=TreeShape.chain(2))
+    for draft in (None, make_draft(target, window=8)):
+        both = generate(target, prompts, pix, seed=[11, 12], draft=draft, **kw).token_ids()
+        alone = [generate(target, [p], pix[i : i + 1], seed=s, draft=draft, **kw).token_ids()[0]
+                 for i, (p, s) in enumerate(zip(prompts, [11, 12]))]
+        assert both == alone
+        assert generate(target, prompts, pix, seed=[12, 11], draft=draft, **kw).token_ids() != both
+
+
+def first_end(tokens: list, seqs: list) -> int:
+    """The length of the shortest prefix of `tokens` that ends with one of `seqs` (len(tokens) if none)."""
+    for n in range(1, len(tokens) + 1):
+        if any(len(q) <= n and tokens[n - len(q) : n] == q for q in seqs):
+            return n
+    return len(tokens)
+
+
+@pytest.mark.parametrize("tree", [TreeShape.chain(3), TreeShape(3, 2, 8)], ids=["chain3", "tree3x2"])
+def test_stop_sequences_end_rows_inside_the_loop_lossless_with_a_draft(llava, tree):
+    """A row ends once its generated tokens end with one of its stop sequences (each row its own), in the
+    autoregressive loop and in verification alike: an oracle that proposes through the stop sequence, and a
+    random draft, give the autoregressive output."""
+    rng = np.random.default_rng(8)
+    _, pix = random_video(rng, 2, 2)
+    prompts = [video_prompt(rng, 2, 5, 6), video_prompt(rng, 2, 3, 9)]
+    target = llava[3]
+    full = generate(target, prompts, pix, max_new_tokens=14).token_ids()
+    stops = [[full[0][4:6], [target.lm.config.vocab_size - 1]], [full[1][2:3]]]  # mid-output, per row
+    want = [row[: first_end(row, s)] for row, s in zip(full, stops)]
+    assert all(len(w) < 14 for w in want)
+    kw = dict(max_new_tokens=14, stop_sequences=stops)
+    assert generate(target, prompts, pix, **kw).token_ids() == want
+    reference = np.stack([np.append(r[1:], [0] * 9)[:14] for r in full]).astype(np.int32)
+    oracle = OracleProposer(reference, np.zeros(reference.shape, bool), target.lm.config.vocab_size, tree)
+    spec = generate(target, prompts, pix, draft=oracle, **kw)
+    assert spec.token_ids() == want and spec.stats["tau"] > 1.5  # accepted paths ran through the stop
+    assert generate(target, prompts, pix, draft=make_draft(target, window=8), tree=tree, **kw).token_ids() == want
+
+
+def test_stop_strings_through_the_tokenizer(llava, one):
+    prompts, _, pix = one
+
+    class Chars:  # a tokenizer stand-in: one character per token id
+        eos_token_ids, pad_token_id = [], 0
+
+        def decode(self, ids):
+            return "".join(chr(0x100 + i) for i in ids)
+
+        def stop_sequences(self, text):
+            return [[ord(c) - 0x100 for c in text]]
+
+    engine = Engine(llava[3], tokenizer=Chars())
+    text = engine.generate(prompts, pix, max_new_tokens=12).text[0]
+    stop = text[3:5]
+    out = engine.generate(prompts, pix, max_new_tokens=12, generation_config={"stop_strings": [stop, chr(0x17f) * 3]})
+    assert out.text[0] == text[: text.index(stop) + 2]
+    with pytest.raises(UserError, match="stop_strings need the target's tokenizer"):
+        Engine(llava[3]).generate(prompts, pix, stop_strings="ab")

@@ -14,7 +14,7 @@ from sparrow_jax.generation import decoding as generation_module
 from sparrow_jax.config import DraftConfig
 from sparrow_jax.kv_cache import causal_mask
 from sparrow_jax.models import build_model
-from sparrow_jax.sampling import Sampler, SamplingConfig
+from sparrow_jax.sampling import Sampler, SamplingConfig, row_keys
 from sparrow_jax.generation.speculative.proposer import SparrowProposer
 from sparrow_jax.generation.speculative.oracle import OracleProposer
 from sparrow_jax.generation.speculative.tree import TreeShape
@@ -66,7 +66,7 @@ def test_chain_drafting_builds_the_top_k_tree(k):
 
     args = (step, lambda out: out @ head, jnp.asarray([3, 7]), jnp.asarray(rng.standard_normal((b, h)), jnp.float32),
             jnp.asarray([5, 9]))
-    chain = tree_mod.draft_tree(*args, shape, Sampler.of(), jax.random.key(0))
+    chain = tree_mod.draft_tree(*args, shape, Sampler.of(), row_keys(0, b))
     ranked = tree_mod._draft_top_k(*args, shape)
     for field in ("tokens", "parent", "depth", "mask", "valid"):
         np.testing.assert_array_equal(getattr(chain, field), getattr(ranked, field), err_msg=field)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparrow_jax.sampling import Sampler, SamplingConfig
+from sparrow_jax.sampling import Sampler, SamplingConfig, row_keys
 from sparrow_jax.generation.speculative import verify
 from sparrow_jax.generation.speculative.tree import Tree, ancestor_mask
 
@@ -133,7 +133,7 @@ def test_sampling_over_repeated_siblings_matches_the_target():
     tree, logits = jax.tree.map(lambda x: jnp.repeat(x, DRAWS, axis=0), (one, logits))
     sample = jax.jit(verify.sample_tree, static_argnames="max_depth")
     sampler = Sampler.of(SamplingConfig(TEMP))
-    n, path, bonus = jax.device_get(sample(tree, logits, sampler, jax.random.key(0), max_depth))
+    n, path, bonus = jax.device_get(sample(tree, logits, sampler, row_keys(0, DRAWS), max_depth))
     rng, counts = np.random.default_rng(1), {}
     for r in range(DRAWS):  # emitted tokens, continued by the target to three
         s = [tokens[i] for i in path[r, : n[r] + 1]] + [int(bonus[r])]
@@ -164,7 +164,7 @@ def test_chain_sampling_with_a_draft_distribution_matches_the_target():
                 mask=ancestor_mask(parent, 2), valid=jnp.ones((draws, 3), bool),
                 q=jnp.broadcast_to(jnp.asarray(q, jnp.float32), (draws, 3, v)))
     sampler = Sampler.of(SamplingConfig(TEMP))
-    n, _, bonus = jax.device_get(jax.jit(verify.sample_chain)(tree, jnp.asarray(logits), sampler, jax.random.key(3)))
+    n, _, bonus = jax.device_get(jax.jit(verify.sample_chain)(tree, jnp.asarray(logits), sampler, row_keys(3, draws)))
     counts = {}
     for r in range(draws):
         s = [root, *x[r, 1 : n[r] + 1].tolist(), int(bonus[r])]

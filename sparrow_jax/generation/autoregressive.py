@@ -9,7 +9,7 @@ from flax import struct
 
 from sparrow_jax.generation.state import DecodeConfig, PromptState
 from sparrow_jax.kv_cache import KVCache
-from sparrow_jax.sampling import mark_seen, penalize, sample, seen_tokens
+from sparrow_jax.sampling import mark_seen, penalize, sample, seen_tokens, split_rows
 
 
 @struct.dataclass
@@ -21,7 +21,7 @@ class ARState:
     lengths: jax.Array  # [B]
     cache: KVCache
     prompt: PromptState
-    key: jax.Array
+    key: jax.Array  # [B] one PRNG key per row (sampling.row_keys)
     seen: jax.Array | None = None  # [B, V] tokens so far (prompt included), when a repetition penalty applies
 
 
@@ -29,14 +29,15 @@ def start(logits, cache: KVCache, prompt: PromptState, *, key, config: DecodeCon
     """The loop state after prefill (`logits` [B, V] at each row's last prompt token): the first token
     sampled."""
     b, max_new = logits.shape[0], config.max_new_tokens
-    key, sub = jax.random.split(key)
+    key, sub = split_rows(key)
     seen = seen_tokens(prompt.ids, cache.lengths, logits.shape[-1]) if prompt.sampler.penalize else None
     first = sample(sub, penalize(logits, seen, prompt.sampler), prompt.sampler)
+    tokens = jnp.full((b, max_new), config.pad_id, jnp.int32).at[:, 0].set(first)
     return ARState(
         step=jnp.int32(1),
-        tokens=jnp.full((b, max_new), config.pad_id, jnp.int32).at[:, 0].set(first),
+        tokens=tokens,
         last=first,
-        done=config.is_stop(first) | (prompt.max_new <= 1),
+        done=config.is_stop(first) | (prompt.max_new <= 1) | _stop_sequence(prompt, tokens, 1),
         lengths=jnp.ones((b,), jnp.int32),
         cache=cache,
         prompt=prompt,
@@ -53,19 +54,28 @@ def step(target, s: ARState, config: DecodeConfig) -> ARState:
     """One autoregressive token for every row (rows already done get pad_id)."""
     positions = (s.cache.lengths + s.prompt.rope_delta)[:, None]
     out = target.decode(target.embed(s.last[:, None]), positions, cache=s.cache)
-    key, sub = jax.random.split(s.key)
+    key, sub = split_rows(s.key)
     tok = sample(sub, penalize(target.logits(out.hidden[:, 0]), s.seen, s.prompt.sampler), s.prompt.sampler)
     tok = jnp.where(s.done, config.pad_id, tok)
+    tokens = s.tokens.at[:, s.step].set(tok)
     return s.replace(
         step=s.step + 1,
-        tokens=s.tokens.at[:, s.step].set(tok),
+        tokens=tokens,
         last=tok,
-        done=s.done | config.is_stop(tok) | (s.step + 1 >= s.prompt.max_new),
+        done=s.done | config.is_stop(tok) | (s.step + 1 >= s.prompt.max_new)
+        | _stop_sequence(s.prompt, tokens, s.step + 1),
         lengths=s.lengths + (~s.done).astype(jnp.int32),
         cache=out.cache.advance(1),
         key=key,
         seen=None if s.seen is None else mark_seen(s.seen, tok),
     )
+
+
+def _stop_sequence(prompt: PromptState, tokens, end):
+    """[B] whether each row's tokens before `end` end with one of its stop sequences."""
+    if prompt.stops is None:
+        return False
+    return prompt.stops.ends(tokens, jnp.broadcast_to(end, tokens.shape[:1]))
 
 
 def decode(target, s: ARState, config: DecodeConfig) -> ARState:

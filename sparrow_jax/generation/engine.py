@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import inspect
 
+from sparrow_jax.errors import UserError
 from sparrow_jax.generation.decoding import run_decode, run_prefill
 from sparrow_jax.generation.generation_config import GenerationConfig
-from sparrow_jax.generation.setup import Request, setup
+from sparrow_jax.generation.setup import Request, setup, stop_sequence_rows
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.generation.state import GenerateOutput
 from sparrow_jax.generation.streaming import TokenStream
@@ -54,17 +55,44 @@ class Engine:
         return cls(checkpoint.load(target, dtype), draft_model, **kwargs)
 
     def request(self, prompts, video=None, *, generation_config: GenerationConfig | dict | None = None,
-                **settings) -> Request:
+                stop_sequences=None, **settings) -> Request:
         """The host-side `Request` for these prompts and settings (HF field names: max_new_tokens,
-        temperature, top_k, top_p, do_sample, repetition_penalty, eos_token_id, pad_token_id, seed)."""
+        temperature, top_k, top_p, do_sample, repetition_penalty, eos_token_id, stop_strings, pad_token_id,
+        seed; `seed` and `stop_strings` may be given per row) and `stop_sequences` in token ids (see
+        `generate`)."""
         cfg = self.defaults.merged(GenerationConfig.of(generation_config), settings)
         tok = self.tokenizer
         eos = cfg.eos_token_id if cfg.eos_token_id is not None else (tok.eos_token_ids if tok is not None else None)
         pad = cfg.pad_token_id if cfg.pad_token_id is not None else (tok.pad_token_id if tok is not None else 0)
         given = lambda value, default: default if value is None else value  # noqa: E731
+        rows = prompts.batch if hasattr(prompts, "batch") else len(prompts)
         return setup(self.target, prompts, video, max_new_tokens=given(cfg.max_new_tokens, 64), **cfg.sampling(),
                      repetition_penalty=given(cfg.repetition_penalty, 1.0), eos_token_id=eos, pad_id=pad,
-                     seed=given(cfg.seed, 0), draft=self.draft, tree=self.tree, **self.options)
+                     stop_sequences=self._stop_sequences(cfg.stop_strings, stop_sequences, rows),
+                     seed=given(cfg.seed, 0),
+                     draft=self.draft, tree=self.tree, **self.options)
+
+    def _stop_sequences(self, stop_strings, stop_sequences, rows: int):
+        """Each row's stop sequences: `stop_sequences` (token ids) and the stop strings as the tokenizer
+        spells them (`ChatTokenizer.stop_sequences`; one string or list for all rows, or a list per row)."""
+        if not stop_strings:
+            return stop_sequences
+        vocab = self.target.lm.config.vocab_size
+        if not hasattr(self.tokenizer, "stop_sequences"):
+            raise UserError("stop_strings need the target's tokenizer (Engine(..., tokenizer=...), as "
+                            "Engine.from_checkpoint loads it); without one, give stop_sequences as token ids")
+        per_row = not isinstance(stop_strings, str) and all(not isinstance(x, str) for x in stop_strings)
+        strings = [list(r) for r in stop_strings] if per_row else [[stop_strings] if isinstance(stop_strings, str)
+                                                                   else list(stop_strings)] * rows
+        for row in strings:
+            if not all(isinstance(x, str) and x for x in row):
+                raise UserError(f"stop_strings must be non-empty strings, got {row!r}")
+        given = stop_sequence_rows(stop_sequences, rows, vocab) or [[] for _ in range(rows)]
+        if len(strings) != rows:
+            raise UserError(f"stop_strings: {len(strings)} lists for {rows} rows; give one list for all rows or "
+                            "one per row")
+        return [ids + [seq for x in row for seq in self.tokenizer.stop_sequences(x)]
+                for ids, row in zip(given, strings)]
 
     def generate(self, prompts, video=None, *, generation_config=None, **settings) -> GenerateOutput:
         """Generate for `prompts` (token-id lists or a PromptBatch; `video` as `generate` takes it)."""
@@ -98,11 +126,13 @@ def generate(target, prompts, video=None, *, generation_config: GenerationConfig
 
     prompts: a list of token-id lists (video placeholders already expanded; rows may differ in length)
       or a `PromptBatch`. video: [B, T, S, S, 3] preprocessed pixels for video targets.
-    A row stops after any token in `eos_token_id`. Greedy at temperature 0, else sampling with
-    temperature / top-k / top-p (`repetition_penalty` as HF's, before them). `generation_config`: HF-style
-    settings (a `GenerationConfig` or a dict of its fields, e.g. a generation_config.json's), under the
-    keyword arguments. `capacity` (KV slots per row) defaults to the padded prompt length
-    plus max_new_tokens (plus one tree when speculating), rounded up (`attention.round_capacity`) so
+    A row stops after any token in `eos_token_id`, and once its generated tokens end with one of
+    `stop_sequences` (token-id lists, for every row or one list per row; `Engine` turns HF's `stop_strings`
+    into them with its tokenizer): the stop token or sequence ends the row's output. Greedy at temperature 0,
+    else sampling with temperature / top-k / top-p (`repetition_penalty` as HF's, before them); `seed` one
+    int or one per row (each row draws from its own key). `generation_config`: HF-style settings (a
+    `GenerationConfig` or a dict of its fields, e.g. a generation_config.json's), under the keyword arguments.
+    `capacity` (KV slots per row) defaults to the padded prompt length plus max_new_tokens (plus one tree when speculating), rounded up (`attention.round_capacity`) so
     that similar requests share one compiled program. Prompts longer
     than `prefill_chunk` are prefilled chunk by chunk (padded to a multiple of it) to bound memory.
 

@@ -21,9 +21,9 @@ GENERATION_CONFIG = "generation_config.json"
 # HF fields read here; others in a generation_config.json (bos_token_id, transformers_version, ...) are
 # not settings of decoding and are ignored.
 _FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "eos_token_id",
-           "pad_token_id", "seed")
+           "stop_strings", "pad_token_id", "seed")
 _UNSUPPORTED = {"num_beams": 1, "num_return_sequences": 1, "penalty_alpha": None, "no_repeat_ngram_size": 0,
-                "min_new_tokens": None, "stop_strings": None}
+                "min_new_tokens": None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +37,9 @@ class GenerationConfig:
     top_p: float | None = None
     repetition_penalty: float | None = None
     eos_token_id: int | tuple[int, ...] | None = None
+    stop_strings: str | tuple | None = None  # HF's: a row stops once its text ends with one (or one list per row)
     pad_token_id: int | None = None
-    seed: int | None = None
+    seed: int | tuple[int, ...] | None = None  # one seed, or one per row (`sampling.row_keys`)
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "generation config") -> "GenerationConfig":
@@ -47,8 +48,9 @@ class GenerationConfig:
                 raise ValueError(f"{source}: {name}={d[name]!r} is not supported by this engine (only "
                                  f"{', '.join(_FIELDS)}); remove it")
         values = {k: d[k] for k in _FIELDS if d.get(k) is not None}
-        if isinstance(values.get("eos_token_id"), list):
-            values["eos_token_id"] = tuple(values["eos_token_id"])
+        for name in ("eos_token_id", "stop_strings", "seed"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
         return cls(**values)
 
     @classmethod

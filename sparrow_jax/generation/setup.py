@@ -16,9 +16,9 @@ from sparrow_jax.config import Qwen25VLConfig, draft_mismatch
 from sparrow_jax.errors import UserError
 from sparrow_jax.generation.speculative.proposer import Proposer, SparrowProposer
 from sparrow_jax.generation.speculative.tree import TreeShape
-from sparrow_jax.generation.state import DecodeConfig, PromptState
+from sparrow_jax.generation.state import DecodeConfig, PromptState, StopSequences
 from sparrow_jax.inputs import PromptBatch, bucket, pad_to, prepare, text_positions
-from sparrow_jax.sampling import Sampler, SamplingConfig
+from sparrow_jax.sampling import Sampler, SamplingConfig, row_keys
 
 
 @dataclasses.dataclass
@@ -34,7 +34,7 @@ class Request:
     max_new_tokens: int  # as asked (config.max_new_tokens is its bucket)
     config: DecodeConfig
     proposer: Proposer | None
-    key: jax.Array
+    key: jax.Array  # [B] one PRNG key per row
 
 
 def setup(
@@ -48,8 +48,9 @@ def setup(
     top_p: float = 1.0,
     repetition_penalty: float = 1.0,
     eos_token_id: int | list[int] | None = None,
+    stop_sequences: list | None = None,
     pad_id: int = 0,
-    seed: int = 0,
+    seed: int | list[int] = 0,
     capacity: int | None = None,
     prompt_bucket: int = 64,
     prefill_chunk: int = 512,
@@ -93,11 +94,40 @@ def setup(
     if draft is not None:
         text_index, text_len = map(jnp.asarray, text_positions(batch, target.config, draft_chunk, draft_sees_visual))
     graphdef, params = nnx.split(target)
+    stop_rows = stop_sequence_rows(stop_sequences, batch.batch, vocab)
     prompt = PromptState(jnp.asarray(batch.input_ids), jnp.asarray(batch.rope_delta),
-                         jnp.full((batch.batch,), max_new_tokens, jnp.int32), sampler, text_index, text_len)
+                         jnp.full((batch.batch,), max_new_tokens, jnp.int32), sampler, text_index, text_len,
+                         None if stop_rows is None else StopSequences.of(stop_rows))
     config = DecodeConfig(token_bucket(max_new_tokens), int(pad_id), tuple(int(t) for t in stops), shape)
     return Request(graphdef, params, batch, prompt, capacity, min(width, prefill_chunk), max_new_tokens, config,
-                   draft, jax.random.key(seed))
+                   draft, row_keys(seed, batch.batch))
+
+
+def stop_sequence_rows(stop_sequences, batch: int, vocab_size: int) -> list[list[list[int]]] | None:
+    """Each row's stop sequences from `stop_sequences`: token-id sequences for every row ([[id, ...], ...])
+    or one such list per row; None when there are none."""
+    if stop_sequences is None or len(stop_sequences) == 0:
+        return None
+    per_row = all(isinstance(x, (list, tuple)) and all(isinstance(q, (list, tuple, np.ndarray)) for q in x)
+                  for x in stop_sequences)
+    rows = [list(r) for r in stop_sequences] if per_row else [list(stop_sequences)] * batch
+    if len(rows) != batch:
+        raise UserError(f"stop_sequences: {len(rows)} lists for {batch} rows; give one list for all rows or "
+                        "one per row")
+    out = []
+    for b, row in enumerate(rows):
+        seqs = []
+        for seq in row:
+            seq = np.asarray(seq).reshape(-1)
+            if seq.size == 0 or not np.issubdtype(seq.dtype, np.integer):
+                raise UserError(f"stop_sequences (row {b}): each stop sequence is a non-empty list of token ids, "
+                                f"got {seq.tolist()!r}")
+            if (bad := seq[(seq < 0) | (seq >= vocab_size)]).size:
+                raise UserError(f"stop_sequences (row {b}): token id {int(bad[0])} is outside the target's "
+                                f"vocabulary [0, {vocab_size})")
+            seqs.append(seq.astype(int).tolist())
+        out.append(seqs)
+    return out if any(out) else None
 
 
 def token_bucket(max_new_tokens: int) -> int:

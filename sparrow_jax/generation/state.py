@@ -37,6 +37,38 @@ class DecodeConfig:
 
 
 @struct.dataclass
+class StopSequences:
+    """Token sequences that end a row once its generated tokens end with one of them (stop strings, as the
+    tokenizer spells them): `ids` [B, S, L] right-aligned, `lengths` [B, S] (0: an unused slot). Traced,
+    so requests with other stop sequences reuse the compiled programs (S and L are bucketed)."""
+
+    ids: jax.Array
+    lengths: jax.Array
+
+    @classmethod
+    def of(cls, rows: list[list[list[int]]]) -> "StopSequences":
+        """From each row's list of token-id sequences (S and L rounded up to powers of two)."""
+        pow2 = lambda n, least: max(least, 1 << (max(n, 1) - 1).bit_length())  # noqa: E731
+        s = pow2(max(len(r) for r in rows), 2)
+        width = pow2(max((len(q) for r in rows for q in r), default=1), 4)
+        ids, lengths = np.full((len(rows), s, width), -1, np.int32), np.zeros((len(rows), s), np.int32)
+        for b, row in enumerate(rows):
+            for j, seq in enumerate(row):
+                ids[b, j, width - len(seq):], lengths[b, j] = seq, len(seq)
+        return cls(jnp.asarray(ids), jnp.asarray(lengths))
+
+    def ends(self, tokens, end):
+        """[B] whether each row's generated tokens `tokens` [B, T] before index `end` [B] end with one of
+        its sequences (a sequence never reaches back into the prompt)."""
+        width = self.ids.shape[-1]
+        pos = end[:, None] - width + jnp.arange(width)  # [B, L]
+        window = jnp.take_along_axis(tokens, jnp.clip(pos, 0, tokens.shape[1] - 1), axis=1)
+        needed = jnp.arange(width) >= width - self.lengths[..., None]  # [B, S, L] the sequence's own slots
+        match = jnp.all((window[:, None, :] == self.ids) | ~needed, axis=-1)
+        return jnp.any(match & (self.lengths > 0) & (self.lengths <= end[:, None]), axis=-1)
+
+
+@struct.dataclass
 class PromptState:
     """Per-prompt arrays the decode loops read (prefill's inputs live in `inputs.PromptBatch`)."""
 
@@ -46,6 +78,7 @@ class PromptState:
     sampler: Sampler  # sampling values (traced) and mode (static)
     text_index: jax.Array | None = None  # [B, T] prompt positions the draft reads (speculative only)
     text_len: jax.Array | None = None  # [B] how many of them are real
+    stops: StopSequences | None = None  # token sequences that end a row (None: only stop ids do)
 
 
 @struct.dataclass

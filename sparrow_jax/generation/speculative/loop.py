@@ -16,7 +16,7 @@ from sparrow_jax.generation.speculative import verify
 from sparrow_jax.generation.speculative.proposer import Accepted, Proposer
 from sparrow_jax.generation.state import DecodeConfig, PromptState
 from sparrow_jax.kv_cache import KVCache
-from sparrow_jax.sampling import mark_seen, penalize, sample, seen_tokens
+from sparrow_jax.sampling import mark_seen, penalize, sample, seen_tokens, split_rows
 
 
 @struct.dataclass
@@ -30,7 +30,7 @@ class SpecState:
     done: jax.Array  # [B]
     cycles: jax.Array  # [B]
     accepted: jax.Array  # [B, max_depth] cycles whose accepted path reached depth d + 1
-    key: jax.Array
+    key: jax.Array  # [B] one PRNG key per row (sampling.row_keys)
     seen: jax.Array | None = None  # [B, V] tokens so far (prompt included), when a repetition penalty applies
 
 
@@ -40,13 +40,15 @@ def start(target, proposer: Proposer, prompt: PromptState, *, logits, hidden, ca
     the target's final hidden states of the prompt): the first token sampled, the draft prefilled."""
     b, max_new = logits.shape[0], config.max_new_tokens
     dmax = config.tree.max_depth
-    key, k0 = jax.random.split(key)
+    key, k0 = split_rows(key)
     seen = seen_tokens(prompt.ids, cache.lengths, logits.shape[-1]) if prompt.sampler.penalize else None
     first = sample(k0, penalize(logits, seen, prompt.sampler), prompt.sampler)
     return SpecState(
         cache=cache, proposer=proposer.start(target, prompt, hidden=hidden, first=first), prompt=prompt,
         root=first, tokens=jnp.full((b, max_new + dmax + 1), config.pad_id, jnp.int32).at[:, 0].set(first),
-        n_out=jnp.ones((b,), jnp.int32), done=config.is_stop(first) | (prompt.max_new <= 1),
+        n_out=jnp.ones((b,), jnp.int32),
+        done=config.is_stop(first) | (prompt.max_new <= 1) | (
+            False if prompt.stops is None else prompt.stops.ends(first[:, None], jnp.ones((b,), jnp.int32))),
         cycles=jnp.zeros((b,), jnp.int32), accepted=jnp.zeros((b, dmax), jnp.int32), key=key,
         seen=None if seen is None else mark_seen(seen, first),
     )
@@ -61,7 +63,7 @@ def cycle(target, proposer: Proposer, s: SpecState, config: DecodeConfig) -> Spe
     shape, sampling, pad_id = config.tree, s.prompt.sampler, config.pad_id
     dmax = shape.max_depth
     i = jnp.arange(dmax + 1)
-    key, k_draft, k_accept = jax.random.split(s.key, 3)
+    key, k_draft, k_accept = split_rows(s.key, 3)
     tree, pstate = proposer.propose(target, s.proposer, root=s.root, n_out=s.n_out, key=k_draft)
     positions = s.cache.lengths[:, None] + tree.depth + s.prompt.rope_delta[:, None]
     out = target.decode(target.embed(tree.tokens), positions, cache=s.cache, mask=tree.mask)
@@ -80,7 +82,11 @@ def cycle(target, proposer: Proposer, s: SpecState, config: DecodeConfig) -> Spe
     nxt = jnp.take_along_axis(tree.tokens, jnp.concatenate([path[:, 1:], path[:, -1:]], axis=1), axis=1)
     seq = jnp.where(i < n[:, None], nxt, jnp.where(i == n[:, None], bonus[:, None], pad_id))
     active = ~s.done
-    stops = config.is_stop(seq) & (i <= n[:, None])
+    stops = config.is_stop(seq)
+    if s.prompt.stops is not None:  # the output so far ending with a stop sequence at each of this cycle's tokens
+        ahead = jax.vmap(lambda buf, w, at: jax.lax.dynamic_update_slice(buf, w, (at,)))(s.tokens, seq, s.n_out)
+        stops = stops | jnp.stack([s.prompt.stops.ends(ahead, s.n_out + j + 1) for j in range(dmax + 1)], axis=1)
+    stops = stops & (i <= n[:, None])
     first_stop = jnp.where(jnp.any(stops, axis=1), jnp.argmax(stops, axis=1), dmax + 1)
     count = jnp.minimum(jnp.minimum(n + 1, first_stop + 1), s.prompt.max_new - s.n_out)
     count = jnp.where(active, count, 0)

@@ -39,7 +39,8 @@ class Proposer(Protocol):
       `PromptState` (ids, text positions), `hidden` [B, L, H] the prompt's final hidden states,
       `first` [B] the first generated token. Returns the initial state.
     - `propose(target, state, root=, n_out=, key=)`: a `Tree` rooted at `root` [B] (the last token the
-      target produced), `n_out` [B] the tokens generated so far, and the new state.
+      target produced), `n_out` [B] the tokens generated so far, `key` [B] one PRNG key per row (draw
+      each row's randomness from its own key: `sampling.split_rows`), and the new state.
     - `commit(target, state, accepted)`: this cycle's `Accepted` pairs; returns the state.
     Verification is lossless whatever tree `propose` returns (see `verify`).
     """

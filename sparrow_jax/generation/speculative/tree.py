@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from sparrow_jax.sampling import Sampler, log_probs
+from sparrow_jax.sampling import Sampler, categorical_rows, log_probs, split_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,13 +152,13 @@ def _draft_chain(step, logits_fn, root, root_out, count, shape: TreeShape, sampl
     draw kept with its distribution q. Parents, depths and the mask are static, so none of the tree's
     ranking, pruning or ancestor search runs (a chain is drafted every cycle of the demo's decoding)."""
     b, n = root.shape[0], shape.total
-    keys = jax.random.split(key, shape.depth + 1)
+    keys = split_rows(key, shape.depth + 1)
 
     def pick(k, logits):  # [B, V] -> ([B, 1] token, [B, 1, V] distribution q, or None when greedy)
         if sampling.greedy:
             return jnp.argmax(logits, axis=-1)[:, None].astype(jnp.int32), None
         lp = log_probs(logits, sampling)
-        return jax.random.categorical(k, lp, axis=-1)[:, None].astype(jnp.int32), jnp.exp(lp)[:, None]
+        return categorical_rows(k, lp)[:, None], jnp.exp(lp)[:, None]
 
     tok, q = pick(keys[0], logits_fn(root_out))
     toks, qs, out = [root[:, None], tok], [q], root_out[:, None]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from sparrow_jax.sampling import SamplingConfig, log_probs
+from sparrow_jax.sampling import SamplingConfig, categorical_rows, log_probs, split_rows, uniform_rows
 from sparrow_jax.generation.speculative.tree import Tree
 
 
@@ -35,15 +35,15 @@ def greedy(tree: Tree, logits, max_depth: int):
     return n.astype(jnp.int32), path, jnp.take_along_axis(target, deepest[:, None], axis=1)[:, 0]
 
 
-def sample_chain(tree: Tree, logits, sampling: SamplingConfig, key):
-    """Lossless speculative sampling over a chain tree (node i's parent is i - 1)."""
+def sample_chain(tree: Tree, logits, sampling: SamplingConfig, keys):
+    """Lossless speculative sampling over a chain tree (node i's parent is i - 1); `keys` [B] one per row."""
     b, n_nodes = tree.tokens.shape
     p = jnp.exp(log_probs(logits, sampling))  # [B, N, V] target distribution after each node
     draft_tok = tree.tokens[:, 1:]
     p_tok = jnp.take_along_axis(p[:, :-1], draft_tok[..., None], axis=-1)[..., 0]
     q_tok = jnp.take_along_axis(tree.q[:, 1:], draft_tok[..., None], axis=-1)[..., 0]
-    k_u, k_res = jax.random.split(key)
-    u = jax.random.uniform(k_u, p_tok.shape)
+    k_u, k_res = split_rows(keys)
+    u = uniform_rows(k_u, p_tok.shape[1:])
     accepted = jnp.cumprod((u * q_tok < p_tok).astype(jnp.int32), axis=1)  # u < p/q without dividing
     n = jnp.sum(accepted, axis=1).astype(jnp.int32)
     p_n = jnp.take_along_axis(p, n[:, None, None], axis=1)[:, 0]
@@ -51,12 +51,12 @@ def sample_chain(tree: Tree, logits, sampling: SamplingConfig, key):
     residual = jnp.maximum(p_n - q_next, 0.0)
     rejected = n < n_nodes - 1
     use = jnp.where((rejected & (residual.sum(-1) > 0))[:, None], residual, p_n)
-    bonus = jax.random.categorical(k_res, jnp.log(use), axis=-1).astype(jnp.int32)
+    bonus = categorical_rows(k_res, jnp.log(use))
     path = jnp.broadcast_to(jnp.arange(n_nodes, dtype=jnp.int32), (b, n_nodes))
     return n, path, bonus
 
 
-def sample_tree(tree: Tree, logits, sampling: SamplingConfig, key, max_depth: int):
+def sample_tree(tree: Tree, logits, sampling: SamplingConfig, keys, max_depth: int):
     """Lossless multi-candidate speculative sampling over a tree of deterministic candidates.
 
     From the accepted node, its children x_1, x_2, ... are tried in order, each as a draw from a point
@@ -80,8 +80,8 @@ def sample_tree(tree: Tree, logits, sampling: SamplingConfig, key, max_depth: in
     first = candidate & ~repeat
     # Probability mass of the distinct tokens tried before each node.
     before = jnp.einsum("bij,bj->bi", earlier.astype(p_tok.dtype), jnp.where(first, p_tok, 0.0))
-    k_u, k_res = jax.random.split(key)
-    u = jax.random.uniform(k_u, p_tok.shape)
+    k_u, k_res = split_rows(keys)
+    u = uniform_rows(k_u, p_tok.shape[1:])
     ok = first & (u * jnp.maximum(1.0 - before, 0.0) < p_tok)
 
     current = jnp.zeros((b,), jnp.int32)
@@ -98,5 +98,5 @@ def sample_tree(tree: Tree, logits, sampling: SamplingConfig, key, max_depth: in
     p_n = jnp.take_along_axis(p, current[:, None, None], axis=1)[:, 0]
     residual = jnp.where(removed, 0.0, p_n)
     use = jnp.where((residual.sum(-1) > 0)[:, None], residual, p_n)  # all mass tried: rounding only
-    bonus = jax.random.categorical(k_res, jnp.log(use), axis=-1).astype(jnp.int32)
+    bonus = categorical_rows(k_res, jnp.log(use))
     return n.astype(jnp.int32), jnp.stack(levels, axis=1), bonus
