@@ -259,6 +259,13 @@ def _substitute(tree, workdir: str):
     return tree.replace("{workdir}", workdir) if isinstance(tree, str) else tree
 
 
+def add_arguments(parser, required: bool = True) -> None:
+    """--config FILE and the key=value overrides, as every training command takes them."""
+    what = "JSON file of settings, e.g. train/configs/tiny.json (python -m train.main --print-config lists them)"
+    parser.add_argument("--config", required=required, help=what if required else what + "; without it, the defaults")
+    parser.add_argument("overrides", nargs="*", help="key=value settings over the file, e.g. steps=100 optim.lr=1e-4")
+
+
 def load(path=None, overrides=()) -> TrainConfig:
     """The config in JSON file `path` (None: all defaults) with `key=value` overrides applied."""
     return _build(TrainConfig, resolve(path, overrides))
