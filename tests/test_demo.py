@@ -85,3 +85,15 @@ def test_demo_command(capsys):
     assert main(["--demo", "--max-new-tokens", "24", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "identical outputs: yes" in out and "tau " in out and "DSR " in out and "ESR " in out
+
+
+def test_more_frames_than_the_shipped_clips_have_is_an_error(capsys):
+    """--demo --frames N past the clips' length: one line naming their frame count and the fixes, before
+    anything loads (video sampling would otherwise quietly take every frame, fewer than asked)."""
+    from infer.cli import main
+
+    assert read_video(demo.samples()[0]["video"], Sampling(num_frames=1), (16, 16)).total_frames == demo.FRAMES
+    assert main(["--demo", "--frames", str(demo.FRAMES + 1), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --frames {demo.FRAMES + 1}: the shipped demo clips have {demo.FRAMES} frames; "
+                          f"ask for at most {demo.FRAMES}, pass --video FILE") and err.count("\n") == 1, err
