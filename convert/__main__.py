@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from convert.draft import convert_draft
 from convert.target import DTYPES, convert_target, export
+from sparrow_jax.cli_help import ArgumentParser
 from sparrow_jax.errors import add_debug_flag, run_cli
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m convert", description=__doc__)
+    parser = ArgumentParser(prog="python -m convert", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("target", help="HF target model directory -> converted checkpoint")
     t.add_argument("--src", required=True, help="HF directory (config.json + safetensors or .bin)")
     t.add_argument("--dst", required=True, help="output directory (Orbax params + config.json)")
-    t.add_argument("--dtype", default="float32", choices=DTYPES)
+    t.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype the parameters are stored in")
     t.add_argument("--overwrite", action="store_true",
                    help="replace a checkpoint already in --dst (kept until the new one is complete)")
     d = sub.add_parser("draft", help="released Sparrow / EAGLE-1/2 draft directory -> converted draft checkpoint")
@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     d.add_argument("--dst", required=True, help="output directory (Orbax params + config.json)")
     d.add_argument("--window", type=int, default=1024, help="text slots of the draft's ring-buffer KV cache")
     d.add_argument("--pinned", type=int, default=0, help="leading prompt slots the draft cache always keeps")
-    d.add_argument("--dtype", default="float32", choices=DTYPES)
+    d.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype the parameters are stored in")
     d.add_argument("--overwrite", action="store_true",
                    help="replace a checkpoint already in --dst (kept until the new one is complete)")
     e = sub.add_parser("export", help="converted checkpoint -> HF directory (safetensors)")

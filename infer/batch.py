@@ -14,7 +14,6 @@ left by a kill is dropped and its record answered again).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -23,16 +22,16 @@ import time
 from pathlib import Path
 
 from infer.options import add_generation_options, add_model_options, generation_settings
+from sparrow_jax.cli_help import ArgumentParser
 
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m infer.batch", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m infer.batch", description=__doc__)
     add_model_options(p, "use the embedded demo pair (sparrow_jax/demo) with its settings")
     p.add_argument("--manifest", required=True, help="JSONL manifest (video + conversation per line)")
     p.add_argument("--out", required=True, help="JSONL answers; resumed when it exists")
-    p.add_argument("--batch-size", type=int, default=4, help="records per batch (default 4)")
+    p.add_argument("--batch-size", type=int, default=4, help="records per batch")
     p.add_argument("--system", help="system prompt for every record (default: the chat template's own)")
     add_generation_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -15,9 +15,9 @@ A mistake is one line on stderr and exit code 2; --debug shows the traceback.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from sparrow_jax.cli_help import ArgumentParser
 from sparrow_jax.errors import run_cli
 
 
@@ -26,17 +26,18 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    p = argparse.ArgumentParser(prog="python -m infer.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m infer.bench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("engine", help="our engine vs HF; oracle speculative ceiling; draft cost vs visual tokens")
-    e.add_argument("--layers", type=int, default=24)
-    e.add_argument("--hidden", type=int, default=256)
-    e.add_argument("--contexts", type=lambda s: [int(x) for x in s.split(",")], default=[4096, 16384])
-    e.add_argument("--visual", type=lambda s: [int(x) for x in s.split(",")], default=[1024, 4096, 16384])
-    e.add_argument("--new-tokens", type=int, default=64)
+    ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
+    e.add_argument("--layers", type=int, default=24, help="decoder layers of the random target")
+    e.add_argument("--hidden", type=int, default=256, help="the random target's hidden size")
+    e.add_argument("--contexts", type=ints, default=[4096, 16384], help="prompt lengths, comma-separated")
+    e.add_argument("--visual", type=ints, default=[1024, 4096, 16384],
+                   help="visual token counts of the draft-cost comparison, comma-separated")
+    e.add_argument("--new-tokens", type=int, default=64, help="tokens generated per run")
     e.add_argument("--k", type=int, default=4, help="oracle chain length")
-    e.add_argument("--repeats", type=int, default=3)
+    e.add_argument("--repeats", type=int, default=3, help="timed runs per figure (their median)")
     sub.add_parser("video", help="target alone vs with its draft against visual tokens: tau, DSR, ESR", add_help=False)
     sub.add_parser("verify", help="the target's forward over N tokens vs one token, per context", add_help=False)
     args, rest = p.parse_known_args(argv)

@@ -11,8 +11,8 @@ previous argmax, so no forward can be skipped), cache filled with random keys an
 
 from __future__ import annotations
 
-import argparse
 
+from sparrow_jax.cli_help import ArgumentParser
 from sparrow_jax.timing import median_time
 
 
@@ -20,13 +20,12 @@ def main(argv=None) -> int:
     from sparrow_jax import demo
 
     ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
-    p = argparse.ArgumentParser(prog="python -m infer.bench verify", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", default=str(demo.TARGET), help="converted target (default: the demo target)")
+    p = ArgumentParser(prog="python -m infer.bench verify", description=__doc__)
+    p.add_argument("--target", default=str(demo.TARGET), help="converted target")
     p.add_argument("--contexts", type=ints, default=[4096, 16384], help="committed tokens in the cache")
     p.add_argument("--tokens", type=ints, default=[1, 2, 4, 8, 16, 30], help="tokens checked per forward")
     p.add_argument("--steps", type=int, default=20, help="forwards per timed loop")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed loops per figure (their median)")
     args = p.parse_args(argv)
 
     import jax

@@ -12,25 +12,25 @@ answers recall.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 
 from tqdm.auto import tqdm
 
+from sparrow_jax.cli_help import ArgumentParser
+
 
 def main(argv=None) -> int:
     from sparrow_jax import demo
 
-    p = argparse.ArgumentParser(prog="python -m infer.bench video", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", default=str(demo.TARGET), help="converted target (default: the demo target)")
-    p.add_argument("--draft", default=str(demo.DRAFT), help="converted Sparrow draft (default: the demo draft)")
+    p = ArgumentParser(prog="python -m infer.bench video", description=__doc__)
+    p.add_argument("--target", default=str(demo.TARGET), help="converted target")
+    p.add_argument("--draft", default=str(demo.DRAFT), help="converted Sparrow draft")
     p.add_argument("--frames", default="32,256,1024,1600", help="comma-separated frame counts")
     p.add_argument("--videos", type=int, default=3, help="held-out scenes per frame count")
-    p.add_argument("--new-tokens", type=int, default=160)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--new-tokens", type=int, default=160, help="most tokens generated per video")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per video (their median)")
     p.add_argument("--chain", type=int, metavar="K", help="draft a chain of K tokens (default: the EAGLE-2 tree)")
     p.add_argument("--tree", metavar="TOPK,DEPTH,TOTAL", help="draft tree budget")
     p.add_argument("--json", help="also write the rows to this JSON file")

@@ -10,19 +10,18 @@ a draft built for another target, ...) is one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from infer.options import add_generation_options, add_model_options, generation_settings
 from infer.terminal import Ticker, show_stream, stats_line
+from sparrow_jax.cli_help import ArgumentParser
 from sparrow_jax.errors import add_debug_flag, run_cli
 from sparrow_jax.sampling import SamplingConfig
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m infer", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m infer", description=__doc__)
     add_model_options(p, "run the embedded demo pair on a shipped video (see sparrow_jax/demo/README.md)")
     p.add_argument("--video", help="video file: mp4, webm, mkv, avi (anything FFmpeg reads); required without --demo")
     p.add_argument("--prompt", action="append", help="a user turn; repeat for more user turns; required without --demo")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from infer.options import DEFAULT_MAX_NEW, tree_shape
 from infer.terminal import Ticker, show_stream
+from sparrow_jax.errors import UserError
 
 REPEATS = 3
 # On a CPU the target's verify forward costs about in proportion to the tokens it checks, so a short chain
@@ -31,6 +32,10 @@ def run(args) -> int:
     video_path = args.video or sample["video"]
     reference = None if args.video else sample
     frames = args.frames or demo.FRAMES
+    if reference is not None and frames > demo.FRAMES:  # sampling would quietly give every frame, fewer than asked
+        raise UserError(f"--frames {frames}: the shipped demo clips have {demo.FRAMES} frames; ask for at most "
+                        f"{demo.FRAMES}, pass --video FILE with a longer video, or run python -m infer.bench video "
+                        f"--frames {frames} (the demo scenes rendered at any length)")
     question = args.prompt[0] if args.prompt else demo.QUESTION
 
     shape = tree_shape(args, True) or TreeShape.chain(DEMO_CHAIN)

@@ -19,13 +19,13 @@ def add_model_options(p, demo_help: str) -> None:
     p.add_argument("--draft", help="converted Sparrow draft (python -m convert draft): speculative decoding")
     p.add_argument("--tokenizer", help="directory with the tokenizer files (default: TARGET/tokenizer)")
     p.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
-                   help=f"most KV cache slots a request may use (default {DEFAULT_CAPACITY})")
+                   help="most KV cache slots a request may use")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: as converted)")
     s = p.add_argument_group("speculative decoding (with --draft)")
     shape = s.add_mutually_exclusive_group()
     shape.add_argument("--chain", type=int, metavar="K", help="draft a chain of K tokens per cycle")
     shape.add_argument("--tree", metavar="TOPK,DEPTH,TOTAL",
-                       help="draft an EAGLE-2 tree (default with --draft: 8,3,30)")
+                       help="draft an EAGLE-2 tree (default: 8,3,30 with --draft)")
     s.add_argument("--window", type=int, help="text slots of the draft's window cache (default: as converted)")
     v = p.add_argument_group("video sampling")
     v.add_argument("--preset", choices=sorted(PRESETS),
@@ -39,12 +39,13 @@ def add_model_options(p, demo_help: str) -> None:
 
 def add_generation_options(p) -> None:
     g = p.add_argument_group("generation (unset: the checkpoint's generation_config.json, else the default shown)")
-    g.add_argument("--max-new-tokens", type=int, help=f"default {DEFAULT_MAX_NEW}")
-    g.add_argument("--temperature", type=float, help="0 = greedy (default 0)")
-    g.add_argument("--top-p", type=float, help="default 1 (off)")
-    g.add_argument("--top-k", type=int, help="0 = no top-k filter (default 0)")
-    g.add_argument("--repetition-penalty", type=float, help="HF's repetition penalty (default 1 = off)")
-    g.add_argument("--seed", type=int, help="default 0")
+    # No argparse defaults here: unset means "the checkpoint's value", so each help text names the fallback.
+    g.add_argument("--max-new-tokens", type=int, help=f"most tokens to generate (default: {DEFAULT_MAX_NEW})")
+    g.add_argument("--temperature", type=float, help="0 = greedy (default: 0)")
+    g.add_argument("--top-p", type=float, help="nucleus sampling's probability mass (default: 1 = off)")
+    g.add_argument("--top-k", type=int, help="sample among the k most likely tokens; 0 = no top-k filter (default: 0)")
+    g.add_argument("--repetition-penalty", type=float, help="HF's repetition penalty (default: 1 = off)")
+    g.add_argument("--seed", type=int, help="sampling seed (default: 0)")
 
 
 def generation_settings(args) -> dict:

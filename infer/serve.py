@@ -19,7 +19,6 @@ OpenAI's error body; the server keeps serving.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
@@ -32,21 +31,21 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from infer.openai_api import ApiError, chunk, completion, completion_id, parse_chat, sparrow_stats, usage
 from infer.options import add_model_options
 from infer.scheduler import Job, Scheduler
+from sparrow_jax.cli_help import ArgumentParser
 
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m infer.serve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m infer.serve", description=__doc__)
     add_model_options(p, "serve the embedded demo pair (sparrow_jax/demo) with its settings")
     h = p.add_argument_group("server")
-    h.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    h.add_argument("--port", type=int, default=8000, help="default 8000")
-    h.add_argument("--max-batch", type=int, default=4, help="most requests decoded as one batch (default 4)")
+    h.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    h.add_argument("--port", type=int, default=8000, help="port to listen on")
+    h.add_argument("--max-batch", type=int, default=4, help="most requests decoded as one batch")
     h.add_argument("--batch-window-ms", type=float, default=20.0,
-                   help="how long the first request of a batch waits for others (default 20)")
+                   help="how long the first request of a batch waits for others, in milliseconds")
     h.add_argument("--model-name", help="the model's id in the API (default: the target directory's name)")
-    h.add_argument("--log-level", default="warning", help="uvicorn's log level (default warning)")
+    h.add_argument("--log-level", default="warning", help="uvicorn's log level")
     return p
 
 

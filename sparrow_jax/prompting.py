@@ -110,14 +110,30 @@ def load_tokenizer(checkpoint) -> ChatTokenizer:
             "checkpoint again with `python -m convert target --src HF_DIR --dst CKPT --overwrite`, which copies "
             "the tokenizer files, or pass --tokenizer HF_DIR"
         )
-    from transformers import AutoTokenizer  # imported here: loading a checkpoint does not need transformers
-
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = _auto_tokenizer().from_pretrained(str(path))
     template = _chat_template(path) or getattr(tokenizer, "chat_template", None)
     if not template:
         raise ValueError(f"the tokenizer in {path} has no chat template; copy the model's chat_template.jinja "
                          "(or chat_template.json) there from the Hugging Face checkpoint")
     return ChatTokenizer(tokenizer, template, _eos_ids(path, tokenizer), tokenizer.pad_token_id or 0)
+
+
+def _no_torch_note(record) -> bool:
+    # transformers announces at import that without PyTorch "Models won't be available and only tokenizers,
+    # configuration and file/data utilities can be used" (5.x: "PyTorch was not found. ..."; 4.x: "None of
+    # PyTorch, TensorFlow >= 2.0, or Flax have been found. ..."). Tokenizers are all we use, and the runtime
+    # install has no torch on purpose, so on every normal run that line would only mislead.
+    return "Models won't be available" not in record.getMessage()
+
+
+def _auto_tokenizer():
+    """transformers.AutoTokenizer, imported without its no-PyTorch note; its other messages stay."""
+    import logging
+
+    logging.getLogger("transformers").addFilter(_no_torch_note)  # the logger it warns with; added once
+    from transformers import AutoTokenizer  # imported here: loading a checkpoint does not need transformers
+
+    return AutoTokenizer
 
 
 # The config fields of the ids a prompt writes a video with, in order (those the family has), and their names.

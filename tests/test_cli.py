@@ -1,5 +1,6 @@
 """`python -m infer` end to end on tiny checkpoints: convert carries the tokenizer, prompts equal HF's chat
-template, the streamed text equals `infer.generate`'s, `--json` parses, and each mistake is one clear line."""
+template, the streamed text equals `infer.generate`'s, `--json` parses, and each mistake is one clear line;
+every command's --help shows its defaults."""
 
 import dataclasses
 import json
@@ -193,3 +194,48 @@ def test_tokenizer_check_covers_qwen_vision_start_and_end(ckpt, tmp_path):
         "the checkpoint's vision start, video placeholder, vision end are ids 118, 120, 117 ('<|vision_start|>' "
         "'<|video_pad|>' 'w117' in this tokenizer), but the tokenizer's chat template writes the video as ids "
         "118, 120, 119 ('<|vision_start|>' '<|video_pad|>' '<|vision_end|>')")
+
+
+# Every command line, as (module with main, argv before --help); subcommands have their own parsers.
+COMMANDS = [("infer.cli", []), ("infer.serve", []), ("infer.batch", []), ("infer.bench", []),
+            *(("infer.bench", [sub]) for sub in ("engine", "video", "verify")), ("convert.__main__", []),
+            *(("convert.__main__", [sub]) for sub in ("target", "draft", "export")), ("train.main", []),
+            ("train.regenerate", []), ("train.features", []), ("train.bench", []), ("train.synthetic.__main__", []),
+            ("train.synthetic.tokenizer", []), ("train.synthetic.vision", []), ("train.synthetic.evaluate", [])]
+
+
+def test_every_help_shows_the_defaults(monkeypatch, capsys):
+    """Each command's --help (run in-process: it exits before anything loads) shows every option's default
+    that is set, in one form, "(default: X)"; unset ones say nothing unless their help text says what unset means."""
+    import argparse
+    import importlib
+
+    from sparrow_jax.cli_help import HelpFormatter
+
+    printed = []  # the parsers whose help was printed
+    format_help = argparse.ArgumentParser.format_help
+    monkeypatch.setattr(argparse.ArgumentParser, "format_help", lambda self: printed.append(self) or format_help(self))
+    texts = {}
+    for module, sub in COMMANDS:
+        printed.clear()
+        with pytest.raises(SystemExit) as exit_:
+            importlib.import_module(module).main([*sub, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert exit_.value.code == 0 and len(printed) == 1, (module, sub)
+        parser = printed[0]
+        assert parser.formatter_class is HelpFormatter, (module, sub)
+        assert "(default: None)" not in text and "(default: False)" not in text, (module, sub)
+        for action in parser._actions:
+            if action.default is None or action.default is False or argparse.SUPPRESS in (action.default, action.help):
+                continue
+            one = parser.formatter_class(parser.prog)
+            one.add_argument(action)
+            assert "(default: " in " ".join(one.format_help().split()), (module, sub, action.dest)  # no help text?
+        texts[" ".join([module, *sub])] = text
+    assert "most KV cache slots a request may use (default: 32768)" in texts["infer.cli"]
+    assert "most tokens to generate (default: 256)" in texts["infer.batch"]  # unset: the checkpoint's, else 256
+    assert "prompt lengths, comma-separated (default: 4096,16384)" in texts["infer.bench engine"]
+    assert "--pinned PINNED leading prompt slots the draft cache always keeps (default: 0)" in \
+        texts["convert.__main__ draft"]
+    assert "--print-config" in texts["train.main"]
+

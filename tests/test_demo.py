@@ -97,3 +97,15 @@ def test_stop_strings_are_spelled_as_the_text_writes_them():
     mid_text = tok.tokenizer("a ball.", add_special_tokens=False)["input_ids"][1:]
     assert mid_text != tok.tokenizer("ball.", add_special_tokens=False)["input_ids"]
     assert mid_text in tok.stop_sequences("ball.")
+
+
+def test_more_frames_than_the_shipped_clips_have_is_an_error(capsys):
+    """--demo --frames N past the clips' length: one line naming their frame count and the fixes, before
+    anything loads (video sampling would otherwise quietly take every frame, fewer than asked)."""
+    from infer.cli import main
+
+    assert read_video(demo.samples()[0]["video"], Sampling(num_frames=1), (16, 16)).total_frames == demo.FRAMES
+    assert main(["--demo", "--frames", str(demo.FRAMES + 1), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --frames {demo.FRAMES + 1}: the shipped demo clips have {demo.FRAMES} frames; "
+                          f"ask for at most {demo.FRAMES}, pass --video FILE") and err.count("\n") == 1, err

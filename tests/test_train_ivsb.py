@@ -130,6 +130,50 @@ def test_config_overrides_and_errors(tmp_path):
         train_config.load(path, ["steps"])
 
 
+def test_train_print_config_shows_every_setting(tmp_path, capsys):
+    """python -m train.main --print-config: every key with its default, or as --config and the overrides set
+    it ({workdir} resolved), as JSON that loads back as a config; exit 0, nothing trained."""
+    import dataclasses
+
+    from train.main import main
+
+    def leaves(tree, prefix=""):
+        return {k for key, v in tree.items()
+                for k in (leaves(v, f"{prefix}{key}.") if isinstance(v, dict) else [prefix + key])}
+
+    def fields(cls, prefix=""):  # every key of the config classes; a section's class is its default's
+        keys = set()
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.default):
+                keys |= fields(type(f.default), f"{prefix}{f.name}.")
+            else:
+                keys.add(prefix + f.name)
+        return keys
+
+    assert main(["--print-config"]) == 0
+    out, err = capsys.readouterr()
+    printed = json.loads(out)
+    assert leaves(printed) == fields(train_config.TrainConfig) and len(leaves(printed)) > 50
+    assert printed["optim"]["lr"] == 3e-5 and printed["export"] == "runs/default/draft"
+    assert err == ("note: training with these settings would stop: target.path is required (a converted target "
+                   "checkpoint)\n")
+
+    file = tmp_path / "my.json"
+    file.write_text(json.dumps({"workdir": str(tmp_path / "run"), "steps": 7, "target": {"path": "ckpt/t"},
+                                "data": {"manifest": "m.jsonl"}}))
+    assert main(["--config", str(file), "optim.lr=1e-3", "--print-config", "data.num_frames=[8, 32]",
+                 "data.seq_len=[256, 512]"]) == 0
+    out, err = capsys.readouterr()
+    printed = json.loads(out)
+    assert err == "" and not (tmp_path / "run").exists()  # valid, and nothing ran
+    assert (printed["steps"], printed["optim"]["lr"], printed["data"]["num_frames"]) == (7, 1e-3, [8, 32])
+    assert printed["export"] == f"{tmp_path / 'run'}/draft" and printed["optim"]["b2"] == 0.95  # defaults beside
+    (tmp_path / "printed.json").write_text(out)
+    assert train_config.to_dict(train_config.load(tmp_path / "printed.json")) == printed  # it loads as a config
+    assert main(["--print-config", "optim.lrr=1"]) == 2  # a mistake is still one line
+    assert "unknown config key 'optim.lrr'" in capsys.readouterr().err
+
+
 def _tiny_video_data(tmp_path):
     """(tokenizer, a tiny LLaVA-OV config with 1 token per frame, 10 records of 3-frame videos)."""
     from sparrow_jax.config import LlavaOnevisionConfig, SiglipConfig, TextConfig

@@ -7,22 +7,21 @@ visual placeholders included; every row is computed at the padded `data.seq_len`
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import numpy as np
 
+from sparrow_jax.cli_help import ArgumentParser
 from sparrow_jax.errors import add_debug_flag, run_cli
 from train import config
 from train.trainer import run
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True)
+    p = ArgumentParser(prog="python -m train.bench", description=__doc__.split("\n\n")[0])
+    config.add_arguments(p)
     p.add_argument("--warmup", type=int, default=3, help="steps left out of the medians")
-    p.add_argument("overrides", nargs="*")
     add_debug_flag(p)
     args = p.parse_intermixed_args(argv)
     return run_cli(lambda: _run(args), args.debug)

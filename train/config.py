@@ -211,6 +211,11 @@ def _check_type(key: str, value, hint):
 
 
 def _build(cls, tree: dict, prefix: str = ""):
+    return cls(**_fields(cls, tree, prefix))
+
+
+def _fields(cls, tree: dict, prefix: str = "") -> dict:
+    """The fields `tree` sets, checked against `cls` (known keys, types; sections built)."""
     if not isinstance(tree, dict):
         raise ConfigError(f"{prefix or 'config'}: expected an object, got {tree!r}")
     hints = typing.get_type_hints(cls)
@@ -225,7 +230,11 @@ def _build(cls, tree: dict, prefix: str = ""):
             kw[name] = _build(hint, value, f"{prefix}{name}.")
         else:
             kw[name] = _check_type(prefix + name, value, hint)
-    return cls(**kw)
+    return kw
+
+
+def _default(field: dataclasses.Field):
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
 def _set(tree: dict, dotted: str, value) -> None:
@@ -250,16 +259,31 @@ def _substitute(tree, workdir: str):
     return tree.replace("{workdir}", workdir) if isinstance(tree, str) else tree
 
 
+def add_arguments(parser, required: bool = True) -> None:
+    """--config FILE and the key=value overrides, as every training command takes them."""
+    what = "JSON file of settings, e.g. train/configs/tiny.json (python -m train.main --print-config lists them)"
+    parser.add_argument("--config", required=required, help=what if required else what + "; without it, the defaults")
+    parser.add_argument("overrides", nargs="*", help="key=value settings over the file, e.g. steps=100 optim.lr=1e-4")
+
+
 def load(path=None, overrides=()) -> TrainConfig:
     """The config in JSON file `path` (None: all defaults) with `key=value` overrides applied."""
+    return _build(TrainConfig, resolve(path, overrides))
+
+
+def resolve(path=None, overrides=()) -> dict:
+    """Every setting `load` gives, as a tree (`{workdir}` replaced), with each key and type checked but not
+    the rules across keys: what `python -m train.main --print-config` shows, also for settings that could
+    not train yet (the defaults alone have no target.path)."""
     tree = read_json(path) if path else {}  # invalid JSON: an error naming the file
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=1e-4)")
         key, text = item.split("=", 1)
         _set(tree, key.strip(), _parse_value(text))
-    cfg = _build(TrainConfig, tree)
-    return _build(TrainConfig, _substitute(to_dict(cfg), cfg.workdir))  # defaults hold {workdir} too
+    settings = {f.name: _default(f) for f in dataclasses.fields(TrainConfig)} | _fields(TrainConfig, tree)
+    settings = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in settings.items()}
+    return _substitute(settings, settings["workdir"])  # defaults hold {workdir} too
 
 
 def to_dict(cfg: TrainConfig) -> dict:

@@ -86,16 +86,15 @@ def write_features(cfg: TrainConfig, target, tok, records, batch_size: int = 8, 
 
 
 def main(argv=None) -> int:
-    import argparse
+    from sparrow_jax.cli_help import ArgumentParser
 
     from sparrow_jax.errors import add_debug_flag, run_cli
     from train import config as cfgmod
     from train.tokenizer import load as load_tokenizer
 
-    p = argparse.ArgumentParser(prog="python -m train.features", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("overrides", nargs="*")
+    p = ArgumentParser(prog="python -m train.features", description=__doc__.split("\n\n")[0])
+    cfgmod.add_arguments(p)
+    p.add_argument("--batch-size", type=int, default=8, help="records the target runs at once")
     add_debug_flag(p)
     args = p.parse_intermixed_args(argv)
 

@@ -6,27 +6,41 @@ or --coordinator HOST:PORT --num-processes N --process-id I; every process runs 
 
 from __future__ import annotations
 
-import argparse
+import json
 import sys
 
 import jax
 
-from sparrow_jax.errors import add_debug_flag, run_cli
+from sparrow_jax.cli_help import ArgumentParser
+from sparrow_jax.errors import add_debug_flag, one_line, run_cli
 from train import config, sharding
 from train.trainer import run
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.main", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", help="JSON file of settings (e.g. train/configs/tiny.json); defaults otherwise")
-    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. steps=100 optim.lr=1e-4")
+    p = ArgumentParser(prog="python -m train.main", description=__doc__.split("\n\n")[0])
+    config.add_arguments(p, required=False)
+    p.add_argument("--print-config", action="store_true",
+                   help="print every setting this command would train with (the defaults, under --config, under "
+                        "the overrides) as JSON, and exit without training")
     p.add_argument("--distributed", action="store_true", help="jax.distributed.initialize() with auto-detection")
     p.add_argument("--coordinator", help="HOST:PORT of process 0, for several processes without auto-detection")
-    p.add_argument("--num-processes", type=int)
-    p.add_argument("--process-id", type=int)
+    p.add_argument("--num-processes", type=int, help="with --coordinator: how many processes run the command")
+    p.add_argument("--process-id", type=int, help="with --coordinator: this process's index, 0 .. N-1")
     add_debug_flag(p)
     args = p.parse_intermixed_args(argv)
-    return run_cli(lambda: _main(args), args.debug)  # a user's mistake: one line, exit 2
+    command = _print_config if args.print_config else _main
+    return run_cli(lambda: command(args), args.debug)  # a user's mistake: one line, exit 2
+
+
+def _print_config(args) -> int:
+    """The resolved settings on stdout (a valid --config file); what would stop training, if anything, on stderr."""
+    print(json.dumps(config.resolve(args.config, args.overrides), indent=2))
+    try:
+        config.load(args.config, args.overrides)
+    except ValueError as e:  # e.g. the defaults alone: no target.path yet
+        print(f"note: training with these settings would stop: {one_line(e)}", file=sys.stderr)
+    return 0
 
 
 def _main(args) -> int:

@@ -3,9 +3,9 @@ alone (`train.regeneration`): each record's last answer rewritten by the target 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from sparrow_jax.cli_help import ArgumentParser
 from sparrow_jax.errors import add_debug_flag, run_cli
 from train import config as cfgmod
 from train.prepare import load_target, prepare_data
@@ -13,9 +13,8 @@ from train.tokenizer import load as load_tokenizer
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.regenerate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True)
-    p.add_argument("overrides", nargs="*")
+    p = ArgumentParser(prog="python -m train.regenerate", description=__doc__.split("\n\n")[0])
+    cfgmod.add_arguments(p)
     add_debug_flag(p)
     args = p.parse_args(argv)
 

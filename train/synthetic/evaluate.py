@@ -7,10 +7,11 @@ its answers rest on the video (`video_reliance`).
 
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 from tqdm import tqdm
+
+from sparrow_jax.cli_help import ArgumentParser
 
 HELD_OUT = 1_000_000  # first held-out seed: training scenes are 0 .. count - 1 (see examples/reproduce_demo.sh)
 
@@ -77,12 +78,11 @@ def video_reliance(target, tokenizer, seeds, frames: int = 8, question: str = "D
 def main(argv=None) -> int:
     from sparrow_jax.errors import add_debug_flag, run_cli
 
-    p = argparse.ArgumentParser(prog="python -m train.synthetic.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m train.synthetic.evaluate", description=__doc__)
     p.add_argument("--target", required=True, help="converted target checkpoint with its tokenizer")
     p.add_argument("--frames", default="8,16,32,64", help="comma-separated frame counts")
     p.add_argument("--count", type=int, default=64, help="held-out scenes per frame count")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=16, help="scenes answered per batch")
     add_debug_flag(p)
     args = p.parse_args(argv)
     return run_cli(lambda: _run(args), args.debug)

@@ -57,11 +57,11 @@ def save_tokenizer(tok: Tokenizer, out) -> None:
 
 
 def main(argv=None) -> int:
-    import argparse
+    from sparrow_jax.cli_help import ArgumentParser
 
     from sparrow_jax.errors import add_debug_flag, run_cli
 
-    p = argparse.ArgumentParser(prog="python -m train.synthetic.tokenizer", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m train.synthetic.tokenizer", description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="output directory (tokenizer.json, tokenizer_config.json)")
     p.add_argument("scenes", nargs="?", type=int, default=2000, help="scenes whose descriptions train it")
     add_debug_flag(p)

@@ -14,7 +14,6 @@ tower is saved.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
@@ -25,6 +24,7 @@ from flax import nnx
 from tqdm import trange
 
 from sparrow_jax import checkpoint
+from sparrow_jax.cli_help import ArgumentParser
 from sparrow_jax.synthetic.world import (COLOURS, SHAPES, SIZES, frame_steps, pixel_centres, render, sample_scene,
                                      shape_mask)
 
@@ -116,13 +116,13 @@ def pretrain(target, steps: int, scenes: int = 16, frames: int = 4, lr: float = 
 def main(argv=None) -> int:
     from sparrow_jax.errors import add_debug_flag, run_cli
 
-    p = argparse.ArgumentParser(prog="python -m train.synthetic.vision", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m train.synthetic.vision", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="the target-training config (its target.random_init)")
     p.add_argument("--out", required=True, help="where the target with its pretrained tower is saved")
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     p.add_argument("--scenes", type=int, default=16, help="scenes per step")
     p.add_argument("--frames", type=int, default=4, help="frames rendered per scene")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (warmup, then cosine decay)")
     add_debug_flag(p)
     args = p.parse_args(argv)
     return run_cli(lambda: _run(args), args.debug)
