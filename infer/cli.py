@@ -15,6 +15,7 @@ import sys
 
 from infer.options import add_generation_options, add_model_options, generation_settings
 from infer.terminal import Ticker, show_stream, stats_line
+from sparrow_jax import compile_cache
 from sparrow_jax.cli_help import ArgumentParser
 from sparrow_jax.errors import add_debug_flag, run_cli
 from sparrow_jax.sampling import SamplingConfig
@@ -41,6 +42,7 @@ def main(argv=None) -> int:
         parser.error(f"the following arguments are required (or --demo): {', '.join(missing)}")
 
     def go() -> int:
+        compile_cache.from_args(args)
         if args.demo:
             from infer import demo
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sparrow_jax import compile_cache
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.video import PRESETS
 
@@ -21,6 +22,7 @@ def add_model_options(p, demo_help: str) -> None:
     p.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
                    help="most KV cache slots a request may use")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: as converted)")
+    compile_cache.add_flag(p)
     s = p.add_argument_group("speculative decoding (with --draft)")
     shape = s.add_mutually_exclusive_group()
     shape.add_argument("--chain", type=int, metavar="K", help="draft a chain of K tokens per cycle")

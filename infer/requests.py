@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from infer.options import DEFAULT_MAX_NEW, tree_shape
+from sparrow_jax import compile_cache
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.video import DEFAULT_PRESET, PRESETS, Sampling
 
@@ -38,6 +39,7 @@ def run_command(parser, argv, run) -> int:
     demo_defaults(args)
     if args.target is None:
         parser.error("--target is required (or --demo)")
+    compile_cache.from_args(args)
     return run_cli(lambda: run(args), args.debug, extra=(ImportError,))  # a user's mistake: one line, exit 2
 
 

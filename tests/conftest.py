@@ -2,13 +2,18 @@
 (the helpers they use, and the test modules share, are in `helpers.py`)."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One persistent compilation cache for the run (set before jax is imported; subprocesses inherit it): the two
+# pytest-xdist workers and the command-line subprocesses compile many of the same programs (a fresh clone
+# starts it empty; later local runs reuse it). Every program is kept, however quick its compile.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import shutil
 import sys
-from pathlib import Path
 
 import jax
 import pytest

@@ -11,6 +11,7 @@ import sys
 
 import jax
 
+from sparrow_jax import compile_cache
 from sparrow_jax.cli_help import ArgumentParser
 from sparrow_jax.errors import add_debug_flag, one_line, run_cli
 from train import config, sharding
@@ -27,6 +28,7 @@ def main(argv=None) -> int:
     p.add_argument("--coordinator", help="HOST:PORT of process 0, for several processes without auto-detection")
     p.add_argument("--num-processes", type=int, help="with --coordinator: how many processes run the command")
     p.add_argument("--process-id", type=int, help="with --coordinator: this process's index, 0 .. N-1")
+    compile_cache.add_flag(p)
     add_debug_flag(p)
     args = p.parse_intermixed_args(argv)
     command = _print_config if args.print_config else _main
@@ -44,6 +46,7 @@ def _print_config(args) -> int:
 
 
 def _main(args) -> int:
+    compile_cache.from_args(args)
     cfg = config.load(args.config, args.overrides)
     if args.coordinator:
         if jax.config.jax_platforms in ("cpu", None):  # CPU processes talk through gloo
