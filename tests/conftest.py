@@ -54,3 +54,17 @@ def tiny_pair(llava, tmp_path_factory):
     target = convert_dir(hf, root / "target")
     draft = save_draft(root / "draft", make_draft(llava[3], window=8), target_layers=3)
     return hf, target, draft, write_clip(root / "clip.mp4", "libx264")
+
+
+# Test files, slowest first (measured on the 2-core box, seconds: test_train 449, test_speculative 431,
+# test_speculative_sampling 183, ...). pytest-xdist hands whole files to its two workers in collection
+# order, so the long files start first and the short ones fill in at the end; in alphabetical order
+# test_train.py started late and ran on alone.
+SLOWEST_FIRST = ["test_train.py", "test_speculative.py", "test_speculative_sampling.py", "test_demo.py",
+                 "test_synthetic_vision.py", "test_generate.py", "test_qwen2_5_vl_vision.py", "test_qwen2_5_vl.py",
+                 "test_serve.py", "test_streaming.py", "test_engine.py", "test_kv_cache.py", "test_train_target.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
