@@ -17,6 +17,7 @@ from flax import struct
 from helpers import make_draft
 
 import infer
+from sparrow_jax.generation import CopyConfig
 from sparrow_jax.sampling import Sampler, SamplingConfig, log_probs
 from sparrow_jax.generation.speculative.oracle import OracleProposer
 from sparrow_jax.generation.speculative.tree import Tree, TreeShape, ancestor_mask
@@ -94,16 +95,17 @@ class SupportTreeProposer:
         return state
 
 
-def run(target, draft, seed, tree=None):
+def run(target, draft, seed, tree=None, copy=None):
     out = infer.generate(target, [PROMPT] * ROWS, max_new_tokens=3, temperature=TEMP, top_k=TOP_K, seed=seed,
-                         draft=draft, tree=tree)
+                         draft=draft, tree=tree, copy=copy)
     assert np.all(out.lengths == 3)
     return out.tokens[:, :3]
 
 
-@pytest.mark.parametrize("kind", ["autoregressive", "sparrow_chain", "sparrow_tree", "oracle_chain", "support_tree"])
+@pytest.mark.parametrize("kind", ["autoregressive", "sparrow_chain", "sparrow_tree", "oracle_chain", "support_tree",
+                                  "hybrid_oracle"])
 def test_sampling_matches_target_distribution(llava, exact, kind):
-    target, tree = llava[3], None
+    target, tree, copy = llava[3], None, None
     if kind == "autoregressive":
         draft = None
     elif kind.startswith("sparrow"):
@@ -115,7 +117,10 @@ def test_sampling_matches_target_distribution(llava, exact, kind):
         ref = np.array(max(exact, key=exact.get), np.int32)
         draft = OracleProposer(jnp.asarray(np.tile(np.append(ref[1:], [0] * 4), (ROWS, 1))), jnp.zeros((ROWS, 6), bool),
                                128, TreeShape.chain(2))
-    stat, cells = chi_square(run(target, draft, seed=1, tree=tree), exact)
+        if kind == "hybrid_oracle":  # the oracle's chain and copies in one tree, verified as a tree. (The copies
+            # find no match in this prompt: accepted copies at T > 0 are test_hybrid_tree.py's.)
+            copy = CopyConfig(tokens=2)
+    stat, cells = chi_square(run(target, draft, seed=1, tree=tree, copy=copy), exact)
     print(f"{kind}: chi2 = {stat:.1f} over {cells} cells (critical {CHI2_DF26_P001})")
     assert stat < CHI2_DF26_P001
 
