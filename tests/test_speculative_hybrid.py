@@ -87,3 +87,10 @@ def test_hybrid_shape_sizes_the_cache_and_bad_values_are_clear():
     # The Sparrow draft's ring is sized for the hybrid's deepest commit (max_depth + 1 pairs), not its own.
     sparrow = SparrowProposer(None, None, TreeShape.chain(3), Sampler.of(), 4)
     assert HybridProposer.create(sparrow, CopyConfig(tokens=10)).draft.commit_width == 11
+
+
+def test_copies_with_the_all_token_baseline_are_a_clear_error(llava, repeating):
+    prompts, pix, _ = repeating
+    with pytest.raises(ValueError, match="draft_sees_visual=True .* cannot be combined with copy"):
+        infer.generate(llava[3], prompts, pix, max_new_tokens=4, draft=make_draft(llava[3]), copy=4,
+                       draft_sees_visual=True)
