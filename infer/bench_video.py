@@ -33,11 +33,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per video (their median)")
     p.add_argument("--chain", type=int, metavar="K", help="draft a chain of K tokens (default: the EAGLE-2 tree)")
     p.add_argument("--tree", metavar="TOPK,DEPTH,TOTAL", help="draft tree budget")
+    p.add_argument("--copy", type=int, metavar="M", help="merge up to M copied tokens into each tree (default: off)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
 
     import sparrow_jax
-    from infer.options import tree_shape
+    from infer.options import copy_config, tree_shape
     from sparrow_jax import checkpoint
     from sparrow_jax.generation import compare
     from sparrow_jax.processing import frame_size, video_prompt
@@ -47,7 +48,8 @@ def main(argv=None) -> int:
 
     config = checkpoint.target_config(args.target)
     draft_config = checkpoint.draft_config(args.draft, config.text)
-    tree = tree_shape(args, True)
+    tree, copy = tree_shape(args, True), copy_config(args)
+    copies = "" if copy is None else f" + {copy.tokens} copies"
     tokenizer = load_tokenizer(args.target)
     target = sparrow_jax.load(args.target)
     draft = checkpoint.load_draft(args.draft, draft_config)
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
     size = frame_size(config, 112, 112)[0]
     print(f"target {args.target} ({config.text.num_layers} layers x {config.text.hidden_size}); draft {args.draft} "
           f"({draft_config.layers.num_layers} layer, window {draft_config.window}); tree "
-          f"{tree or 'EAGLE-2 8/3/30'}; {len(samples)} held-out videos per length; up to {args.new_tokens} new "
+          f"{tree or 'EAGLE-2 8/3/30'}{copies}; {len(samples)} held-out videos per length; up to {args.new_tokens} new "
           f"tokens, greedy; medians of {args.repeats} runs")
     rows = []
     for frames in (int(f) for f in args.frames.split(",")):
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
             ids, pixels = video_prompt(config, tokenizer.prompt_ids([demo.QUESTION]),
                                        scene_video(rec["seed"], frames, size), fps=None)
             c = compare(target, draft, [ids], [pixels], repeats=args.repeats, warm_prefill=i == 0, tree=tree,
-                        max_new_tokens=args.new_tokens, eos_token_id=tokenizer.eos_token_ids,
+                        copy=copy, max_new_tokens=args.new_tokens, eos_token_id=tokenizer.eos_token_ids,
                         pad_id=tokenizer.pad_token_id)
             text = tokenizer.decode(c.alone.token_ids()[0])
             per_video.append({"visual": int((ids == config.video_token_id).sum()), "tau": c.tau, "dsr": c.dsr,

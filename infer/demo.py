@@ -8,7 +8,7 @@ temperature 0 they must be). `--target/--draft/--video/--frames` replace the shi
 
 from __future__ import annotations
 
-from infer.options import DEFAULT_MAX_NEW, tree_shape
+from infer.options import DEFAULT_MAX_NEW, copy_config, tree_shape
 from infer.terminal import Ticker, show_stream
 from sparrow_jax.errors import UserError
 
@@ -53,12 +53,14 @@ def run(args) -> int:
     say(f"draft:  Sparrow, {d.layers.num_layers} layer(s), window {d.window} text slots ({draft_path})")
     say(f"video:  {video_path}: {len(video.frames)} frames -> {visual} visual tokens, prompt {len(ids)} tokens")
     say(f"question: {question}")
+    copy = copy_config(args)
     kind = f"a chain of {shape.max_depth}" if shape.is_chain else f"a tree {shape.top_k}/{shape.depth}/{shape.total}"
-    say(f"drafting: {kind} per cycle (--chain K / --tree TOPK,DEPTH,TOTAL)")
+    kind += "" if copy is None else f" + up to {copy.tokens} copied tokens"
+    say(f"drafting: {kind} per cycle (--chain K / --tree TOPK,DEPTH,TOTAL, --copy M)")
 
     kw = dict(max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW, eos_token_id=tokenizer.eos_token_ids,
               pad_id=tokenizer.pad_token_id)
-    spec_kw = dict(kw, tree=shape)
+    spec_kw = dict(kw, tree=shape, copy=copy)
     if args.temperature:
         say("note: --demo decodes greedily (temperature 0), where the two outputs must be identical")
     say("\ntarget + draft, streamed:")

@@ -29,6 +29,10 @@ def add_model_options(p, demo_help: str) -> None:
     shape.add_argument("--tree", metavar="TOPK,DEPTH,TOTAL",
                        help="draft an EAGLE-2 tree (default: 8,3,30 with --draft)")
     s.add_argument("--window", type=int, help="text slots of the draft's window cache (default: as converted)")
+    s.add_argument("--copy", type=int, metavar="M",
+                   help="also propose up to M tokens copied from where the last words occurred before (prompt text "
+                        "and answer), merged into the draft's tree and verified in the same forward; without "
+                        "--draft, copies alone (default: off)")
     v = p.add_argument_group("video sampling")
     v.add_argument("--preset", choices=sorted(PRESETS),
                    help="the paper's settings (default: qwen2_5_vl or llava_onevision_32 by target)")
@@ -53,6 +57,17 @@ def add_generation_options(p) -> None:
 def generation_settings(args) -> dict:
     """The generation flags given, by HF name."""
     return {name: getattr(args, flag) for flag, name in GENERATION_FLAGS.items() if getattr(args, flag) is not None}
+
+
+def copy_config(args):
+    """The copy drafting --copy M asks for (None without it)."""
+    if getattr(args, "copy", None) is None:
+        return None
+    if args.copy < 1:
+        raise ValueError(f"--copy M proposes up to M copied tokens per cycle: M must be >= 1, got {args.copy}")
+    from sparrow_jax.generation import CopyConfig
+
+    return CopyConfig(tokens=args.copy)
 
 
 def tree_shape(args, speculative: bool):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from infer.options import DEFAULT_MAX_NEW, tree_shape
+from infer.options import DEFAULT_MAX_NEW, copy_config, tree_shape
 from sparrow_jax import compile_cache
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.video import DEFAULT_PRESET, PRESETS, Sampling
@@ -51,6 +51,7 @@ class Frontend:
     config: object  # the target's config
     draft_config: object | None
     tree: TreeShape | None
+    copy: object  # CopyConfig | None (--copy)
     tokenizer: object  # prompting.ChatTokenizer
     preset: object  # video.Preset
     max_pixels: int | None
@@ -63,7 +64,7 @@ class Frontend:
         from sparrow_jax.generation import GenerationConfig
         from sparrow_jax.prompting import load_tokenizer, tokenizer_dir, tokenizer_mismatch
 
-        tree = tree_shape(args, args.draft is not None)
+        tree, copy = tree_shape(args, args.draft is not None), copy_config(args)
         config = checkpoint.target_config(args.target)
         draft_config = None if args.draft is None else checkpoint.draft_config(args.draft, config.text)
         if draft_config is not None and tree is None:
@@ -73,7 +74,8 @@ class Frontend:
             raise ValueError(_foreign_tokenizer(args, tokenizer_dir(args.tokenizer or args.target), problem))
         preset = PRESETS[args.preset or DEFAULT_PRESET[config.model_type]]
         defaults = GenerationConfig(max_new_tokens=DEFAULT_MAX_NEW).merged(GenerationConfig.from_checkpoint(args.target))
-        return cls(args, config, draft_config, tree, tokenizer, preset, args.max_pixels or preset.max_pixels, defaults)
+        return cls(args, config, draft_config, tree, copy, tokenizer, preset, args.max_pixels or preset.max_pixels,
+                   defaults)
 
     def sampling(self, num_frames: int | None = None) -> Sampling:
         """How frames are sampled: `num_frames` (a manifest record's own), else --frames / --fps /
@@ -114,12 +116,13 @@ class Frontend:
     def check_fits(self, ids, frames: int, max_new: int, new_tokens: str = "--max-new-tokens") -> None:
         """A ValueError naming the counts and the fixes when the prompt and `max_new` tokens need more KV
         slots than --capacity (`new_tokens`: what the user calls the token limit)."""
-        from sparrow_jax.generation import kv_slots_needed
+        from sparrow_jax.generation import kv_slots_needed, proposal_shape
 
-        need = kv_slots_needed(len(ids), max_new, self.tree)
+        shape = proposal_shape(self.tree, self.copy, self.draft_config is not None)
+        need = kv_slots_needed(len(ids), max_new, shape)
         if need > self.args.capacity:
             video_tokens = int((ids == self.config.video_token_id).sum())
-            extra = " + one draft tree" if self.draft_config is not None else ""
+            extra = "" if shape is None else " + one draft tree"
             raise ValueError(
                 f"the prompt is {len(ids)} tokens ({video_tokens} of them for {frames} video frames); with "
                 f"{max_new} new tokens{extra} it needs {need} KV slots (padding included), more than "
@@ -137,7 +140,8 @@ class Frontend:
         target = sparrow_jax.load(args.target, args.dtype)
         draft = None if self.draft_config is None else checkpoint.load_draft(args.draft, self.draft_config,
                                                                              args.window, args.dtype)
-        return Engine(target, draft, tree=self.tree, tokenizer=self.tokenizer, generation_config=self.defaults)
+        return Engine(target, draft, tree=self.tree, copy=self.copy, tokenizer=self.tokenizer,
+                      generation_config=self.defaults)
 
 
 def _foreign_tokenizer(args, where, problem) -> str:

@@ -81,8 +81,11 @@ class Ticker:
 
 
 def stats_line(stats: dict) -> str:
+    src = stats.get("accepted_from")  # with --copy: where the accepted draft tokens came from
+    sources = "" if src is None else f" | accepted draft {src['draft']}, copy {src['copy']}, both {src['both']}"
     return (f"[prefill {stats['prefill_s']:.2f} s | {stats['new_tokens']} tokens in {stats['decode_s']:.2f} s = "
-            f"{stats['decode_tokens_per_s']:.1f} tokens/s | tau {stats['tau']:.2f} | {stats['cycles']} cycles]")
+            f"{stats['decode_tokens_per_s']:.1f} tokens/s | tau {stats['tau']:.2f} | {stats['cycles']} cycles"
+            f"{sources}]")
 
 
 def _write(text: str) -> None:

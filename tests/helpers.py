@@ -2,6 +2,10 @@
 inputs, conversion through the CLI, a tiny draft, synthetic clips. Test modules import from here, never
 from each other."""
 
+import functools
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 
@@ -18,6 +22,79 @@ TINY_MODEL = {  # the demo target config's architecture, shrunk (train.target.ra
     "vision": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2, "image_size": 28,
                "patch_size": 7},
 }
+
+
+# A table target (tests of verification): the logits after a node are a fixed random function of the node's
+# token path (root first), as a real target's are, so two copies of one token under one parent see the same
+# distribution.
+def table_logits(path, vocab):
+    """The table target's logits after the token path `path` (root first)."""
+    return _table(tuple(map(int, path)), vocab).copy()
+
+
+@functools.cache
+def _table(path, vocab):
+    return 1.5 * np.random.default_rng([vocab, *path]).standard_normal(vocab)
+
+
+def table_probs(path, vocab, temperature):
+    e = np.exp(table_logits(path, vocab) / temperature)
+    return e / e.sum()
+
+
+def ranked(path, vocab):
+    """Tokens from the most to the least likely after `path`."""
+    return [int(t) for t in np.argsort(-table_logits(path, vocab))]
+
+
+def argmax_after(path, vocab):
+    return int(np.argmax(table_logits(path, vocab)))
+
+
+def paths_of(parents, tokens):
+    """Token path (root first) of every node of a tree given as parent and token lists."""
+    paths = []
+    for i, (p, t) in enumerate(zip(parents, tokens)):
+        paths.append((t,) if i == 0 else paths[p] + (t,))
+    return paths
+
+
+CHI2_DF26_P001 = 54.05  # scipy.stats.chi2.ppf(0.999, 26)
+CHI2_DF80_P001 = 124.84  # scipy.stats.chi2.ppf(0.999, 80)
+
+
+def sampled_chi_square(tree, logits, max_depth, vocab, draws, temperature, seed=0, length=3):
+    """`verify.sample_tree` over `draws` independent copies of the one-row `tree` (logits [1, N, V] of the
+    table target after each node) at `temperature`: the chi-square statistic of the first `length` generated
+    tokens (the cycle's output, continued by sampling the table target where it stopped earlier) against
+    their exact distribution (vocab**length cells), and the accepted depths n [draws]."""
+    from sparrow_jax.sampling import row_keys
+
+    tokens, root = np.asarray(tree.tokens[0]), int(tree.tokens[0, 0])
+    keys = row_keys(seed, draws)  # an argument: computed inside, XLA would fold 12000 keys at compile time
+    n, path, bonus = jax.device_get(_sample_copies(tree, logits, keys, max_depth, temperature))
+    rng, counts = np.random.default_rng(seed + 1), {}
+    for r in range(draws):  # emitted tokens, continued by the target to `length`
+        s = [int(tokens[i]) for i in path[r, : n[r] + 1]] + [int(bonus[r])]
+        while len(s) < length + 1:
+            s.append(int(rng.choice(vocab, p=table_probs(s, vocab, temperature))))
+        counts[tuple(s[1 : length + 1])] = counts.get(tuple(s[1 : length + 1]), 0) + 1
+    stat = 0.0
+    for s in np.ndindex(*[vocab] * length):
+        expected = draws * np.prod([table_probs((root, *s[:k]), vocab, temperature)[s[k]] for k in range(length)])
+        assert expected > 5  # chi-square needs every cell well filled
+        stat += (counts.get(s, 0) - expected) ** 2 / expected
+    return stat, n
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _sample_copies(tree, logits, keys, max_depth, temperature):
+    """`verify.sample_tree` over one copy of a one-row tree per key, in one compiled program."""
+    from sparrow_jax.generation.speculative import verify
+    from sparrow_jax.sampling import Sampler, SamplingConfig
+
+    many, logits = jax.tree.map(lambda x: jnp.repeat(x, keys.shape[0], axis=0), (tree, logits))
+    return verify.sample_tree(many, logits, Sampler.of(SamplingConfig(temperature)), keys, max_depth)
 
 
 def llava_hf_config(**text_overrides):

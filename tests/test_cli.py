@@ -124,6 +124,7 @@ def test_bad_inputs_give_one_line_errors(ckpt, llava, capsys, tmp_path):
         (["--video", video, "--chain", 3], "give --draft"),
         (["--video", video, "--draft", draft, "--chain", 0], "--chain K drafts K tokens per cycle: K must be >= 1, got 0"),
         (["--video", video, "--draft", draft, "--chain", -3], "K must be >= 1, got -3"),
+        (["--video", video, "--copy", 0], "--copy M proposes up to M copied tokens per cycle: M must be >= 1, got 0"),
         (["--video", video, "--temperature", "nan"], "--temperature must be a finite number >= 0 (0 = greedy), got nan"),
         (["--video", video, "--temperature", "inf"], "--temperature must be a finite number >= 0 (0 = greedy), got inf"),
         (["--video", video, "--top-p", "nan"], "--top-p must be in (0, 1]"),

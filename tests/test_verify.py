@@ -7,47 +7,15 @@ longest one in the tree. T > 0: the emitted tokens, continued by sampling the ta
 the target's distribution exactly (chi-square test at significance 0.001, fixed seeds).
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from helpers import CHI2_DF26_P001, argmax_after, paths_of, ranked, sampled_chi_square, table_logits, table_probs
+
 from sparrow_jax.sampling import Sampler, SamplingConfig, row_keys
 from sparrow_jax.generation.speculative import verify
 from sparrow_jax.generation.speculative.tree import Tree, ancestor_mask
-
-
-def table_logits(path, vocab):
-    """The table target's logits after the token path `path` (root first)."""
-    return _table(tuple(map(int, path)), vocab).copy()
-
-
-@functools.cache
-def _table(path, vocab):
-    return 1.5 * np.random.default_rng([vocab, *path]).standard_normal(vocab)
-
-
-def table_probs(path, vocab, temperature):
-    e = np.exp(table_logits(path, vocab) / temperature)
-    return e / e.sum()
-
-
-def ranked(path, vocab):
-    """Tokens from the most to the least likely after `path`."""
-    return [int(t) for t in np.argsort(-table_logits(path, vocab))]
-
-
-def argmax_after(path, vocab):
-    return int(np.argmax(table_logits(path, vocab)))
-
-
-def paths_of(parents, tokens):
-    """Token path (root first) of every node of a tree given as parent and token lists."""
-    paths = []
-    for i, (p, t) in enumerate(zip(parents, tokens)):
-        paths.append((t,) if i == 0 else paths[p] + (t,))
-    return paths
 
 
 def build(rows, vocab, valid=None):
@@ -114,7 +82,7 @@ def test_greedy_random_trees_over_a_tiny_vocabulary():
     assert np.mean(n) > 1  # the trees accept something: the test exercises deep paths
 
 
-DRAWS, TEMP, CHI2_DF26_P001 = 30000, 2.0, 54.05  # scipy.stats.chi2.ppf(0.999, 26)
+DRAWS, TEMP = 30000, 2.0
 
 
 def test_sampling_over_repeated_siblings_matches_the_target():
@@ -129,22 +97,8 @@ def test_sampling_over_repeated_siblings_matches_the_target():
     c = ranked([root, m[1]], v)
     parents = [0, 0, 0, 0, 1, 1, 1, 3, 3, 4, 4, 2, 2, 5]
     tokens = [root, m[0], m[1], m[0], a[0], a[0], a[1], a[0], a[1], b[0], b[0], c[0], c[0], b[0]]
-    one, logits, max_depth = build([(parents, tokens)], v)
-    tree, logits = jax.tree.map(lambda x: jnp.repeat(x, DRAWS, axis=0), (one, logits))
-    sample = jax.jit(verify.sample_tree, static_argnames="max_depth")
-    sampler = Sampler.of(SamplingConfig(TEMP))
-    n, path, bonus = jax.device_get(sample(tree, logits, sampler, row_keys(0, DRAWS), max_depth))
-    rng, counts = np.random.default_rng(1), {}
-    for r in range(DRAWS):  # emitted tokens, continued by the target to three
-        s = [tokens[i] for i in path[r, : n[r] + 1]] + [int(bonus[r])]
-        while len(s) < 4:
-            s.append(int(rng.choice(v, p=table_probs(s, v, TEMP))))
-        counts[tuple(s[1:4])] = counts.get(tuple(s[1:4]), 0) + 1
-    stat = 0.0
-    for s in np.ndindex(v, v, v):
-        expected = DRAWS * np.prod([table_probs((root, *s[:k]), v, TEMP)[s[k]] for k in range(3)])
-        assert expected > 5  # chi-square needs every cell well filled
-        stat += (counts.get(s, 0) - expected) ** 2 / expected
+    tree, logits, max_depth = build([(parents, tokens)], v)
+    stat, n = sampled_chi_square(tree, logits, max_depth, v, DRAWS, TEMP)
     print(f"repeated siblings, T={TEMP}: chi2 = {stat:.1f} over 27 cells (critical {CHI2_DF26_P001})")
     assert stat < CHI2_DF26_P001
     assert np.bincount(n, minlength=4).min() > 300  # every depth is reached

@@ -9,10 +9,11 @@ the entry points.
 from sparrow_jax.generation.comparison import Comparison, compare
 from sparrow_jax.generation.engine import Engine, generate, stream
 from sparrow_jax.generation.generation_config import GenerationConfig
-from sparrow_jax.generation.setup import kv_slots_needed
+from sparrow_jax.generation.setup import kv_slots_needed, proposal_shape
+from sparrow_jax.generation.speculative.copy import CopyConfig
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.generation.state import DecodeConfig, GenerateOutput, PromptState
 from sparrow_jax.generation.streaming import TokenStream
 
-__all__ = ["Comparison", "DecodeConfig", "Engine", "GenerateOutput", "GenerationConfig", "PromptState", "TokenStream",
-           "TreeShape", "compare", "generate", "kv_slots_needed", "stream"]
+__all__ = ["Comparison", "CopyConfig", "DecodeConfig", "Engine", "GenerateOutput", "GenerationConfig", "PromptState",
+           "TokenStream", "TreeShape", "compare", "generate", "kv_slots_needed", "proposal_shape", "stream"]

@@ -37,17 +37,17 @@ def _speculate(graphdef, params, proposer, prompt: PromptState, logits, hidden, 
     target = nnx.merge(graphdef, params)
     s = loop.start(target, proposer, prompt, logits=logits, hidden=hidden, cache=cache, key=key, config=config)
     s = loop.decode(target, proposer, s, config)
-    return s.tokens, s.n_out, s.cycles, s.accepted, s.cache
+    return s.tokens, s.n_out, s.cycles, s.accepted, s.sources, s.cache
 
 
 def run_prefill(request: Request) -> tuple[Prefilled, float]:
-    """The target's prefill of `request` (prompt hidden states kept when it has a proposer), and its seconds."""
+    """The target's prefill of `request` (prompt hidden states kept when its proposer reads them), and its seconds."""
     t0 = time.perf_counter()
     b = request.batch
     video = jax.tree.map(jnp.asarray, b.video)  # models cast pixels to their own dtype
     out = prefill(request.graphdef, request.params, jnp.asarray(b.input_ids), jnp.asarray(b.lengths),
                   jnp.asarray(b.positions), video, capacity=request.capacity, chunk=request.chunk,
-                  with_hidden=request.proposer is not None)
+                  with_hidden=request.proposer is not None and getattr(request.proposer, "needs_hidden", True))
     jax.block_until_ready(out.logits)
     return out, time.perf_counter() - t0
 
@@ -60,10 +60,10 @@ def run_decode(request: Request, prefilled: Prefilled, prefill_s: float, propose
     if proposer is None:
         tokens, lengths, _, _ = _decode(r.graphdef, r.params, r.prompt, p.logits, p.cache, r.key,
                                         dataclasses.replace(r.config, tree=None))  # one AR program per tree
-        cycles, accepted = lengths - 1, jnp.zeros((r.batch.batch, 0), jnp.int32)
+        cycles, accepted, sources = lengths - 1, jnp.zeros((r.batch.batch, 0), jnp.int32), None
     else:
-        tokens, lengths, cycles, accepted, _ = _speculate(r.graphdef, r.params, proposer, r.prompt, p.logits,
-                                                          p.hidden, p.cache, r.key, r.config)
-    tokens, lengths, cycles, accepted = jax.device_get((tokens, lengths, cycles, accepted))
+        tokens, lengths, cycles, accepted, sources, _ = _speculate(r.graphdef, r.params, proposer, r.prompt,
+                                                                   p.logits, p.hidden, p.cache, r.key, r.config)
+    tokens, lengths, cycles, accepted, sources = jax.device_get((tokens, lengths, cycles, accepted, sources))
     return GenerateOutput(np.asarray(tokens)[:, : r.max_new_tokens], np.asarray(lengths),
-                          generation_stats(lengths, cycles, accepted, prefill_s, time.perf_counter() - t1))
+                          generation_stats(lengths, cycles, accepted, prefill_s, time.perf_counter() - t1, sources))

@@ -114,7 +114,7 @@ class Engine:
 
 
 # `setup` arguments an Engine fixes at construction (the rest are per request).
-SETUP_OPTIONS = frozenset({"capacity", "prompt_bucket", "prefill_chunk", "draft_chunk", "draft_sees_visual"})
+SETUP_OPTIONS = frozenset({"capacity", "prompt_bucket", "prefill_chunk", "draft_chunk", "draft_sees_visual", "copy"})
 # The HF-named settings of a request, and `setup`'s names for those that differ.
 _HF_NAMES = {"pad_id": "pad_token_id"}
 
@@ -140,7 +140,10 @@ def generate(target, prompts, video=None, *, generation_config: GenerationConfig
     speculative and lossless: the draft proposes a
     `tree` (default: the EAGLE-2 budget top_k 8, depth 3, 30 tokens; `TreeShape.chain(k)` for a chain),
     the target verifies it in one forward (at temperature > 0 a chain samples its tokens from the draft,
-    a tree proposes the draft's top-k; both are verified by exact speculative sampling). The draft reads only
+    a tree proposes the draft's top-k; both are verified by exact speculative sampling). `copy` (a
+    `CopyConfig`, or M for `CopyConfig(tokens=M)`) adds up to M tokens copied from where the text's last
+    words occurred before (prompt text and answer) to every tree, in the same verify forward; without a
+    draft the copies are proposed alone (prompt-lookup decoding). The draft reads only
     the prompt's text positions (`draft_chunk` pairs per prefill step), never the visual tokens;
     `draft_sees_visual=True` is the EAGLE/MSD-style baseline that reads every prompt position (give it
     a window covering the prompt), for comparisons.

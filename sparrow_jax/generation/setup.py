@@ -14,8 +14,10 @@ from flax import nnx
 from sparrow_jax.attention import check_capacity, round_capacity
 from sparrow_jax.config import Qwen25VLConfig, draft_mismatch
 from sparrow_jax.errors import UserError
+from sparrow_jax.generation.speculative.copy import CopyConfig, CopyProposer
+from sparrow_jax.generation.speculative.hybrid import HybridProposer
 from sparrow_jax.generation.speculative.proposer import Proposer, SparrowProposer
-from sparrow_jax.generation.speculative.tree import TreeShape
+from sparrow_jax.generation.speculative.tree import HybridShape, TreeShape
 from sparrow_jax.generation.state import DecodeConfig, PromptState, StopSequences
 from sparrow_jax.inputs import PromptBatch, bucket, pad_to, prepare, text_positions
 from sparrow_jax.sampling import Sampler, SamplingConfig, row_keys
@@ -56,6 +58,7 @@ def setup(
     prefill_chunk: int = 512,
     draft=None,
     tree: TreeShape | None = None,
+    copy: CopyConfig | int | None = None,
     draft_chunk: int = 64,
     draft_sees_visual: bool = False,
 ) -> Request:
@@ -77,10 +80,8 @@ def setup(
     if batch.input_ids.shape[1] > prefill_chunk:
         batch = pad_to(batch, bucket(batch.input_ids.shape[1], prefill_chunk), pad_id)
     width = batch.input_ids.shape[1]
-    if draft is not None and not hasattr(draft, "propose"):  # a draft model: wrap it as the Sparrow proposer
-        if problem := draft_mismatch(draft.config, target.lm.config):
-            raise ValueError(problem)
-        draft = SparrowProposer.create(draft, tree or TreeShape(), sampler, draft_chunk)
+    draft = proposer_of(target, draft, tree=tree, copy=CopyConfig.of(copy), sampler=sampler, draft_chunk=draft_chunk,
+                        draft_sees_visual=draft_sees_visual)
     shape = None if draft is None else draft.shape
     need = _slots(width, max_new_tokens, shape)
     capacity = round_capacity(need) if capacity is None else capacity
@@ -101,6 +102,24 @@ def setup(
     config = DecodeConfig(token_bucket(max_new_tokens), int(pad_id), tuple(int(t) for t in stops), shape)
     return Request(graphdef, params, batch, prompt, capacity, min(width, prefill_chunk), max_new_tokens, config,
                    draft, row_keys(seed, batch.batch))
+
+
+def proposer_of(target, draft, *, tree: TreeShape | None, copy: CopyConfig | None, sampler: Sampler,
+                draft_chunk: int, draft_sees_visual: bool) -> Proposer | None:
+    """The proposer for `draft` (a draft model is wrapped as the Sparrow proposer) and `copy`: copies alone,
+    or merged into the draft's tree (`hybrid.HybridProposer`); None: autoregressive."""
+    if draft is not None and not hasattr(draft, "propose"):  # a draft model: wrap it as the Sparrow proposer
+        if problem := draft_mismatch(draft.config, target.lm.config):
+            raise ValueError(problem)
+        # In a hybrid every candidate is deterministic (verified by sample_tree): a chain drafts its argmax.
+        draft = SparrowProposer.create(draft, tree or TreeShape(), sampler if copy is None else Sampler.of(),
+                                       draft_chunk)
+    if copy is None:
+        return draft
+    if draft_sees_visual:
+        raise UserError("copy drafting reads the prompt's text only; draft_sees_visual=True (the all-token "
+                        "baseline) cannot be combined with copy: drop one of them")
+    return CopyProposer(copy) if draft is None else HybridProposer.create(draft, copy)
 
 
 def stop_sequence_rows(stop_sequences, batch: int, vocab_size: int) -> list[list[list[int]]] | None:
@@ -136,17 +155,26 @@ def token_bucket(max_new_tokens: int) -> int:
     return max(16, 1 << (max_new_tokens - 1).bit_length())
 
 
-def kv_slots_needed(prompt_tokens: int, max_new_tokens: int, tree: TreeShape | None = None,
+def kv_slots_needed(prompt_tokens: int, max_new_tokens: int, tree: TreeShape | HybridShape | None = None,
                     prompt_bucket: int = 64, prefill_chunk: int = 512) -> int:
     """KV cache slots a row of `prompt_tokens` needs: the prompt padded to its bucket (to a multiple of
-    `prefill_chunk` when longer than one chunk), the new tokens and, when speculating, one tree past them."""
+    `prefill_chunk` when longer than one chunk), the new tokens and, when speculating, one tree past them
+    (`tree`: the proposer's shape, `proposal_shape` for a draft and copies)."""
     width = bucket(prompt_tokens, prompt_bucket)
     if width > prefill_chunk:
         width = bucket(width, prefill_chunk)
     return _slots(width, max_new_tokens, tree)
 
 
-def _slots(width: int, max_new_tokens: int, tree: TreeShape | None) -> int:
+def proposal_shape(tree: TreeShape | None, copy: CopyConfig | int | None, draft: bool = True):
+    """The shape a request's proposer has: the draft's `tree` (default EAGLE-2's) with `copy` copies
+    merged in, copies alone without a `draft`, None without either."""
+    copy = CopyConfig.of(copy)
+    tree = (tree or TreeShape()) if draft else None
+    return tree if copy is None else HybridShape(tree, copy.tokens)
+
+
+def _slots(width: int, max_new_tokens: int, tree: TreeShape | HybridShape | None) -> int:
     # Speculation writes a whole tree past the committed tokens and may commit a path past max_new.
     return width + max_new_tokens + (0 if tree is None else tree.total + tree.max_depth)
 

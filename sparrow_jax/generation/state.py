@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from sparrow_jax.generation.speculative.tree import TreeShape
+from sparrow_jax.generation.speculative.tree import HybridShape, TreeShape
 from sparrow_jax.kv_cache import KVCache
 from sparrow_jax.sampling import Sampler
 
@@ -24,7 +24,7 @@ class DecodeConfig:
     max_new_tokens: int  # the token buffer's length: the most any row may generate (rows: PromptState.max_new)
     pad_id: int = 0
     stop_ids: tuple[int, ...] = ()  # a row stops after any of these
-    tree: TreeShape | None = None  # the proposer's draft budget; None: autoregressive
+    tree: TreeShape | HybridShape | None = None  # the proposer's draft budget; None: autoregressive
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -94,7 +94,7 @@ class Prefilled:
 class GenerateOutput:
     tokens: np.ndarray  # [B, max_new_tokens] int32; positions past a row's length hold pad_id
     lengths: np.ndarray  # [B] generated tokens per row, a final EOS included
-    stats: dict  # prefill_s, decode_s, new_tokens, cycles, tau, acceptance, decode_tokens_per_s
+    stats: dict  # prefill_s, decode_s, new_tokens, cycles, tau, acceptance, decode_tokens_per_s (+ accepted_from)
     text: list[str] | None = None  # each row's decoded text, when generated with a tokenizer (`Engine`)
 
     def token_ids(self) -> list[list[int]]:
@@ -102,8 +102,12 @@ class GenerateOutput:
         return [t[:n].tolist() for t, n in zip(self.tokens, self.lengths)]
 
 
-def generation_stats(lengths, cycles, accepted, prefill_s: float, decode_s: float) -> dict:
+def generation_stats(lengths, cycles, accepted, prefill_s: float, decode_s: float, sources=None) -> dict:
+    """The statistics of a decoding; `sources` [B, 3] (hybrid drafting) adds `accepted_from`: the accepted
+    draft tokens (bonus tokens not counted) that only the draft, only the copies, or both proposed."""
     new, n_cycles = int(np.sum(lengths)), int(np.sum(cycles))
+    extra = {} if sources is None else {"accepted_from": dict(zip(("draft", "copy", "both"),
+                                                                  np.sum(sources, 0).tolist()))}
     return {
         "prefill_s": prefill_s,
         "decode_s": decode_s,
@@ -113,4 +117,5 @@ def generation_stats(lengths, cycles, accepted, prefill_s: float, decode_s: floa
         "tau": (new - len(lengths)) / max(n_cycles, 1),
         "acceptance": (np.sum(accepted, 0) / max(n_cycles, 1)).tolist(),  # P(accepted path reaches depth d)
         "decode_tokens_per_s": new / max(decode_s, 1e-9),
+        **extra,
     }

@@ -85,9 +85,9 @@ class TokenStream:
                 break
             s = advance(s)
         if r.proposer is None:
-            cycles, accepted = n - 1, jnp.zeros((len(n), 0), jnp.int32)
+            cycles, accepted, sources = n - 1, jnp.zeros((len(n), 0), jnp.int32), None
         else:
-            cycles, accepted = jax.device_get((s.cycles, s.accepted))
+            cycles, accepted, sources = jax.device_get((s.cycles, s.accepted, s.sources))
         tokens = tokens[:, :max_new]
-        self.output = self._finish(GenerateOutput(tokens, n, generation_stats(n, cycles, accepted, self.prefill_s,
-                                                                              time.perf_counter() - t1)))
+        stats = generation_stats(n, cycles, accepted, self.prefill_s, time.perf_counter() - t1, sources)
+        self.output = self._finish(GenerateOutput(tokens, n, stats))

@@ -14,6 +14,7 @@ from flax import struct
 
 from sparrow_jax.generation.speculative import verify
 from sparrow_jax.generation.speculative.proposer import Accepted, Proposer
+from sparrow_jax.generation.speculative.tree import HybridShape
 from sparrow_jax.generation.state import DecodeConfig, PromptState
 from sparrow_jax.kv_cache import KVCache
 from sparrow_jax.sampling import mark_seen, penalize, sample, seen_tokens, split_rows
@@ -32,6 +33,7 @@ class SpecState:
     accepted: jax.Array  # [B, max_depth] cycles whose accepted path reached depth d + 1
     key: jax.Array  # [B] one PRNG key per row (sampling.row_keys)
     seen: jax.Array | None = None  # [B, V] tokens so far (prompt included), when a repetition penalty applies
+    sources: jax.Array | None = None  # [B, 3] accepted draft tokens by source (DRAFT, COPY, BOTH): hybrid trees
 
 
 def start(target, proposer: Proposer, prompt: PromptState, *, logits, hidden, cache: KVCache, key,
@@ -51,6 +53,7 @@ def start(target, proposer: Proposer, prompt: PromptState, *, logits, hidden, ca
             False if prompt.stops is None else prompt.stops.ends(first[:, None], jnp.ones((b,), jnp.int32))),
         cycles=jnp.zeros((b,), jnp.int32), accepted=jnp.zeros((b, dmax), jnp.int32), key=key,
         seen=None if seen is None else mark_seen(seen, first),
+        sources=jnp.zeros((b, 3), jnp.int32) if isinstance(config.tree, HybridShape) else None,
     )
 
 
@@ -106,7 +109,16 @@ def cycle(target, proposer: Proposer, s: SpecState, config: DecodeConfig) -> Spe
         accepted=s.accepted + (active[:, None] & (n[:, None] >= jnp.arange(1, dmax + 1))).astype(jnp.int32),
         key=key,
         seen=None if s.seen is None else mark_seen(s.seen, jnp.where(i < count[:, None], seq, s.seen.shape[1])),
+        sources=s.sources if s.sources is None or tree.source is None else s.sources + _sources(
+            tree, path, jnp.minimum(n, count)),
     )
+
+
+def _sources(tree, path, emitted):
+    """[B, 3] the sources (Tree.source) of the `emitted` [B] accepted draft tokens on `path`."""
+    src = jnp.take_along_axis(tree.source, path[:, 1:], axis=1)  # [B, max_depth]
+    on = jnp.arange(src.shape[1])[None] < emitted[:, None]
+    return jnp.sum(jax.nn.one_hot(src, 3, dtype=jnp.int32) * on[..., None], axis=1)
 
 
 def decode(target, proposer: Proposer, s: SpecState, config: DecodeConfig) -> SpecState:

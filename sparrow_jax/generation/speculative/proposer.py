@@ -1,6 +1,7 @@
 """Proposers: what proposes a draft tree each cycle of the speculative loop (`Proposer`), and the
 Sparrow draft's (`SparrowProposer`). `oracle.OracleProposer` proposes known tokens, for tests and
-benchmarks; the all-token (EAGLE/MSD-style) baseline is `SparrowProposer` fed every prompt position
+benchmarks; `copy.CopyProposer` proposes copies of earlier text and `hybrid.HybridProposer` merges them
+into a draft's tree; the all-token (EAGLE/MSD-style) baseline is `SparrowProposer` fed every prompt position
 (`generate(..., draft_sees_visual=True)`), not only the text ones.
 """
 
@@ -12,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from sparrow_jax.generation.speculative.tree import Tree, TreeShape, draft_tree
+from sparrow_jax.generation.speculative.tree import HybridShape, Tree, TreeShape, draft_tree
 from sparrow_jax.generation.speculative.window_cache import WindowCache
 from sparrow_jax.kv_cache import causal_mask
 from sparrow_jax.sampling import Sampler, SamplingConfig
@@ -33,8 +34,9 @@ class Proposer(Protocol):
     """A proposer is a pytree (its arrays pass through `jax.jit`; the rest is static) that the
     speculative loop (`loop.cycle`) calls each cycle. Its state is any pytree of its own.
 
-    - `shape`: the static draft budget; every `propose` returns a Tree of `shape.total` nodes whose
-      accepted path holds at most `shape.max_depth` draft tokens.
+    - `shape`: the static draft budget (a `TreeShape`, or a `HybridShape` for a tree with copies): every
+      `propose` returns a Tree of `shape.total` nodes whose accepted path holds at most `shape.max_depth`
+      draft tokens; `shape.is_chain` says the tree is a chain (verified with its q at T > 0).
     - `start(target, prompt, hidden=, first=)`: after the target's prefill; `prompt` the
       `PromptState` (ids, text positions), `hidden` [B, L, H] the prompt's final hidden states,
       `first` [B] the first generated token. Returns the initial state.
@@ -42,10 +44,12 @@ class Proposer(Protocol):
       target produced), `n_out` [B] the tokens generated so far, `key` [B] one PRNG key per row (draw
       each row's randomness from its own key: `sampling.split_rows`), and the new state.
     - `commit(target, state, accepted)`: this cycle's `Accepted` pairs; returns the state.
+    - `needs_hidden` (optional, default True): False when `start` never reads `hidden` (prefill then keeps
+      no [B, L, H] states for it).
     Verification is lossless whatever tree `propose` returns (see `verify`).
     """
 
-    shape: TreeShape
+    shape: TreeShape | HybridShape
 
     def start(self, target, prompt, *, hidden, first) -> Any: ...
 
@@ -69,6 +73,9 @@ class SparrowProposer:
     shape: TreeShape = struct.field(pytree_node=False)
     sampling: Sampler  # traced values (T > 0 chains draw from the draft's processed distribution)
     chunk: int = struct.field(pytree_node=False)
+    # Pairs one commit may write (0: the draft's own max_depth + 1); a hybrid's copy branch may accept
+    # longer paths than the draft drafts, and the ring must hold a whole commit (window_cache).
+    commit_width: int = struct.field(pytree_node=False, default=0)
 
     @classmethod
     def create(cls, draft, shape: TreeShape, sampling: Sampler | SamplingConfig = SamplingConfig(),
@@ -102,8 +109,8 @@ class SparrowProposer:
         generated token, `chunk` pairs per draft forward."""
         draft, ids, text_index, text_len = self.draft, prompt.ids, prompt.text_index, prompt.text_len
         b, t = text_index.shape
-        dcache = WindowCache.create(draft.config, b, max(self.chunk, self.shape.max_depth + 1), self.shape.scratch,
-                                    draft.dtype)
+        widest = max(self.chunk, self.shape.max_depth + 1, self.commit_width)
+        dcache = WindowCache.create(draft.config, b, widest, self.shape.scratch, draft.dtype)
         h = jnp.take_along_axis(hidden, text_index[..., None], axis=1)
         nxt = jnp.take_along_axis(ids, text_index, axis=1)
         nxt = jnp.concatenate([nxt[:, 1:], nxt[:, -1:]], axis=1)  # the token at the next text position

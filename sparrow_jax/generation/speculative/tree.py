@@ -11,6 +11,8 @@ At temperature > 0 a chain samples each token from the draft's (temperature/top-
 q and keeps q for the min(1, p/q) rule; a tree keeps its deterministic top-k candidates, each verified
 as a draw from a point mass (`verify.sample_tree`), which is exact for any candidate set and so lets the
 value-dependent EAGLE-2 pruning stay.
+
+`HybridShape` is the budget of a draft tree plus a copy chain merged into it (`hybrid.py`).
 """
 
 from __future__ import annotations
@@ -67,6 +69,38 @@ class TreeShape:
         return np.concatenate([np.ones(self.top_k, np.int32)] + [np.full(self.top_k**2, s + 1, np.int32) for s in range(1, self.depth + 1)])
 
 
+# Tree.source values: where a node's token came from (for the statistics of accepted tokens).
+DRAFT, COPY, BOTH = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class HybridShape:
+    """The static budget of a draft tree (`draft`, None for copies alone) plus `copy` copy nodes."""
+
+    draft: TreeShape | None
+    copy: int
+
+    def __post_init__(self):
+        if self.copy < 1:
+            raise ValueError(f"a hybrid needs copy >= 1 copy nodes, got {self.copy}")
+
+    @property
+    def total(self) -> int:
+        return (1 if self.draft is None else self.draft.total) + self.copy
+
+    @property
+    def max_depth(self) -> int:
+        return max(0 if self.draft is None else self.draft.max_depth, self.copy)
+
+    @property
+    def is_chain(self) -> bool:
+        return False  # verified as a tree of deterministic candidates, compacted like one
+
+    @property
+    def scratch(self) -> int:
+        return 1 if self.draft is None else self.draft.scratch
+
+
 @struct.dataclass
 class Tree:
     tokens: jax.Array  # [B, N] node tokens; node 0 = root
@@ -75,6 +109,7 @@ class Tree:
     mask: jax.Array  # [B, N, N] ancestor-or-self
     valid: jax.Array  # [B, N] False for a node whose parent was not kept (cannot be accepted)
     q: jax.Array | None = None  # [B, N, V] draft distribution each node was sampled from (T > 0 chains)
+    source: jax.Array | None = None  # [B, N] DRAFT, COPY or BOTH per node (hybrid trees: accepted-token statistics)
 
 
 def ancestor_mask(parent, max_depth: int):
