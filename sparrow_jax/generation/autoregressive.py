@@ -37,7 +37,7 @@ def start(logits, cache: KVCache, prompt: PromptState, *, key, config: DecodeCon
         step=jnp.int32(1),
         tokens=tokens,
         last=first,
-        done=config.is_stop(first) | (prompt.max_new <= 1) | _stop_sequence(prompt, tokens, 1),
+        done=config.is_stop(first) | (prompt.max_new <= 1) | prompt.stopped(tokens, 1),
         lengths=jnp.ones((b,), jnp.int32),
         cache=cache,
         prompt=prompt,
@@ -63,19 +63,12 @@ def step(target, s: ARState, config: DecodeConfig) -> ARState:
         tokens=tokens,
         last=tok,
         done=s.done | config.is_stop(tok) | (s.step + 1 >= s.prompt.max_new)
-        | _stop_sequence(s.prompt, tokens, s.step + 1),
+        | s.prompt.stopped(tokens, s.step + 1),
         lengths=s.lengths + (~s.done).astype(jnp.int32),
         cache=out.cache.advance(1),
         key=key,
         seen=None if s.seen is None else mark_seen(s.seen, tok),
     )
-
-
-def _stop_sequence(prompt: PromptState, tokens, end):
-    """[B] whether each row's tokens before `end` end with one of its stop sequences."""
-    if prompt.stops is None:
-        return False
-    return prompt.stops.ends(tokens, jnp.broadcast_to(end, tokens.shape[:1]))
 
 
 def decode(target, s: ARState, config: DecodeConfig) -> ARState:

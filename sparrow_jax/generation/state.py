@@ -80,6 +80,13 @@ class PromptState:
     text_len: jax.Array | None = None  # [B] how many of them are real
     stops: StopSequences | None = None  # token sequences that end a row (None: only stop ids do)
 
+    def stopped(self, tokens, end):
+        """[B] whether each row's generated tokens [B, T] before `end` (a scalar or [B]) end with one of its
+        stop sequences; False without any."""
+        if self.stops is None:
+            return False
+        return self.stops.ends(tokens, jnp.broadcast_to(end, tokens.shape[:1]))
+
 
 @struct.dataclass
 class Prefilled:

@@ -49,8 +49,7 @@ def start(target, proposer: Proposer, prompt: PromptState, *, logits, hidden, ca
         cache=cache, proposer=proposer.start(target, prompt, hidden=hidden, first=first), prompt=prompt,
         root=first, tokens=jnp.full((b, max_new + dmax + 1), config.pad_id, jnp.int32).at[:, 0].set(first),
         n_out=jnp.ones((b,), jnp.int32),
-        done=config.is_stop(first) | (prompt.max_new <= 1) | (
-            False if prompt.stops is None else prompt.stops.ends(first[:, None], jnp.ones((b,), jnp.int32))),
+        done=config.is_stop(first) | (prompt.max_new <= 1) | prompt.stopped(first[:, None], 1),
         cycles=jnp.zeros((b,), jnp.int32), accepted=jnp.zeros((b, dmax), jnp.int32), key=key,
         seen=None if seen is None else mark_seen(seen, first),
         sources=jnp.zeros((b, 3), jnp.int32) if isinstance(config.tree, HybridShape) else None,
