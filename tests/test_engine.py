@@ -1,4 +1,4 @@
-"""The Engine: compiled programs reused across requests whose sampling values and token limits differ,
+"""The Engine: compiled programs reused across requests whose sampling values, token limits and stop tokens differ,
 HF-style generation settings (generation_config.json defaults, do_sample), HF's repetition penalty
 (against HF generate, and lossless with a draft), decoded text in the outputs."""
 
@@ -26,11 +26,12 @@ def test_other_sampling_values_and_limits_reuse_the_compiled_programs(llava, one
     target = llava[3]
     for draft, jitted in ((None, decoding._decode), (make_draft(target, window=8), decoding._speculate)):
         engine = Engine(target, draft, tree=TreeShape.chain(2))
-        engine.generate(prompts, pix, temperature=0.7, top_p=0.9, top_k=3, seed=1, max_new_tokens=10)
+        engine.generate(prompts, pix, temperature=0.7, top_p=0.9, top_k=3, seed=1, max_new_tokens=10,
+                        eos_token_id=[3, 4])
         before = jitted._cache_size()
         out = engine.generate(prompts, pix, temperature=1.3, top_p=0.5, top_k=4, seed=2, max_new_tokens=14,
                               repetition_penalty=1.0)
-        assert jitted._cache_size() == before  # same power-of-two top-k width, token bucket 16
+        assert jitted._cache_size() == before  # same power-of-two top-k width, token bucket 16, stop-id slots
         assert out.tokens.shape == (1, 14) and out.lengths[0] == 14
 
 

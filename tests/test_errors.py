@@ -65,7 +65,7 @@ def test_raw_looking_float_pixels_warn_and_valid_ones_do_not(llava, inputs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         request = setup(llava[3], [prompt], [video], eos_token_id=[127], temperature=0.5, top_p=0.9)
-    assert request.config.stop_ids == (127,)
+    assert request.prompt.stop_ids.tolist() == [[127, -1]]
 
 
 def edited(src, dst, **changes):

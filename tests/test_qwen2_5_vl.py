@@ -165,8 +165,8 @@ def test_speculative_greedy_is_lossless_on_qwen(qwen):
     layers = TextConfig(vocab_size=160, hidden_size=64, intermediate_size=96, num_layers=1, num_heads=4,
                         num_kv_heads=2, head_dim=16)
     draft = build_model(DraftConfig(layers, window=8), rngs=nnx.Rngs(1))
-    for tree in (TreeShape.chain(3), TreeShape(4, 2, 10)):
-        assert infer.generate(ours, prompts, videos, max_new_tokens=16, draft=draft, tree=tree).token_ids() == ref
+    # A tree (a chain is its top_k = 1 case, tested so in test_speculative.py): positions at each depth.
+    assert infer.generate(ours, prompts, videos, max_new_tokens=16, draft=draft, tree=TreeShape(4, 2, 10)).token_ids() == ref
     # The oracle's paths are accepted, so accepted tokens' k/v (computed at tree positions) are reused.
     from sparrow_jax.generation.speculative.oracle import OracleProposer
 

@@ -50,7 +50,7 @@ def test_sparrow_draft_greedy_is_lossless(llava, batch, greedy_ref, tree):
     assert out.stats["cycles"] >= 1 and len(out.stats["acceptance"]) == tree.max_depth
 
 
-@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("k", [1, 4])
 def test_chain_drafting_builds_the_top_k_tree(k):
     """A chain is drafted without the tree's ranking; it must be the tree the top-k expansion builds with
     top_k = 1 (tokens, parents, depths, mask, validity), its steps seeing the same ancestors."""
@@ -162,12 +162,11 @@ def test_ragged_batch_of_three(llava):
     rng = np.random.default_rng(5)
     prompts = [video_prompt(rng, 1, 3, 2), video_prompt(rng, 1, 9, 6), video_prompt(rng, 1, 5, 12)]
     _, pix = random_video(rng, 3, 1)
-    draft = make_draft(target, window=8)
     ref = infer.generate(target, prompts, pix, max_new_tokens=12).token_ids()
-    for tree in (TreeShape.chain(3), TreeShape(3, 2, 9)):
-        assert infer.generate(target, prompts, pix, max_new_tokens=12, draft=draft, tree=tree).token_ids() == ref
-    full = oracle(ref, TreeShape(2, 2, 6))
-    assert infer.generate(target, prompts, pix, max_new_tokens=12, draft=full).token_ids() == ref
+    # A tree only: chains over ragged rows and full acceptance are tested on the two-row batch above.
+    out = infer.generate(target, prompts, pix, max_new_tokens=12, draft=make_draft(target, window=8),
+                         tree=TreeShape(3, 2, 9))
+    assert out.token_ids() == ref
 
 
 def test_always_wrong_proposer_accepts_nothing(llava, batch, greedy_ref):

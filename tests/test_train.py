@@ -370,8 +370,9 @@ def _run_until(argv, condition, timeout=300):
 
 
 def test_killed_runs_resume_to_the_same_parameters(tiny, tmp_path):
-    """kill -9 during regeneration, then during an asynchronous checkpoint write; the same command again
-    finishes with parameters bit-identical to an uninterrupted run; finished batches and steps are kept."""
+    """kill -9 during an asynchronous checkpoint write; the same command again finishes with parameters
+    bit-identical to an uninterrupted run, no finished step redone. (An interrupted regeneration keeping its
+    finished batches: test_regeneration_resumes_and_a_cut_output_is_refused; each part is written atomically.)"""
     source = data.read_manifest(tiny[0].data.manifest)[:4]
     data.write_manifest(tmp_path / "small.jsonl", data.absolute_paths(source))
 
@@ -382,17 +383,13 @@ def test_killed_runs_resume_to_the_same_parameters(tiny, tmp_path):
 
     ref = run(config.load(TINY, overrides(tmp_path / "ref")))
     wd = tmp_path / "faulty"
-    parts, ckpts = wd / "regenerated.jsonl.parts", wd / "checkpoints"
-    _run_until(overrides(wd), lambda: any(parts.glob("0*.json")))  # killed regenerating
-    assert not (wd / "regenerated.jsonl").exists()
-    kept = len(list(parts.glob("0*.json")))
+    ckpts = wd / "checkpoints"
 
     def saving_after_step_2():  # step 2's checkpoint is done and a later one is being written
         names = os.listdir(ckpts) if ckpts.is_dir() else []
         return "2" in names and any("tmp" in n for n in names)
 
-    err = _run_until(overrides(wd), saving_after_step_2)
-    assert f"resuming, {kept} finished batches kept" in err
+    _run_until(overrides(wd), saving_after_step_2)
     finished = max(int(n) for n in os.listdir(ckpts) if n.isdigit())
     resumed = run(config.load(TINY, overrides(wd)))
     assert resumed.history[0]["step"] == finished + 1  # no finished step is redone

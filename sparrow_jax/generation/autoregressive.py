@@ -37,7 +37,7 @@ def start(logits, cache: KVCache, prompt: PromptState, *, key, config: DecodeCon
         step=jnp.int32(1),
         tokens=tokens,
         last=first,
-        done=config.is_stop(first) | (prompt.max_new <= 1) | prompt.stopped(tokens, 1),
+        done=prompt.is_stop(first) | (prompt.max_new <= 1) | prompt.stopped(tokens, 1),
         lengths=jnp.ones((b,), jnp.int32),
         cache=cache,
         prompt=prompt,
@@ -62,7 +62,7 @@ def step(target, s: ARState, config: DecodeConfig) -> ARState:
         step=s.step + 1,
         tokens=tokens,
         last=tok,
-        done=s.done | config.is_stop(tok) | (s.step + 1 >= s.prompt.max_new)
+        done=s.done | s.prompt.is_stop(tok) | (s.step + 1 >= s.prompt.max_new)
         | s.prompt.stopped(tokens, s.step + 1),
         lengths=s.lengths + (~s.done).astype(jnp.int32),
         cache=out.cache.advance(1),

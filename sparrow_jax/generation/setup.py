@@ -98,8 +98,9 @@ def setup(
     stop_rows = stop_sequence_rows(stop_sequences, batch.batch, vocab)
     prompt = PromptState(jnp.asarray(batch.input_ids), jnp.asarray(batch.rope_delta),
                          jnp.full((batch.batch,), max_new_tokens, jnp.int32), sampler, text_index, text_len,
-                         None if stop_rows is None else StopSequences.of(stop_rows))
-    config = DecodeConfig(token_bucket(max_new_tokens), int(pad_id), tuple(int(t) for t in stops), shape)
+                         None if stop_rows is None else StopSequences.of(stop_rows),
+                         PromptState.stop_id_rows([int(t) for t in stops], batch.batch))
+    config = DecodeConfig(token_bucket(max_new_tokens), int(pad_id), shape)
     return Request(graphdef, params, batch, prompt, capacity, min(width, prefill_chunk), max_new_tokens, config,
                    draft, row_keys(seed, batch.batch))
 

@@ -18,22 +18,22 @@ from sparrow_jax.sampling import Sampler
 @dataclasses.dataclass(frozen=True)
 class DecodeConfig:
     """How to decode: static (hashable), so it is a compile-time argument of the decode jits. What may
-    change from request to request without recompiling (sampling values, each row's token limit) is in
-    `PromptState`."""
+    change from request to request without recompiling (sampling values, each row's token limit, stop
+    tokens and stop sequences) is in `PromptState`."""
 
     max_new_tokens: int  # the token buffer's length: the most any row may generate (rows: PromptState.max_new)
     pad_id: int = 0
-    stop_ids: tuple[int, ...] = ()  # a row stops after any of these
     tree: TreeShape | HybridShape | None = None  # the proposer's draft budget; None: autoregressive
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
-    def is_stop(self, t):
-        """Whether each token of `t` (any shape) is a stop token."""
-        stops = jnp.asarray(self.stop_ids or (-1,), jnp.int32)
-        return jnp.any(t[..., None] == stops, axis=-1)
+
+
+def pow2(n: int, least: int) -> int:
+    """n rounded up to a power of two, at least `least`: the bucket of a traced list's length."""
+    return max(least, 1 << (max(n, 1) - 1).bit_length())
 
 
 @struct.dataclass
@@ -48,7 +48,6 @@ class StopSequences:
     @classmethod
     def of(cls, rows: list[list[list[int]]]) -> "StopSequences":
         """From each row's list of token-id sequences (S and L rounded up to powers of two)."""
-        pow2 = lambda n, least: max(least, 1 << (max(n, 1) - 1).bit_length())  # noqa: E731
         s = pow2(max(len(r) for r in rows), 2)
         width = pow2(max((len(q) for r in rows for q in r), default=1), 4)
         ids, lengths = np.full((len(rows), s, width), -1, np.int32), np.zeros((len(rows), s), np.int32)
@@ -79,6 +78,24 @@ class PromptState:
     text_index: jax.Array | None = None  # [B, T] prompt positions the draft reads (speculative only)
     text_len: jax.Array | None = None  # [B] how many of them are real
     stops: StopSequences | None = None  # token sequences that end a row (None: only stop ids do)
+    # [B, E] token ids a row stops after (-1 pads; E bucketed): traced, so another EOS set (another model's
+    # generation config, a request's own) reuses the compiled programs. None: no stop tokens.
+    stop_ids: jax.Array | None = None
+
+    @staticmethod
+    def stop_id_rows(ids, batch: int) -> jax.Array:
+        """The `stop_ids` array for the same stop tokens `ids` on each of `batch` rows (at least 2 slots:
+        models have one or two EOS ids, and both share a program)."""
+        row = np.full((pow2(len(ids), 2),), -1, np.int32)
+        row[: len(ids)] = ids
+        return jnp.asarray(np.tile(row, (batch, 1)))
+
+    def is_stop(self, t):
+        """Whether each token of `t` ([B] or [B, T]) is one of its row's stop tokens."""
+        if self.stop_ids is None:
+            return jnp.zeros(t.shape, bool)
+        ids = self.stop_ids.reshape(self.stop_ids.shape[:1] + (1,) * (t.ndim - 1) + self.stop_ids.shape[1:])
+        return jnp.any(t[..., None] == ids, axis=-1)
 
     def stopped(self, tokens, end):
         """[B] whether each row's generated tokens [B, T] before `end` (a scalar or [B]) end with one of its

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from sparrow_jax.config import LlavaOnevisionConfig, Qwen25VLConfig
 from sparrow_jax.processing import llava_onevision, qwen2_5_vl
 from sparrow_jax.processing.common import expand_video_placeholder

@@ -49,7 +49,7 @@ def start(target, proposer: Proposer, prompt: PromptState, *, logits, hidden, ca
         cache=cache, proposer=proposer.start(target, prompt, hidden=hidden, first=first), prompt=prompt,
         root=first, tokens=jnp.full((b, max_new + dmax + 1), config.pad_id, jnp.int32).at[:, 0].set(first),
         n_out=jnp.ones((b,), jnp.int32),
-        done=config.is_stop(first) | (prompt.max_new <= 1) | prompt.stopped(first[:, None], 1),
+        done=prompt.is_stop(first) | (prompt.max_new <= 1) | prompt.stopped(first[:, None], 1),
         cycles=jnp.zeros((b,), jnp.int32), accepted=jnp.zeros((b, dmax), jnp.int32), key=key,
         seen=None if seen is None else mark_seen(seen, first),
         sources=jnp.zeros((b, 3), jnp.int32) if isinstance(config.tree, HybridShape) else None,
@@ -84,7 +84,7 @@ def cycle(target, proposer: Proposer, s: SpecState, config: DecodeConfig) -> Spe
     nxt = jnp.take_along_axis(tree.tokens, jnp.concatenate([path[:, 1:], path[:, -1:]], axis=1), axis=1)
     seq = jnp.where(i < n[:, None], nxt, jnp.where(i == n[:, None], bonus[:, None], pad_id))
     active = ~s.done
-    stops = config.is_stop(seq)
+    stops = s.prompt.is_stop(seq)
     if s.prompt.stops is not None:  # the output so far ending with a stop sequence at each of this cycle's tokens
         ahead = jax.vmap(lambda buf, w, at: jax.lax.dynamic_update_slice(buf, w, (at,)))(s.tokens, seq, s.n_out)
         stops = stops | jnp.stack([s.prompt.stops.ends(ahead, s.n_out + j + 1) for j in range(dmax + 1)], axis=1)
