@@ -93,7 +93,7 @@ def load_params(directory, dtype: str | None = None, on_host: bool = False, mesh
 
     `on_host`: numpy arrays instead, read whole by every process (multi-process jobs that shard them
     themselves; a plain restore there would look for the topology the checkpoint was saved with).
-    `mesh`: each parameter restored straight into its shards on the mesh (`sharding.param_shardings`):
+    `mesh`: each parameter restored straight into its shards on the mesh (`sharding.serving_rules`):
     each device reads only its own slice, no parameter is ever whole on one device."""
     directory = Path(directory).absolute()
     atomic.recover(directory)  # a kill between the renames of a two-rename swap (no renameat2)
@@ -119,7 +119,7 @@ def load_params(directory, dtype: str | None = None, on_host: bool = False, mesh
             return config, jax.tree.map(lambda a: np.asarray(a).astype(dtype), params), dtype
         if mesh is not None:
             abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
-                                    sharding.param_shardings(model, mesh))
+                                    sharding.param_shardings(model, mesh, sharding.serving_rules(model, mesh)))
         with ocp.StandardCheckpointer() as ckptr:
             params = ckptr.restore(directory / PARAMS, abstract)
     return config, jax.tree.map(lambda a: a.astype(dtype), params), dtype  # a cast keeps each shard in place

@@ -99,7 +99,7 @@ class KVCache:
         dst = self.lengths[:, None] + jnp.arange(path.shape[1])
         k = self.k.at[:, rows, :, dst].set(self.k[:, rows, :, src], mode="drop")
         v = self.v.at[:, rows, :, dst].set(self.v[:, rows, :, src], mode="drop")
-        return self.replace(k=k, v=v)
+        return self.replace(k=constrain(k, LAYOUT), v=constrain(v, LAYOUT))
 
 
 def zeros(shape, dtype):
@@ -123,7 +123,10 @@ def scatter(k_all, v_all, k_new, v_new, where):
     # so the selected entries are [B, N, L, Hkv, D].
     new = lambda x, like: jnp.transpose(x, (1, 2, 0, 3, 4)).astype(like.dtype)  # noqa: E731
     k_all = k_all.at[:, rows, :, slots].set(new(k_new, k_all), mode="drop")
-    return k_all, v_all.at[:, rows, :, slots].set(new(v_new, v_all), mode="drop")
+    v_all = v_all.at[:, rows, :, slots].set(new(v_new, v_all), mode="drop")
+    # On a mesh the cache keeps its layout's sharding: else XLA may follow the new entries' (e.g. split over
+    # head_dim when a projection's shard holds part of a head) and gather the whole cache back every step.
+    return constrain(k_all, LAYOUT), constrain(v_all, LAYOUT)
 
 
 def causal_mask(batch: int, n: int):

@@ -76,9 +76,24 @@ def param_shardings(model, mesh: Mesh, rules=RULES) -> dict:
                         is_leaf=lambda x: isinstance(x, P))
 
 
-def shard_model(model, mesh: Mesh, rules=RULES):
-    """`model` with its parameters placed on `mesh` by the table (other state replicated): each device
-    receives its own shards only. Returns a new module (the given one is left as it was)."""
+def serving_rules(model, mesh, rules=RULES) -> dict:
+    """The table for inference with `model` (a target or a draft, possibly abstract): attention heads are
+    split over `tensor` in whole heads only, else replicated. Split inside a head (the table shards the
+    flattened heads * head_dim axis), the k/v entries come out split over head_dim and XLA gathers the whole
+    KV cache back every decoding step (seen in the compiled HLO of LLaVA's 4/2 heads on tensor=8)."""
+    text = model.lm.config if hasattr(model, "lm") else model.config.layers
+    out = dict(rules)
+    for name, heads in (("q_heads", text.num_heads), ("kv_heads", text.num_kv_heads)):
+        if heads % mesh.shape["tensor"]:
+            out[name] = None
+    return out
+
+
+def shard_model(model, mesh: Mesh, rules=None):
+    """`model` with its parameters placed on `mesh` by the table (`serving_rules` by default; other state
+    replicated): each device receives its own shards only. Returns a new module (the given one is left as
+    it was)."""
+    rules = serving_rules(model, mesh) if rules is None else rules
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     placed = jax.tree.map(jax.device_put, nnx.to_pure_dict(params), param_shardings(model, mesh, rules))
     nnx.replace_by_pure_dict(params, placed)

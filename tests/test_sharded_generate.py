@@ -36,21 +36,25 @@ def test_mesh_tokens_equal_one_device(found, case):
 def test_parameters_and_caches_are_sharded(found):
     for family in ("llava", "qwen"):
         specs = found[f"{family}/specs"]
-        # [layers, embed, heads / mlp]: the last axis over `tensor` (the logical-axis table), the draft's too
-        assert specs["q_proj"][2] == specs["mlp_up"][2] == specs["draft_mlp_up"][1] == "tensor", specs
-        assert specs["embed"][0] == "tensor", specs  # vocab
+        # [layers, embed, mlp]: the MLP over `tensor` (the logical-axis table), the draft's too; vocab too
+        assert specs["mlp_up"][2] == specs["draft_mlp_up"][1] == "tensor", specs
+        assert specs["embed"][0] == "tensor", specs
         assert specs["ids"][0] == ["data", "fsdp"], specs  # prompt rows over the batch axes
-    # LLaVA's 2 KV heads on tensor=8: the cache replicated (one row axis of size 1: nothing split)
-    assert found["llava/specs"]["cache_k"] == [], found["llava/specs"]
-    # Qwen2.5-VL on data=4 x tensor=2: rows over data, its 2 KV heads over tensor; prompt states by rows
+    # LLaVA's 4 query / 2 KV heads on tensor=8: attention and the cache replicated over heads (whole heads
+    # only; one row axis of size 1: nothing split)
+    assert found["llava/specs"]["q_proj"][2] is None and found["llava/specs"]["cache_k"] == [], found["llava/specs"]
+    # Qwen2.5-VL on data=4 x tensor=2: heads over tensor; the cache's rows over data, its 2 KV heads over
+    # tensor; prompt states by rows
+    assert found["qwen/specs"]["q_proj"][2] == "tensor", found["qwen/specs"]
     assert found["qwen/specs"]["cache_k"][:3] == [None, "data", "tensor"], found["qwen/specs"]
     assert found["qwen/specs"]["hidden"][:1] == ["data"], found["qwen/specs"]
 
 
 def test_load_restores_into_shards(found):
-    for family in ("llava", "qwen"):
+    for family, heads in (("llava", None), ("qwen", "tensor")):
         restored = found[f"{family}/restored"]
-        assert restored["q_proj"][2] == "tensor" and restored["on_mesh"] and restored["same"], restored
+        assert restored["mlp_up"][2] == "tensor" and restored["q_proj"][2] == heads, restored
+        assert restored["on_mesh"] and restored["same"], restored
 
 
 def test_mesh_flag_errors():
