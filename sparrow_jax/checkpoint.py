@@ -26,7 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from sparrow_jax import atomic
+from sparrow_jax import atomic, sharding
 from sparrow_jax.config import (ConfigError, DraftConfig, LlavaOnevisionConfig, Qwen25VLConfig, draft_mismatch, load_config,
                                 save_config)
 from sparrow_jax.models import abstract_model
@@ -88,20 +88,23 @@ def _require_checkpoint(directory: Path) -> None:
         )
 
 
-def load_params(directory, dtype: str | None = None, on_host: bool = False) -> tuple[object, dict, str]:
+def load_params(directory, dtype: str | None = None, on_host: bool = False, mesh=None) -> tuple[object, dict, str]:
     """(config, params as a nested dict of jax arrays, dtype name) of a converted checkpoint.
 
     `on_host`: numpy arrays instead, read whole by every process (multi-process jobs that shard them
-    themselves; a plain restore there would look for the topology the checkpoint was saved with)."""
+    themselves; a plain restore there would look for the topology the checkpoint was saved with).
+    `mesh`: each parameter restored straight into its shards on the mesh (`sharding.param_shardings`):
+    each device reads only its own slice, no parameter is ever whole on one device."""
     directory = Path(directory).absolute()
     atomic.recover(directory)  # a kill between the renames of a two-rename swap (no renameat2)
     _require_checkpoint(directory)
     config = load_config(directory / CONFIG)
     stored = json.loads((directory / CONFIG).read_text()).get("dtype", "float32")
     dtype = dtype or stored
+    model = abstract_model(config)
     abstract = jax.tree.map(
         lambda shape: jax.ShapeDtypeStruct(shape, jnp.dtype(stored)),
-        param_shapes(abstract_model(config)),
+        param_shapes(model),
         is_leaf=lambda x: isinstance(x, tuple),
     )
     if problem := tree_mismatch(stored_tree(directory / PARAMS), abstract):
@@ -114,9 +117,12 @@ def load_params(directory, dtype: str | None = None, on_host: bool = False) -> t
                 params = ckptr.restore(directory / PARAMS,
                                        args=ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args))
             return config, jax.tree.map(lambda a: np.asarray(a).astype(dtype), params), dtype
+        if mesh is not None:
+            abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+                                    sharding.param_shardings(model, mesh))
         with ocp.StandardCheckpointer() as ckptr:
             params = ckptr.restore(directory / PARAMS, abstract)
-    return config, jax.tree.map(lambda a: a.astype(dtype), params), dtype
+    return config, jax.tree.map(lambda a: a.astype(dtype), params), dtype  # a cast keeps each shard in place
 
 
 def stored_tree(params_dir) -> dict:
@@ -191,10 +197,12 @@ def _quiet_closed_loops() -> None:
     sys.unraisablehook = hook
 
 
-def load(directory, dtype: str | None = None, on_host: bool = False):
+def load(directory, dtype: str | None = None, on_host: bool = False, mesh=None):
     """Load a converted checkpoint into its model (an `nnx.Module`), parameters in `dtype` (default: as stored);
-    `on_host`: as numpy arrays (see `load_params`)."""
-    config, params, dtype = load_params(directory, dtype, on_host)
+    `on_host`: as numpy arrays; `mesh`: each parameter restored into its shards there (see `load_params`)."""
+    if on_host and mesh is not None:
+        raise ValueError("load: on_host=True gives numpy arrays, mesh= device shards; ask for one of them")
+    config, params, dtype = load_params(directory, dtype, on_host, mesh)
     return assign(abstract_model(config, dtype=jnp.dtype(dtype)), params)
 
 
@@ -243,10 +251,10 @@ def draft_config(path, target_text, what: str = "--draft") -> DraftConfig:
     return config
 
 
-def load_draft(path, config: DraftConfig, window: int | None = None, dtype: str | None = None):
+def load_draft(path, config: DraftConfig, window: int | None = None, dtype: str | None = None, mesh=None):
     """The draft's weights into its model (`config` from `draft_config`), with the window cache resized to
-    `window` text slots if given."""
-    _, params, dtype = load_params(path, dtype)
+    `window` text slots if given; `mesh`: restored into its shards there (see `load_params`)."""
+    _, params, dtype = load_params(path, dtype, mesh=mesh)
     if window is not None:
         config = dataclasses.replace(config, window=window)
     return assign(abstract_model(config, dtype=jnp.dtype(dtype)), params)

@@ -18,7 +18,12 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from sparrow_jax.sharding import constrain
+
 SLOT_AXIS = 3  # of k/v [layers, batch, kv_heads, slots, head_dim]
+# Logical names of k/v's axes (`sharding.RULES`): on a mesh, rows over the batch axes and heads over
+# `tensor` where it divides the KV heads (else the heads are replicated), as the k/v projections' outputs.
+LAYOUT = ("layers", "batch", "kv_heads", None, None)
 
 
 @struct.dataclass
@@ -65,7 +70,7 @@ class KVCache:
     @classmethod
     def create(cls, num_layers: int, batch: int, capacity: int, kv_heads: int, head_dim: int, dtype) -> "KVCache":
         shape = (num_layers, batch, kv_heads, capacity, head_dim)
-        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch,), jnp.int32))
+        return cls(zeros(shape, dtype), zeros(shape, dtype), constrain(jnp.zeros((batch,), jnp.int32), ("batch",)))
 
     @property
     def capacity(self) -> int:
@@ -95,6 +100,12 @@ class KVCache:
         k = self.k.at[:, rows, :, dst].set(self.k[:, rows, :, src], mode="drop")
         v = self.v.at[:, rows, :, dst].set(self.v[:, rows, :, src], mode="drop")
         return self.replace(k=k, v=v)
+
+
+def zeros(shape, dtype):
+    """Empty k/v of `shape` (`LAYOUT`), born sharded on the mesh `sharding.on_mesh` sets: a cache made
+    inside a jit is never whole on one device."""
+    return constrain(jnp.zeros(shape, dtype), LAYOUT)
 
 
 def scatter(k_all, v_all, k_new, v_new, where):

@@ -21,6 +21,7 @@ from sparrow_jax.generation.prefill import prefill
 from sparrow_jax.generation.setup import Request
 from sparrow_jax.generation.speculative import loop
 from sparrow_jax.generation.state import DecodeConfig, GenerateOutput, Prefilled, PromptState, generation_stats
+from sparrow_jax.sharding import on_mesh, put_rows
 
 
 @partial(jax.jit, static_argnames=("graphdef", "config"), donate_argnames=("cache",))
@@ -44,10 +45,13 @@ def run_prefill(request: Request) -> tuple[Prefilled, float]:
     """The target's prefill of `request` (prompt hidden states kept when its proposer reads them), and its seconds."""
     t0 = time.perf_counter()
     b = request.batch
-    video = jax.tree.map(jnp.asarray, b.video)  # models cast pixels to their own dtype
-    out = prefill(request.graphdef, request.params, jnp.asarray(b.input_ids), jnp.asarray(b.lengths),
-                  jnp.asarray(b.positions), video, capacity=request.capacity, chunk=request.chunk,
-                  with_hidden=request.proposer is not None and getattr(request.proposer, "needs_hidden", True))
+    # Models cast pixels to their own dtype. On a mesh rows go over `data` (every [B, ...] array).
+    ids, lengths, positions, video = put_rows(jax.tree.map(jnp.asarray, (b.input_ids, b.lengths, b.positions, b.video)),
+                                              request.mesh, b.batch)
+    with on_mesh(request.mesh):  # the cache is created sharded inside (`kv_cache.LAYOUT`)
+        out = prefill(request.graphdef, request.params, ids, lengths, positions, video, capacity=request.capacity,
+                      chunk=request.chunk,
+                      with_hidden=request.proposer is not None and getattr(request.proposer, "needs_hidden", True))
     jax.block_until_ready(out.logits)
     return out, time.perf_counter() - t0
 
@@ -57,6 +61,14 @@ def run_decode(request: Request, prefilled: Prefilled, prefill_s: float, propose
     The prefilled cache is donated (consumed)."""
     t1 = time.perf_counter()
     r, p = request, prefilled
+    with on_mesh(r.mesh):
+        tokens, lengths, cycles, accepted, sources = _run_decode(r, p, proposer)
+    tokens, lengths, cycles, accepted, sources = jax.device_get((tokens, lengths, cycles, accepted, sources))
+    return GenerateOutput(np.asarray(tokens)[:, : r.max_new_tokens], np.asarray(lengths),
+                          generation_stats(lengths, cycles, accepted, prefill_s, time.perf_counter() - t1, sources))
+
+
+def _run_decode(r: Request, p: Prefilled, proposer):
     if proposer is None:
         tokens, lengths, _, _ = _decode(r.graphdef, r.params, r.prompt, p.logits, p.cache, r.key,
                                         dataclasses.replace(r.config, tree=None))  # one AR program per tree
@@ -64,6 +76,4 @@ def run_decode(request: Request, prefilled: Prefilled, prefill_s: float, propose
     else:
         tokens, lengths, cycles, accepted, sources, _ = _speculate(r.graphdef, r.params, proposer, r.prompt,
                                                                    p.logits, p.hidden, p.cache, r.key, r.config)
-    tokens, lengths, cycles, accepted, sources = jax.device_get((tokens, lengths, cycles, accepted, sources))
-    return GenerateOutput(np.asarray(tokens)[:, : r.max_new_tokens], np.asarray(lengths),
-                          generation_stats(lengths, cycles, accepted, prefill_s, time.perf_counter() - t1, sources))
+    return tokens, lengths, cycles, accepted, sources

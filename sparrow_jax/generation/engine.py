@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 
+from flax import nnx
+
 from sparrow_jax.errors import UserError
 from sparrow_jax.generation.decoding import run_decode, run_prefill
 from sparrow_jax.generation.generation_config import GenerationConfig
@@ -12,6 +14,7 @@ from sparrow_jax.generation.setup import Request, setup, stop_sequence_rows
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.generation.state import GenerateOutput
 from sparrow_jax.generation.streaming import TokenStream
+from sparrow_jax.sharding import shard_model
 
 
 class Engine:
@@ -30,6 +33,10 @@ class Engine:
 
     def __init__(self, target, draft=None, *, tree: TreeShape | None = None, tokenizer=None,
                  generation_config: GenerationConfig | dict | None = None, **options):
+        mesh = options.get("mesh")
+        if mesh is not None:  # placed once here, not per request (`setup` finds them placed)
+            target = shard_model(target, mesh)
+            draft = shard_model(draft, mesh) if isinstance(draft, nnx.Module) else draft
         self.target, self.draft, self.tree, self.tokenizer = target, draft, tree, tokenizer
         self.defaults = GenerationConfig.of(generation_config)
         unknown = set(options) - SETUP_OPTIONS
@@ -41,18 +48,20 @@ class Engine:
     def from_checkpoint(cls, target, draft=None, *, dtype: str | None = None, window: int | None = None,
                         **kwargs) -> "Engine":
         """An engine over converted checkpoints (directories): the target with its tokenizer and
-        generation_config.json defaults, and the draft if given (its window resized to `window`)."""
+        generation_config.json defaults, and the draft if given (its window resized to `window`); with
+        `mesh=` (an Engine option) both are restored into their shards on it."""
         from sparrow_jax import checkpoint
         from sparrow_jax.prompting import load_tokenizer
 
         config = checkpoint.target_config(target, "target")
+        mesh = kwargs.get("mesh")  # each parameter restored straight into its shards
         draft_model = None
         if draft is not None:
             draft_model = checkpoint.load_draft(draft, checkpoint.draft_config(draft, config.text, "draft"), window,
-                                                dtype)
+                                                dtype, mesh=mesh)
         kwargs.setdefault("tokenizer", load_tokenizer(target))
         kwargs.setdefault("generation_config", GenerationConfig.from_checkpoint(target))
-        return cls(checkpoint.load(target, dtype), draft_model, **kwargs)
+        return cls(checkpoint.load(target, dtype, mesh=mesh), draft_model, **kwargs)
 
     def request(self, prompts, video=None, *, generation_config: GenerationConfig | dict | None = None,
                 stop_sequences=None, **settings) -> Request:
@@ -114,7 +123,8 @@ class Engine:
 
 
 # `setup` arguments an Engine fixes at construction (the rest are per request).
-SETUP_OPTIONS = frozenset({"capacity", "prompt_bucket", "prefill_chunk", "draft_chunk", "draft_sees_visual", "copy"})
+SETUP_OPTIONS = frozenset({"capacity", "prompt_bucket", "prefill_chunk", "draft_chunk", "draft_sees_visual", "copy",
+                           "mesh"})
 # The HF-named settings of a request, and `setup`'s names for those that differ.
 _HF_NAMES = {"pad_id": "pad_token_id"}
 

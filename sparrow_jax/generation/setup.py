@@ -21,6 +21,7 @@ from sparrow_jax.generation.speculative.tree import HybridShape, TreeShape
 from sparrow_jax.generation.state import DecodeConfig, PromptState, StopSequences
 from sparrow_jax.inputs import PromptBatch, bucket, pad_to, prepare, text_positions
 from sparrow_jax.sampling import Sampler, SamplingConfig, row_keys
+from sparrow_jax.sharding import put_rows, shard_model
 
 
 @dataclasses.dataclass
@@ -37,6 +38,7 @@ class Request:
     config: DecodeConfig
     proposer: Proposer | None
     key: jax.Array  # [B] one PRNG key per row
+    mesh: jax.sharding.Mesh | None = None  # where it runs (`sharding.on_mesh`); None: one device
 
 
 def setup(
@@ -61,6 +63,7 @@ def setup(
     copy: CopyConfig | int | None = None,
     draft_chunk: int = 64,
     draft_sees_visual: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Request:
     """The `Request` for `generate`'s arguments (see there); `stream` and `compare` start from it too."""
     if max_new_tokens < 1:
@@ -80,6 +83,9 @@ def setup(
     if batch.input_ids.shape[1] > prefill_chunk:
         batch = pad_to(batch, bucket(batch.input_ids.shape[1], prefill_chunk), pad_id)
     width = batch.input_ids.shape[1]
+    if mesh is not None:  # no-ops for models already there (`Engine` places them once)
+        target = shard_model(target, mesh)
+        draft = shard_model(draft, mesh) if isinstance(draft, nnx.Module) else draft
     draft = proposer_of(target, draft, tree=tree, copy=CopyConfig.of(copy), sampler=sampler, draft_chunk=draft_chunk,
                         draft_sees_visual=draft_sees_visual)
     shape = None if draft is None else draft.shape
@@ -100,8 +106,9 @@ def setup(
                          jnp.full((batch.batch,), max_new_tokens, jnp.int32), sampler, text_index, text_len,
                          None if stop_rows is None else StopSequences.of(stop_rows))
     config = DecodeConfig(token_bucket(max_new_tokens), int(pad_id), tuple(int(t) for t in stops), shape)
+    prompt, key = put_rows((prompt, row_keys(seed, batch.batch)), mesh, batch.batch)  # rows over `data`
     return Request(graphdef, params, batch, prompt, capacity, min(width, prefill_chunk), max_new_tokens, config,
-                   draft, row_keys(seed, batch.batch))
+                   draft if mesh is None else put_rows(draft, mesh, batch.batch), key, mesh)
 
 
 def proposer_of(target, draft, *, tree: TreeShape | None, copy: CopyConfig | None, sampler: Sampler,

@@ -25,6 +25,7 @@ from sparrow_jax.generation.decoding import run_prefill
 from sparrow_jax.generation.setup import Request
 from sparrow_jax.generation.speculative import loop
 from sparrow_jax.generation.state import DecodeConfig, GenerateOutput, generation_stats
+from sparrow_jax.sharding import on_mesh
 
 
 @partial(jax.jit, static_argnames=("config",), donate_argnames=("cache",))
@@ -67,15 +68,24 @@ class TokenStream:
         config, max_new = r.config, r.max_new_tokens
         p, self.prefill_s = run_prefill(r)
         t1 = time.perf_counter()
+        # Each jitted call runs on the request's mesh; the context never stays set across a `yield`.
         if r.proposer is None:
-            s = _ar_begin(r.prompt, p.logits, p.cache, r.key, config)
-            advance = lambda s: _ar_advance(r.graphdef, r.params, s, config, steps=self._steps)  # noqa: E731
+            with on_mesh(r.mesh):
+                s = _ar_begin(r.prompt, p.logits, p.cache, r.key, config)
+            step = lambda s: _ar_advance(r.graphdef, r.params, s, config, steps=self._steps)  # noqa: E731
             count = lambda s: s.lengths  # noqa: E731
         else:
-            s = _spec_begin(r.graphdef, r.params, r.proposer, r.prompt, p.logits, p.hidden, p.cache, r.key, config)
-            advance = lambda s: _spec_advance(r.graphdef, r.params, r.proposer, s, config,  # noqa: E731
-                                              steps=self._steps)
+            with on_mesh(r.mesh):
+                s = _spec_begin(r.graphdef, r.params, r.proposer, r.prompt, p.logits, p.hidden, p.cache, r.key,
+                                config)
+            step = lambda s: _spec_advance(r.graphdef, r.params, r.proposer, s, config,  # noqa: E731
+                                           steps=self._steps)
             count = lambda s: s.n_out  # noqa: E731
+
+        def advance(s):
+            with on_mesh(r.mesh):
+                return step(s)
+
         shown = [0] * r.batch.batch
         while True:
             tokens, n, done = jax.device_get((s.tokens, count(s), s.done))

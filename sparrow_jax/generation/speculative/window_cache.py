@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from sparrow_jax.kv_cache import CacheView, scatter
+from sparrow_jax.kv_cache import CacheView, scatter, zeros
+from sparrow_jax.sharding import constrain
 
 
 @struct.dataclass
@@ -37,10 +38,9 @@ class WindowCache:
         ring = cfg.window + max_write
         slots = cfg.pinned + ring + scratch + 1
         shape = (t.num_layers, batch, t.num_kv_heads, slots, t.head_dim)
-        return cls(
-            jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.full((batch, cfg.pinned + ring), -1, jnp.int32),
-            jnp.zeros((batch,), jnp.int32), cfg.pinned, cfg.window, ring, scratch,
-        )
+        pos = constrain(jnp.full((batch, cfg.pinned + ring), -1, jnp.int32), ("batch",))  # rows over `data`
+        return cls(zeros(shape, dtype), zeros(shape, dtype), pos, constrain(jnp.zeros((batch,), jnp.int32), ("batch",)),
+                   cfg.pinned, cfg.window, ring, scratch)
 
     @property
     def trash(self) -> int:
