@@ -8,7 +8,7 @@ temperature 0 they must be). `--target/--draft/--video/--frames` replace the shi
 
 from __future__ import annotations
 
-from infer.options import DEFAULT_MAX_NEW, copy_config, tree_shape
+from infer.options import DEFAULT_MAX_NEW, copy_config, mesh_of, tree_shape
 from infer.terminal import Ticker, show_stream
 from sparrow_jax.errors import UserError
 
@@ -46,8 +46,9 @@ def run(args) -> int:
                        progress=not args.quiet)
     ids, pixels = video_prompt(config, tokenizer.prompt_ids([question]), video.frames, fps=video.fps)
     visual = int((ids == config.video_token_id).sum())
-    target = sparrow_jax.load(target_path, args.dtype)
-    draft = checkpoint.load_draft(draft_path, draft_config, args.window, args.dtype)
+    mesh = mesh_of(args)
+    target = sparrow_jax.load(target_path, args.dtype, mesh=mesh)
+    draft = checkpoint.load_draft(draft_path, draft_config, args.window, args.dtype, mesh=mesh)
     t, d = config.text, draft_config
     say(f"target: {config.model_type}, {t.num_layers} layers x {t.hidden_size} ({target_path})")
     say(f"draft:  Sparrow, {d.layers.num_layers} layer(s), window {d.window} text slots ({draft_path})")
@@ -60,7 +61,7 @@ def run(args) -> int:
 
     kw = dict(max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW, eos_token_id=tokenizer.eos_token_ids,
               pad_id=tokenizer.pad_token_id)
-    spec_kw = dict(kw, tree=shape, copy=copy)
+    spec_kw = dict(kw, tree=shape, copy=copy, mesh=mesh)
     if args.temperature:
         say("note: --demo decodes greedily (temperature 0), where the two outputs must be identical")
     say("\ntarget + draft, streamed:")

@@ -22,6 +22,10 @@ def add_model_options(p, demo_help: str) -> None:
     p.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
                    help="most KV cache slots a request may use")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: as converted)")
+    p.add_argument("--mesh", metavar="AXIS=N[,AXIS=N]",
+                   help="shard over the devices: tensor=N splits heads and MLP over N devices, data=N splits the "
+                        "rows of a batch (data takes the devices left when not given), e.g. tensor=8 or "
+                        "data=2,tensor=4 (default: one device)")
     compile_cache.add_flag(p)
     s = p.add_argument_group("speculative decoding (with --draft)")
     shape = s.add_mutually_exclusive_group()
@@ -85,3 +89,38 @@ def tree_shape(args, speculative: bool):
             raise ValueError(f"--tree takes TOPK,DEPTH,TOTAL (e.g. 8,3,30), got {args.tree!r}") from None
         return TreeShape(top_k, depth, total)
     return None
+
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def mesh_sizes(text: str) -> dict:
+    """The axis sizes --mesh names ("tensor=8", "data=2,tensor=4"); a ValueError saying what is wrong."""
+    sizes = {}
+    for part in text.split(","):
+        axis, eq, size = part.strip().partition("=")
+        if not eq or axis not in MESH_AXES:
+            raise ValueError(f"--mesh takes AXIS=N pairs separated by commas with AXIS one of {', '.join(MESH_AXES)} "
+                             f"(e.g. tensor=8 or data=2,tensor=4), got {text!r}")
+        if axis in sizes:
+            raise ValueError(f"--mesh names {axis} twice ({text!r}); give each axis once")
+        if not size.isdigit() or int(size) < 1:
+            raise ValueError(f"--mesh {axis}={size}: the size must be a whole number >= 1")
+        sizes[axis] = int(size)
+    return sizes
+
+
+def mesh_of(args):
+    """The device mesh --mesh asks for (None without it); a ValueError naming the fix when the sizes do not
+    fit the devices found."""
+    if getattr(args, "mesh", None) is None:
+        return None
+    import jax
+
+    from sparrow_jax.sharding import make_mesh
+
+    sizes = mesh_sizes(args.mesh)
+    n = jax.device_count()
+    fix = (f"--mesh must use all {n} devices found (data x fsdp x tensor = {n}; data takes what is left when "
+           f"not given), e.g. --mesh tensor={n}")
+    return make_mesh(sizes.get("data", -1), sizes.get("fsdp", 1), sizes.get("tensor", 1), fix=fix)

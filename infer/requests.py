@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from infer.options import DEFAULT_MAX_NEW, copy_config, tree_shape
+from infer.options import DEFAULT_MAX_NEW, copy_config, mesh_of, tree_shape
 from sparrow_jax import compile_cache
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.video import DEFAULT_PRESET, PRESETS, Sampling
@@ -56,6 +56,7 @@ class Frontend:
     preset: object  # video.Preset
     max_pixels: int | None
     defaults: object  # GenerationConfig: DEFAULT_MAX_NEW under the checkpoint's generation_config.json
+    mesh: object = None  # jax.sharding.Mesh (--mesh) or None: one device
 
     @classmethod
     def from_args(cls, args) -> "Frontend":
@@ -64,7 +65,7 @@ class Frontend:
         from sparrow_jax.generation import GenerationConfig
         from sparrow_jax.prompting import load_tokenizer, tokenizer_dir, tokenizer_mismatch
 
-        tree, copy = tree_shape(args, args.draft is not None), copy_config(args)
+        tree, copy, mesh = tree_shape(args, args.draft is not None), copy_config(args), mesh_of(args)
         config = checkpoint.target_config(args.target)
         draft_config = None if args.draft is None else checkpoint.draft_config(args.draft, config.text)
         if draft_config is not None and tree is None:
@@ -75,7 +76,7 @@ class Frontend:
         preset = PRESETS[args.preset or DEFAULT_PRESET[config.model_type]]
         defaults = GenerationConfig(max_new_tokens=DEFAULT_MAX_NEW).merged(GenerationConfig.from_checkpoint(args.target))
         return cls(args, config, draft_config, tree, copy, tokenizer, preset, args.max_pixels or preset.max_pixels,
-                   defaults)
+                   defaults, mesh)
 
     def sampling(self, num_frames: int | None = None) -> Sampling:
         """How frames are sampled: `num_frames` (a manifest record's own), else --frames / --fps /
@@ -137,11 +138,11 @@ class Frontend:
         from sparrow_jax.generation import Engine
 
         args = self.args
-        target = sparrow_jax.load(args.target, args.dtype)
+        target = sparrow_jax.load(args.target, args.dtype, mesh=self.mesh)  # straight into its shards
         draft = None if self.draft_config is None else checkpoint.load_draft(args.draft, self.draft_config,
-                                                                             args.window, args.dtype)
+                                                                             args.window, args.dtype, mesh=self.mesh)
         return Engine(target, draft, tree=self.tree, copy=self.copy, tokenizer=self.tokenizer,
-                      generation_config=self.defaults)
+                      generation_config=self.defaults, mesh=self.mesh)
 
 
 def _foreign_tokenizer(args, where, problem) -> str:
