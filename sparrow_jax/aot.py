@@ -63,6 +63,10 @@ def footprint(compiled) -> Footprint:
 
 
 def tree_bytes(tree) -> int:
-    """Total bytes of the arrays (or shapes) in `tree`."""
-    return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)
-               if hasattr(x, "shape") and hasattr(x, "dtype"))
+    """Bytes per device of the arrays (or shapes) in `tree`: a sharded one counts its shard."""
+    def one(x):
+        sharding = getattr(x, "sharding", None)
+        shape = x.shape if sharding is None else sharding.shard_shape(x.shape)
+        return int(np.prod(shape)) * np.dtype(x.dtype).itemsize
+
+    return sum(one(x) for x in jax.tree.leaves(tree) if hasattr(x, "shape") and hasattr(x, "dtype"))

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sparrow_jax import aot, scale_configs
 from sparrow_jax.config import Qwen25VLConfig
@@ -29,7 +30,9 @@ from sparrow_jax.generation.setup import Request, setup
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.generation.speculative.window_cache import WindowCache
 from sparrow_jax.inputs import prepare
+from sparrow_jax.kv_cache import LAYOUT
 from sparrow_jax.models import abstract_model
+from sparrow_jax.sharding import on_mesh, spec_for
 
 PATHS = ("vision", "prefill", "decode", "chain", "tree")
 CHAIN = TreeShape.chain(4)
@@ -67,10 +70,12 @@ class PathFigure:
 
 
 class ScaleRun:
-    """One setting's shape-only target, draft and prompt, and its paths compiled on demand."""
+    """One setting's shape-only target, draft and prompt, and its paths compiled on demand (on `mesh`: per
+    device, the target and draft sharded by the logical-axis table, as `generate(mesh=)` places them)."""
 
-    def __init__(self, setting: ScaleSetting, dtype=jnp.bfloat16):
+    def __init__(self, setting: ScaleSetting, dtype=jnp.bfloat16, mesh: Mesh | None = None):
         self.setting = s = setting
+        self.mesh = mesh  # compile for this mesh as generate(mesh=) runs (`sharding`); None: one device
         self.config = scale_configs.TARGETS[s.family](s.layers)
         self.target = abstract_model(self.config, dtype=dtype)
         self.draft = abstract_model(scale_configs.sparrow_draft_7b(self.config), dtype=dtype)
@@ -91,48 +96,74 @@ class ScaleRun:
         tree = {"chain": CHAIN, "tree": TREE}.get(path)
         r = self.request(tree)
         b = r.batch
-        if path == "vision":
-            compiled = aot.compile_shapes(_embed, r.graphdef, r.params, b.input_ids, b.video)
-            step = None
-        else:
-            args = (r.graphdef, r.params, b.input_ids, b.lengths, b.positions, b.video)
-            kw = dict(capacity=r.capacity, chunk=r.chunk, with_hidden=tree is not None)
-            if path == "prefill":
-                compiled, step = aot.compile_shapes(prefill, *args, **kw), None
+        params = self.placed(r.params, r.params)
+        ids, lengths, positions, video = self.placed((b.input_ids, b.lengths, b.positions, b.video))
+        with on_mesh(self.mesh):  # as generate runs every jitted call (caches are born sharded inside)
+            if path == "vision":
+                compiled, step = aot.compile_shapes(_embed, r.graphdef, params, ids, video), None
             else:
-                out = jax.eval_shape(partial(prefill, **kw), *aot.shape_of(args))
-                if tree is None:
-                    compiled = aot.compile_shapes(_decode, r.graphdef, r.params, r.prompt, out.logits, out.cache,
-                                                  r.key, r.config)
+                args = (r.graphdef, params, ids, lengths, positions, video)
+                kw = dict(capacity=r.capacity, chunk=r.chunk, with_hidden=tree is not None)
+                if path == "prefill":
+                    compiled, step = aot.compile_shapes(prefill, *args, **kw), None
                 else:
-                    compiled = aot.compile_shapes(_speculate, r.graphdef, r.params, r.proposer, r.prompt,
-                                                  out.logits, out.hidden, out.cache, r.key, r.config)
-                step = self.step_bytes(tree, out.cache)
+                    out = jax.eval_shape(partial(prefill, **kw), *args)
+                    cache = out.cache.replace(k=self.placed(out.cache.k, LAYOUT), v=self.placed(out.cache.v, LAYOUT),
+                                              lengths=self.placed(out.cache.lengths))
+                    prompt, logits, key = self.placed((r.prompt, out.logits, r.key))
+                    if tree is None:
+                        compiled = aot.compile_shapes(_decode, r.graphdef, params, prompt, logits, cache, key,
+                                                      r.config)
+                        step = self.step_bytes(None, params, None, cache)
+                    else:
+                        p = r.proposer
+                        proposer = p.replace(params=self.placed(p.params, p.params), sampling=self.placed(p.sampling))
+                        compiled = aot.compile_shapes(_speculate, r.graphdef, params, proposer, prompt, logits,
+                                                      self.placed(out.hidden), cache, key, r.config)
+                        step = self.step_bytes(tree, params, proposer.params, cache)
         return PathFigure(self.setting.family, path, aot.footprint(compiled), step, time.perf_counter() - t0,
                           int(b.lengths.max()), self.video_tokens)
 
-    def step_bytes(self, tree: TreeShape | None, cache) -> int:
+    def placed(self, tree, logical=None):
+        """`tree` as shapes, placed on the mesh as generate places it: a model's state by the logical-axis
+        table (`logical`: that state, whose variables name their axes; or one tuple of axis names for every
+        array), every other array replicated with its rows over the batch axes. Shapes alone without a mesh."""
+        mesh = self.mesh
+        if mesh is None:
+            return aot.shape_of(tree)
+        named = lambda a, names: NamedSharding(mesh, spec_for(np.shape(a), names, mesh))  # noqa: E731
+        if isinstance(logical, tuple):
+            shardings = jax.tree.map(lambda a: named(a, logical), tree)
+        elif logical is not None:
+            specs = nnx.get_partition_spec(logical)
+            shardings = jax.tree.map(lambda spec, a: named(a, tuple(spec)), specs, tree,
+                                     is_leaf=lambda x: isinstance(x, P))
+        else:
+            rows = self.batch.batch
+            shardings = jax.tree.map(lambda a: named(a, ("batch",) if np.ndim(a) and np.shape(a)[0] == rows else ()),
+                                     tree)
+        return aot.shape_of(tree, shardings)
+
+    def step_bytes(self, tree: TreeShape | None, params, draft_params, cache) -> int:
         """Bytes one step reads at the prompt's context: the target's decoder weights (all but the token
         embedding, of which one row is read) and its KV entries up to the context (attention reads cache
         blocks up to the longest row); speculating, per cycle, that verify forward plus, per draft level
         (`depth + 1`, the commit forward included), the draft's weights, its window cache and the target's
-        lm_head the draft's logits go through."""
-        lm = nnx.state(self.target.lm, nnx.Param)
-        weights = aot.tree_bytes(lm) - (0 if self.target.lm.lm_head is None
-                                        else aot.tree_bytes(nnx.state(self.target.lm.embed_tokens, nnx.Param)))
+        lm_head the draft's logits go through. Per device: a sharded array counts its shard (`params`,
+        `draft_params`, `cache` as placed)."""
+        lm = params["language_model"]
+        weights = aot.tree_bytes(lm) - (0 if self.target.lm.lm_head is None else aot.tree_bytes(lm["embed_tokens"]))
         context = int(self.batch.lengths.max())
         kv = aot.tree_bytes((cache.k, cache.v)) * context // cache.capacity
         if tree is None:
             return weights + kv
-        r = self.request(tree)
-        draft = aot.tree_bytes(nnx.state(self.draft, nnx.Param))
-        p = r.proposer
+        p = self.request(tree).proposer
         widest = max(p.chunk, tree.max_depth + 1, p.commit_width)
         window = jax.eval_shape(lambda: WindowCache.create(self.draft.config, self.batch.batch, widest, tree.scratch,
                                                            self.draft.dtype))
-        head = self.target.lm.lm_head or self.target.lm.embed_tokens
-        per_level = draft + aot.tree_bytes((window.k, window.v)) + aot.tree_bytes(nnx.state(head, nnx.Param))
-        return weights + kv + tree.max_depth * per_level
+        head = lm["embed_tokens"] if self.target.lm.lm_head is None else lm["lm_head"]
+        per_level = aot.tree_bytes(draft_params) + aot.tree_bytes(self.placed((window.k, window.v), LAYOUT))
+        return weights + kv + tree.max_depth * (per_level + aot.tree_bytes(head))
 
 
 @partial(jax.jit, static_argnames=("graphdef",))
