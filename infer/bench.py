@@ -1,4 +1,4 @@
-"""python -m infer.bench {engine,video}: benchmarks, every figure a median after a warm-up and every
+"""python -m infer.bench {engine,video,verify,scale}: benchmarks, every figure a median after a warm-up and every
 comparison a ratio measured side by side in one run.
 
 engine: a target of realistic depth (random weights, converted from a PyTorch checkpoint so both
@@ -10,6 +10,8 @@ engine: a target of realistic depth (random weights, converted from a PyTorch ch
     draft that attends to every prompt token (what EAGLE/MSD drafts do): flat vs growing.
 video: the embedded (or a given) target alone vs with its Sparrow draft against visual tokens: tau, DSR, ESR.
 verify: the target's forward over N tokens against one token, over caches of several context lengths.
+scale: the 7B targets on a 25.6k-token video prompt, compiled over shapes only: memory per device per path,
+  bytes per step and memory-bound step times on H100 / H200 / TPU v5e / v5p.
 A mistake is one line on stderr and exit code 2; --debug shows the traceback.
 """
 
@@ -40,6 +42,8 @@ def main(argv=None) -> int:
     e.add_argument("--repeats", type=int, default=3, help="timed runs per figure (their median)")
     sub.add_parser("video", help="target alone vs with its draft against visual tokens: tau, DSR, ESR", add_help=False)
     sub.add_parser("verify", help="the target's forward over N tokens vs one token, per context", add_help=False)
+    sub.add_parser("scale", help="7B paths compiled over shapes: memory per device, bytes and time per step",
+                   add_help=False)
     args, rest = p.parse_known_args(argv)
     return run_cli(lambda: _run(p, args, rest), debug)
 
@@ -52,6 +56,10 @@ def _run(p, args, rest) -> int:
 
         engine(args)
         return 0
+    if args.command == "scale":
+        from infer.bench_scale import main as scale_main
+
+        return scale_main(rest)
     if args.command == "verify":
         from infer.bench_verify import main as verify_main
 

@@ -108,6 +108,12 @@ def zeros(shape, dtype):
     return constrain(jnp.zeros(shape, dtype), LAYOUT)
 
 
+def zeros(shape, dtype):
+    """Empty k/v of `shape` (`LAYOUT`), born sharded on the mesh `sharding.on_mesh` sets: a cache made
+    inside a jit is never whole on one device."""
+    return constrain(jnp.zeros(shape, dtype), LAYOUT)
+
+
 def scatter(k_all, v_all, k_new, v_new, where):
     """Store new entries of every layer: k_new/v_new [L, B, N, Hkv, D] into k_all/v_all [L, B, Hkv, C, D].
 

@@ -49,13 +49,13 @@ def test_128_frames_at_real_size_compile_within_memory():
     import jax
     from flax import nnx
 
-    from sparrow_jax.config import LlavaOnevisionConfig, SiglipConfig, TextConfig
+    from sparrow_jax.config import LlavaOnevisionConfig, TextConfig
     from sparrow_jax.models.llava_onevision import LlavaOnevision
+    from sparrow_jax.scale_configs import llava_onevision_7b
 
     text = TextConfig(vocab_size=128, hidden_size=3584, intermediate_size=128, num_layers=1, num_heads=28,
                       num_kv_heads=4, head_dim=128)  # only the projector's width matters here
-    vision = SiglipConfig(hidden_size=1152, intermediate_size=4304, num_layers=26, num_heads=16, image_size=384,
-                          patch_size=14)
+    vision = llava_onevision_7b().vision
     cfg = LlavaOnevisionConfig(text=text, vision=vision, video_token_id=1, image_token_id=2)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: LlavaOnevision(cfg, rngs=nnx.Rngs(0))))
     features = jax.jit(lambda s, p: nnx.merge(graphdef, s).video_features(p))

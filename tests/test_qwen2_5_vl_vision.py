@@ -9,6 +9,7 @@ from flax import nnx
 
 from sparrow_jax.config import ConfigError
 from sparrow_jax.models.qwen2_5_vl_vision import Qwen25Vision, Qwen25VisionConfig, frames_per_chunk, vision_plan
+from sparrow_jax.scale_configs import QWEN25_VISION_7B
 
 TOL = 1e-4
 # Non-square grids whose merged grids (5x6, 3x4) do not divide into 2x2-merged-token windows: ragged windows.
@@ -252,8 +253,7 @@ def test_per_frame_attention_equals_dense_masks(towers):
 
 
 # Qwen2.5-VL-7B's tower, and the paper's 160 frames at 448x448: grid 80 x 32 x 32, 81,920 patches.
-REAL = Qwen25VisionConfig(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
-                          window_size=112, fullatt_block_indexes=(7, 15, 23, 31))
+REAL = QWEN25_VISION_7B
 REAL_GRID = [[80, 32, 32]]
 
 
