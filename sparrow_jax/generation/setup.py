@@ -171,7 +171,7 @@ def proposal_shape(tree: TreeShape | None, copy: CopyConfig | int | None, draft:
     merged in, copies alone without a `draft`, None without either."""
     copy = CopyConfig.of(copy)
     tree = (tree or TreeShape()) if draft else None
-    return tree if copy is None else HybridShape(tree, copy.tokens)
+    return tree if copy is None else HybridShape(tree, copy.tokens, copy.deep)
 
 
 def _slots(width: int, max_new_tokens: int, tree: TreeShape | HybridShape | None) -> int:
