@@ -97,6 +97,17 @@ class KVCache:
         return self.replace(k=k, v=v)
 
 
+@struct.dataclass
+class DeferredWrites(KVCache):
+    """A KVCache that attention reads as usual but whose `write` hands back the new entries (k_new, v_new
+    [L, B, N, Hkv, D]) for the caller to store with `KVCache.write` later: a forward inside a `lax.cond`
+    branch reads the cache in place this way, where writing it inside the branch made XLA copy the whole
+    cache (6 cache-sized copies per cycle in the speculative loop's HLO, none with the write outside)."""
+
+    def write(self, k_new, v_new):
+        return k_new, v_new
+
+
 def scatter(k_all, v_all, k_new, v_new, where):
     """Store new entries of every layer: k_new/v_new [L, B, N, Hkv, D] into k_all/v_all [L, B, Hkv, C, D].
 

@@ -16,7 +16,7 @@ from sparrow_jax.generation.speculative import verify
 from sparrow_jax.generation.speculative.proposer import Accepted, Proposer
 from sparrow_jax.generation.speculative.tree import BONUS, DRAFT
 from sparrow_jax.generation.state import DecodeConfig, PromptState
-from sparrow_jax.kv_cache import KVCache
+from sparrow_jax.kv_cache import DeferredWrites, KVCache
 from sparrow_jax.sampling import mark_seen, penalize, sample, seen_tokens, split_rows
 
 
@@ -127,25 +127,28 @@ def _verify_forward(target, tree, positions, cache, active, shape):
     A hybrid shape with deep copies (`HybridShape.deep`) forwards its last `deep` nodes only in cycles where
     an active row proposes any of them (a long copy match), under a `lax.cond`: otherwise the forward covers
     the first N - deep nodes (parents precede children, so that prefix is a tree whose mask is the
-    top-left block) and the rest get zero hidden states and logits; they are invalid then, so never
-    accepted, and their cache slots are never gathered. So a cycle costs the short tree's verify unless a
-    long match asks for more."""
+    top-left block) and the rest get zero hidden states, logits and k/v; they are invalid then, so never
+    accepted, and their cache slots never gathered. So a cycle costs the short tree's verify unless a long
+    match asks for more. The branches only read the cache (`DeferredWrites`); the entries are stored after."""
     n = tree.tokens.shape[1]
-
-    def forward(m):
-        def run(cache):
-            out = target.decode(target.embed(tree.tokens[:, :m]), positions[:, :m], cache=cache,
-                                mask=tree.mask[:, :m, :m])
-            logits = target.logits(out.hidden)
-            pad = lambda x: jnp.pad(x, ((0, 0), (0, n - m), (0, 0)))  # noqa: E731
-            return pad(out.hidden), pad(logits), out.cache
-        return run
-
     extra = getattr(shape, "deep", 0)
     if not extra:
-        return (*forward(n)(cache), jnp.zeros(active.shape, bool))
+        out = target.decode(target.embed(tree.tokens), positions, cache=cache, mask=tree.mask)
+        return out.hidden, target.logits(out.hidden), out.cache, jnp.zeros(active.shape, bool)
+
+    def forward(m):
+        def run(reader):
+            out = target.decode(target.embed(tree.tokens[:, :m]), positions[:, :m], cache=reader,
+                                mask=tree.mask[:, :m, :m])
+            pad = lambda x, axis: jnp.pad(x, [(0, n - m) if a == axis else (0, 0) for a in range(x.ndim)])  # noqa: E731
+            k_new, v_new = out.cache
+            return pad(out.hidden, 1), pad(target.logits(out.hidden), 1), pad(k_new, 2), pad(v_new, 2)
+        return run
+
     deep = jnp.any(tree.valid[:, n - extra:] & active[:, None], axis=1)
-    return (*jax.lax.cond(jnp.any(deep), forward(n), forward(n - extra), cache), deep)
+    reader = DeferredWrites(cache.k, cache.v, cache.lengths)
+    hidden, logits, k_new, v_new = jax.lax.cond(jnp.any(deep), forward(n), forward(n - extra), reader)
+    return hidden, logits, cache.write(k_new, v_new), deep
 
 
 def record(s: SpecState) -> dict:
