@@ -66,6 +66,30 @@ def test_hybrid_with_a_random_draft_is_lossless_and_copies_are_accepted(llava, r
     assert not [line for line in hlo.splitlines() if " copy(" in line and cache_shape in line]
 
 
+def test_tree_auto_measures_once_chooses_and_records_the_choice(llava, repeating, tmp_path):
+    """tree=Auto(...) end to end: the verify cost measured on this device (two tiny token counts), cached,
+    the budget chosen (one candidate: the program of the test above, so nothing compiles anew) and
+    recorded in the stats; a second request reads the cache back."""
+    from sparrow_jax.generation import autotune
+
+    target = llava[3]
+    prompts, pix, ref = repeating
+    option = (TreeShape.chain(3), CopyConfig(tokens=2, max_match=3, deep=4))
+    auto = autotune.Auto(candidates=(option,), contexts=(64,), tokens=(1, 2), steps=2, repeats=1,
+                         cache_dir=str(tmp_path))
+    out = infer.generate(target, prompts, pix, max_new_tokens=MAX_NEW, draft=make_draft(target, window=8), tree=auto)
+    assert out.token_ids() == ref
+    choice = out.stats["tree_auto"]
+    assert choice["tree"] == [1, 2, 4] and choice["chain"] and choice["copy"] == {"tokens": 2, "deep": 4}
+    assert choice["tau"] > 1 and choice["cycle_ms"] > 0 and choice["acceptance"].startswith("prior")
+    (cached,) = tmp_path.glob("*.json")
+    failing = lambda *a: pytest.fail("measured again instead of reading the cache")  # noqa: E731
+    again = autotune.resolve(target, make_draft(target), auto, None, 64, measure=failing)
+    assert again["tree"] == option[0] and again["context"] == 64
+    with pytest.raises(ValueError, match="tree must be a TreeShape or 'auto', got 'wide'"):
+        infer.generate(target, prompts, pix, max_new_tokens=4, draft=make_draft(target), tree="wide")
+
+
 def test_copies_merged_into_an_oracle_tree_stream_the_target_tokens(llava, repeating):
     """An oracle tree (the right chain, wrong at poisoned positions, plus siblings) with copies, through
     `stream`: tokens come from the draft alone, the copies alone, and both (copies merged into its nodes)."""

@@ -14,6 +14,7 @@ from flax import nnx
 from sparrow_jax.attention import check_capacity, round_capacity
 from sparrow_jax.config import Qwen25VLConfig, draft_mismatch
 from sparrow_jax.errors import UserError
+from sparrow_jax.generation import autotune
 from sparrow_jax.generation.speculative.copy import CopyConfig, CopyProposer
 from sparrow_jax.generation.speculative.hybrid import HybridProposer
 from sparrow_jax.generation.speculative.proposer import Proposer, SparrowProposer
@@ -37,6 +38,7 @@ class Request:
     config: DecodeConfig
     proposer: Proposer | None
     key: jax.Array  # [B] one PRNG key per row
+    choice: dict | None = None  # tree="auto": what `autotune.choose` picked and why (recorded in the stats)
 
 
 def setup(
@@ -57,7 +59,7 @@ def setup(
     prompt_bucket: int = 64,
     prefill_chunk: int = 512,
     draft=None,
-    tree: TreeShape | None = None,
+    tree: TreeShape | str | None = None,
     copy: CopyConfig | int | None = None,
     draft_chunk: int = 64,
     draft_sees_visual: bool = False,
@@ -80,7 +82,10 @@ def setup(
     if batch.input_ids.shape[1] > prefill_chunk:
         batch = pad_to(batch, bucket(batch.input_ids.shape[1], prefill_chunk), pad_id)
     width = batch.input_ids.shape[1]
-    draft = proposer_of(target, draft, tree=tree, copy=CopyConfig.of(copy), sampler=sampler, draft_chunk=draft_chunk,
+    copy, choice = CopyConfig.of(copy), None
+    if isinstance(tree, str) or isinstance(tree, autotune.Auto):  # measured once per device and target, cached
+        tree, copy, choice = _auto(target, draft, tree, copy, width)
+    draft = proposer_of(target, draft, tree=tree, copy=copy, sampler=sampler, draft_chunk=draft_chunk,
                         draft_sees_visual=draft_sees_visual)
     shape = None if draft is None else draft.shape
     need = _slots(width, max_new_tokens, shape)
@@ -101,7 +106,19 @@ def setup(
                          None if stop_rows is None else StopSequences.of(stop_rows))
     config = DecodeConfig(token_bucket(max_new_tokens), int(pad_id), tuple(int(t) for t in stops), shape)
     return Request(graphdef, params, batch, prompt, capacity, min(width, prefill_chunk), max_new_tokens, config,
-                   draft, row_keys(seed, batch.batch))
+                   draft, row_keys(seed, batch.batch), choice)
+
+
+def _auto(target, draft, tree, copy: CopyConfig | None, context: int):
+    """(tree, copy, the choice) for tree="auto" or an `autotune.Auto`: the budget with the most expected tokens
+    per unit time on this device (a `copy` given stays as it is)."""
+    if isinstance(tree, str) and tree != "auto":
+        raise UserError(f"tree must be a TreeShape or 'auto', got {tree!r}")
+    if draft is None or hasattr(draft, "propose"):
+        raise UserError("tree='auto' chooses a Sparrow draft's budget: give draft= a draft model")
+    auto = tree if isinstance(tree, autotune.Auto) else autotune.Auto()
+    choice = autotune.resolve(target, draft, auto, copy, context)
+    return choice["tree"], choice["copy"], choice
 
 
 def proposer_of(target, draft, *, tree: TreeShape | None, copy: CopyConfig | None, sampler: Sampler,

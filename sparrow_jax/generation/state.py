@@ -113,14 +113,15 @@ REPEAT_NGRAM = 4  # a token whose preceding 4 tokens occurred earlier in the out
 
 
 def generation_stats(lengths, record: dict, prefill_s: float, decode_s: float, *, tokens=None,
-                     hybrid: bool = False) -> dict:
+                     hybrid: bool = False, choice: dict | None = None) -> dict:
     """The statistics of a decoding. `record`: `cycles` [B] and `accepted` [B, D] (per depth), and for
     speculative decoding `token_cycle` / `token_source` [B, T] (`loop.record`) with `tokens` [B, T], which add
     `tau_novel` and `repeated_tokens` (see `novel_tau`); with `hybrid` (copies in the tree) also
     `accepted_from` (accepted draft tokens, bonus tokens not counted, that only the draft, only the copies or
-    both proposed), `cycles_from` (cycles by where their accepted tokens came from) and `deep_cycles`."""
+    both proposed), `cycles_from` (cycles by where their accepted tokens came from) and `deep_cycles`;
+    `choice` (tree="auto") adds `tree_auto`: the budget chosen and its expected figures."""
     new, n_cycles = int(np.sum(lengths)), int(np.sum(record["cycles"]))
-    extra = {}
+    extra = {} if choice is None else {"tree_auto": auto_record(choice)}
     if "token_cycle" in record:
         rows = [(t[:n], c[:n], src[:n]) for t, c, src, n in zip(np.asarray(tokens), record["token_cycle"],
                                                               record["token_source"], lengths)]
@@ -144,6 +145,14 @@ def generation_stats(lengths, record: dict, prefill_s: float, decode_s: float, *
 
 
 SOURCES = ("draft", "copy", "both")  # Tree.source DRAFT, COPY, BOTH
+
+
+def auto_record(choice: dict) -> dict:
+    """The tree="auto" choice as plain values (JSON-ready: `--json` prints the stats)."""
+    t, c = choice["tree"], choice["copy"]
+    return {"tree": None if t is None else [t.top_k, t.depth, t.total], "chain": t is not None and t.is_chain,
+            "copy": None if c is None else {"tokens": c.tokens, "deep": c.deep},
+            **{k: choice[k] for k in ("tau", "cycle_ms", "speedup", "acceptance", "context")}}
 
 
 def repeated(tokens, n: int = REPEAT_NGRAM) -> np.ndarray:

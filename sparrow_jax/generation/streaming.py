@@ -90,6 +90,6 @@ class TokenStream:
         else:
             record = jax.device_get(loop.record(s))
         stats = generation_stats(n, record, self.prefill_s, time.perf_counter() - t1, tokens=tokens,
-                                 hybrid=isinstance(config.tree, HybridShape))
+                                 hybrid=isinstance(config.tree, HybridShape), choice=r.choice)
         tokens = tokens[:, :max_new]
         self.output = self._finish(GenerateOutput(tokens, n, stats))
