@@ -81,3 +81,18 @@ def test_the_shipped_demo_table_loads(tmp_path):
     assert Acceptance.load(Acceptance(((0.5,),), source="x").save(tmp_path).parent) == Acceptance(((0.5,),),
                                                                                                  source="x")
     assert dataclasses.asdict(table)["deep_share"] == table.deep_share
+
+
+def test_command_line_options_for_auto_and_deep_copies():
+    from argparse import Namespace
+
+    from infer.options import copy_config, tree_shape
+    from sparrow_jax import demo
+
+    auto = tree_shape(Namespace(chain=None, tree="auto", draft=str(demo.DRAFT)), True)
+    assert isinstance(auto, Auto) and auto.acceptance == Acceptance.load(demo.DRAFT)
+    assert copy_config(Namespace(copy=4, copy_deep=12)) == CopyConfig(tokens=4, deep=12)
+    with pytest.raises(ValueError, match="--copy-deep D adds copied tokens on a long match to --copy M"):
+        copy_config(Namespace(copy=None, copy_deep=8))
+    with pytest.raises(ValueError, match="TOPK,DEPTH,TOTAL \\(e.g. 8,3,30\\) or auto"):
+        tree_shape(Namespace(chain=None, tree="wide", draft=None), True)

@@ -85,8 +85,9 @@ class CostCurve:
 
     def at(self, n: float) -> float:
         """Cost of a forward over n tokens: linear between the measured points, and past the last one
-        extended along the last segment's slope (never below the last figure)."""
-        t, ms = np.asarray(self.tokens, float), np.asarray(self.ms, float)
+        extended along the last segment's slope (never below the last figure). A forward over more tokens
+        never costs less: a noisy figure below an earlier one is raised to it."""
+        t, ms = np.asarray(self.tokens, float), np.maximum.accumulate(np.asarray(self.ms, float))
         if n <= t[-1] or len(t) == 1:
             return float(np.interp(n, t, ms))
         slope = max((ms[-1] - ms[-2]) / (t[-1] - t[-2]), 0.0)
@@ -180,11 +181,11 @@ def choose(cost: CostCurve, acceptance: Acceptance, draft_share: float, options)
 
 
 def describe(choice: dict) -> str:
-    """One line: the chosen budget and its expected figures."""
+    """One line: the chosen budget (as `state.auto_record` writes it in the stats) and its expected figures."""
     t, c = choice["tree"], choice["copy"]
-    kind = "no draft" if t is None else f"chain {t.max_depth}" if t.is_chain else f"tree {t.top_k}/{t.depth}/{t.total}"
+    kind = "no draft" if t is None else f"chain {t[2] - 1}" if choice["chain"] else "tree {}/{}/{}".format(*t)
     if c is not None:
-        kind += f" + {c.tokens} copies" + (f" (+{c.deep} on a long match)" if c.deep else "")
+        kind += f" + {c['tokens']} copies" + (f" (+{c['deep']} on a long match)" if c["deep"] else "")
     return (f"{kind}: expected tau {choice['tau']:.2f}, cycle {choice['cycle_ms']:.2f} ms, "
             f"{choice['speedup']:.2f}x over one step a token ({choice['acceptance']})")
 
@@ -206,12 +207,26 @@ def cost_key(target) -> dict:
             "dtype": str(target.lm.dtype)}
 
 
+def _cache_file(target, auto: Auto) -> tuple[dict, Path]:
+    key = {**cost_key(target), "contexts": list(auto.contexts), "tokens": list(auto.tokens)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return key, Path(auto.cache_dir or cost_dir()) / f"{digest}.json"
+
+
+def is_measured(target, auto: Auto | None = None) -> bool:
+    """Whether the cost curve `auto` needs (default settings) is cached for this device and target: the
+    command lines then default to tree="auto"."""
+    key, path = _cache_file(target, auto or Auto())
+    try:
+        return json.loads(path.read_text()).get("key") == key
+    except (OSError, ValueError):
+        return False
+
+
 def cached_costs(target, auto: Auto, measure=None) -> list[CostCurve]:
     """One CostCurve per `auto.contexts`, read from the cache or measured (by `measure`, default
     `verify_cost`) and written there (a JSON file per device, target and settings)."""
-    key = {**cost_key(target), "contexts": list(auto.contexts), "tokens": list(auto.tokens)}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(auto.cache_dir or cost_dir()) / f"{digest}.json"
+    key, path = _cache_file(target, auto)
     if path.exists():
         stored = json.loads(path.read_text())
         if stored.get("key") == key:

@@ -67,5 +67,6 @@ def run_decode(request: Request, prefilled: Prefilled, prefill_s: float, propose
                                                 p.cache, r.key, r.config)
     tokens, lengths, record = jax.device_get((tokens, lengths, record))
     stats = generation_stats(lengths, record, prefill_s, time.perf_counter() - t1, tokens=tokens,
-                             hybrid=isinstance(r.config.tree, HybridShape), choice=r.choice)
+                             hybrid=isinstance(r.config.tree, HybridShape) and proposer is not None,
+                             choice=None if proposer is None else r.choice)
     return GenerateOutput(np.asarray(tokens)[:, : r.max_new_tokens], np.asarray(lengths), stats)
