@@ -25,6 +25,9 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=ints, default=[1, 2, 4, 8, 16, 30], help="tokens checked per forward")
     p.add_argument("--steps", type=int, default=20, help="forwards per timed loop")
     p.add_argument("--repeats", type=int, default=5, help="timed loops per figure (their median)")
+    p.add_argument("--save", action="store_true",
+                   help="measure what --tree auto reads (its contexts and token counts, whatever --contexts/--tokens "
+                        "say) and write it to the cache, replacing an earlier measurement: run on a quiet machine")
     args = p.parse_args(argv)
 
     import jax
@@ -37,8 +40,14 @@ def main(argv=None) -> int:
     print(f"target {args.target} ({cfg.num_layers} layers x {cfg.hidden_size}, {cfg.num_kv_heads} kv heads); "
           f"{jax.devices()[0].device_kind}; ms per forward (median of {args.repeats} loops of {args.steps}), "
           "and its ratio to one token")
-    print(f"{'context':>8} " + " ".join(f"{f'N={n}':>14}" for n in args.tokens))
-    for ctx in args.contexts:
-        ms = autotune.verify_cost(target, ctx, args.tokens, args.steps, args.repeats)
-        print(f"{ctx:>8} " + " ".join(f"{t:>7.2f} ({t / ms[0]:.2f}x)" for t in ms), flush=True)
+    if args.save:  # --tree auto's measurement, written to its cache
+        curves = autotune.cached_costs(target, autotune.Auto(steps=args.steps, repeats=args.repeats), refresh=True)
+    else:
+        curves = [autotune.CostCurve(tuple(args.tokens), tuple(autotune.verify_cost(
+            target, ctx, args.tokens, args.steps, args.repeats)), ctx) for ctx in args.contexts]
+    print(f"{'context':>8} " + " ".join(f"{f'N={n}':>14}" for n in curves[0].tokens))
+    for c in curves:
+        print(f"{c.context:>8} " + " ".join(f"{t:>7.2f} ({t / c.ms[0]:.2f}x)" for t in c.ms), flush=True)
+    if args.save:
+        print(f"saved for --tree auto in {autotune.cost_dir()}")
     return 0

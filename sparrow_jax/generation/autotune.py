@@ -223,11 +223,11 @@ def is_measured(target, auto: Auto | None = None) -> bool:
         return False
 
 
-def cached_costs(target, auto: Auto, measure=None) -> list[CostCurve]:
-    """One CostCurve per `auto.contexts`, read from the cache or measured (by `measure`, default
-    `verify_cost`) and written there (a JSON file per device, target and settings)."""
+def cached_costs(target, auto: Auto, measure=None, refresh: bool = False) -> list[CostCurve]:
+    """One CostCurve per `auto.contexts`, read from the cache or (unread with `refresh`) measured (by
+    `measure`, default `verify_cost`) and written there (a JSON file per device, target and settings)."""
     key, path = _cache_file(target, auto)
-    if path.exists():
+    if path.exists() and not refresh:
         stored = json.loads(path.read_text())
         if stored.get("key") == key:
             return [CostCurve(tuple(c["tokens"]), tuple(c["ms"]), c["context"]) for c in stored["curves"]]
