@@ -6,14 +6,13 @@ Speculative decoding pays off when checking N draft tokens costs about one step:
 On an accelerator the weights and the cache are read once whatever N is; on a CPU the attention's
 arithmetic grows with N, so a cycle costs more than a step and DSR stays under tau.
 Each figure is the median over `--repeats` of a jitted loop of `--steps` forwards (the next input is the
-previous argmax, so no forward can be skipped), cache filled with random keys and values.
+previous argmax, so no forward can be skipped), cache filled with random keys and values
+(`sparrow_jax.generation.autotune.verify_cost`, which `--tree auto` runs once per device and target).
 """
 
 from __future__ import annotations
 
-
 from sparrow_jax.cli_help import ArgumentParser
-from sparrow_jax.timing import median_time
 
 
 def main(argv=None) -> int:
@@ -26,45 +25,29 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=ints, default=[1, 2, 4, 8, 16, 30], help="tokens checked per forward")
     p.add_argument("--steps", type=int, default=20, help="forwards per timed loop")
     p.add_argument("--repeats", type=int, default=5, help="timed loops per figure (their median)")
+    p.add_argument("--save", action="store_true",
+                   help="measure what --tree auto reads (its contexts and token counts, whatever --contexts/--tokens "
+                        "say) and write it to the cache, replacing an earlier measurement: run on a quiet machine")
     args = p.parse_args(argv)
 
     import jax
-    import jax.numpy as jnp
-    from flax import nnx
 
     import sparrow_jax
-    from sparrow_jax.attention import round_capacity
-    from sparrow_jax.kv_cache import KVCache, causal_mask
+    from sparrow_jax.generation import autotune
 
     target = sparrow_jax.load(args.target)
     cfg = target.lm.config
-    graphdef, state = nnx.split(target)
-
-    @jax.jit
-    def loop(state, cache, tokens):
-        model = nnx.merge(graphdef, state)
-        n = tokens.shape[1]
-
-        def forward(_, carry):
-            tokens, cache = carry
-            out = model.decode(model.embed(tokens), cache.lengths[:, None] + jnp.arange(n), cache=cache,
-                               mask=causal_mask(1, n))
-            return jnp.argmax(model.logits(out.hidden), -1).astype(jnp.int32), out.cache  # written, not committed
-
-        return jax.lax.fori_loop(0, args.steps, forward, (tokens, cache))[0]
-
     print(f"target {args.target} ({cfg.num_layers} layers x {cfg.hidden_size}, {cfg.num_kv_heads} kv heads); "
           f"{jax.devices()[0].device_kind}; ms per forward (median of {args.repeats} loops of {args.steps}), "
           "and its ratio to one token")
-    print(f"{'context':>8} " + " ".join(f"{f'N={n}':>14}" for n in args.tokens))
-    for ctx in args.contexts:
-        shape = (cfg.num_layers, 1, cfg.num_kv_heads, round_capacity(ctx + max(args.tokens)), cfg.head_dim)
-        k, v = jax.random.normal(jax.random.key(0), (2, *shape), target.lm.dtype)
-        cache = KVCache(k, v, jnp.asarray([ctx], jnp.int32))
-        ms = []
-        for n in args.tokens:
-            tokens = jnp.ones((1, n), jnp.int32)
-            ms.append(1000 * median_time(lambda: jax.block_until_ready(loop(state, cache, tokens)),
-                                         args.repeats) / args.steps)
-        print(f"{ctx:>8} " + " ".join(f"{t:>7.2f} ({t / ms[0]:.2f}x)" for t in ms), flush=True)
+    if args.save:  # --tree auto's measurement, written to its cache
+        curves = autotune.cached_costs(target, autotune.Auto(steps=args.steps, repeats=args.repeats), refresh=True)
+    else:
+        curves = [autotune.CostCurve(tuple(args.tokens), tuple(autotune.verify_cost(
+            target, ctx, args.tokens, args.steps, args.repeats)), ctx) for ctx in args.contexts]
+    print(f"{'context':>8} " + " ".join(f"{f'N={n}':>14}" for n in curves[0].tokens))
+    for c in curves:
+        print(f"{c.context:>8} " + " ".join(f"{t:>7.2f} ({t / c.ms[0]:.2f}x)" for t in c.ms), flush=True)
+    if args.save:
+        print(f"saved for --tree auto in {autotune.cost_dir()}")
     return 0

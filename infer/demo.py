@@ -8,7 +8,7 @@ temperature 0 they must be). `--target/--draft/--video/--frames` replace the shi
 
 from __future__ import annotations
 
-from infer.options import DEFAULT_MAX_NEW, copy_config, mesh_of, tree_shape
+from infer.options import DEFAULT_MAX_NEW, copy_config, default_tree, mesh_of, tree_shape
 from infer.terminal import Ticker, show_stream
 from sparrow_jax.errors import UserError
 
@@ -28,6 +28,7 @@ def run(args) -> int:
     from sparrow_jax.video import Sampling, read_video
 
     target_path, draft_path = args.target or demo.TARGET, args.draft or demo.DRAFT
+    args.draft = str(draft_path)  # --tree auto reads the draft's acceptance.json
     sample = demo.samples()[0]
     video_path = args.video or sample["video"]
     reference = None if args.video else sample
@@ -38,7 +39,7 @@ def run(args) -> int:
                         f"--frames {frames} (the demo scenes rendered at any length)")
     question = args.prompt[0] if args.prompt else demo.QUESTION
 
-    shape = tree_shape(args, True) or TreeShape.chain(DEMO_CHAIN)
+    shape = tree_shape(args, True)
     config = checkpoint.target_config(target_path)
     draft_config = checkpoint.draft_config(draft_path, config.text)
     tokenizer = load_tokenizer(args.tokenizer or target_path)
@@ -49,15 +50,20 @@ def run(args) -> int:
     mesh = mesh_of(args)
     target = sparrow_jax.load(target_path, args.dtype, mesh=mesh)
     draft = checkpoint.load_draft(draft_path, draft_config, args.window, args.dtype, mesh=mesh)
+    # Unset: the measured best budget (tree="auto") once this device's verify cost is cached, else a chain.
+    shape = shape or default_tree(target, draft_path, TreeShape.chain(DEMO_CHAIN))
     t, d = config.text, draft_config
     say(f"target: {config.model_type}, {t.num_layers} layers x {t.hidden_size} ({target_path})")
     say(f"draft:  Sparrow, {d.layers.num_layers} layer(s), window {d.window} text slots ({draft_path})")
     say(f"video:  {video_path}: {len(video.frames)} frames -> {visual} visual tokens, prompt {len(ids)} tokens")
     say(f"question: {question}")
     copy = copy_config(args)
-    kind = f"a chain of {shape.max_depth}" if shape.is_chain else f"a tree {shape.top_k}/{shape.depth}/{shape.total}"
+    if not isinstance(shape, TreeShape):
+        kind = "the budget measured best on this device (tree auto; shown after the run)"
+    else:
+        kind = f"a chain of {shape.max_depth}" if shape.is_chain else f"a tree {shape.top_k}/{shape.depth}/{shape.total}"
     kind += "" if copy is None else f" + up to {copy.tokens} copied tokens"
-    say(f"drafting: {kind} per cycle (--chain K / --tree TOPK,DEPTH,TOTAL, --copy M)")
+    say(f"drafting: {kind} per cycle (--chain K / --tree TOPK,DEPTH,TOTAL or auto, --copy M)")
 
     kw = dict(max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW, eos_token_id=tokenizer.eos_token_ids,
               pad_id=tokenizer.pad_token_id)
@@ -77,6 +83,13 @@ def run(args) -> int:
         say(f"{name} {st['new_tokens']} tokens, decoding {st['decode_s']:.3f} s ({st['decode_tokens_per_s']:.0f} "
             f"tokens/s), {st['cycles']} cycles")
     say(f"prefill (shared, target): {c.prefill_s:.3f} s")
+    if "tree_auto" in c.speculative.stats:
+        from sparrow_jax.generation.autotune import describe
+
+        say(f"tree auto chose: {describe(c.speculative.stats['tree_auto'])}")
+    st = c.speculative.stats
+    if st.get("tau_novel") is not None:
+        say(f"tau without tokens after a repeated 4-gram: {st['tau_novel']:.2f} ({st['repeated_tokens']} such tokens)")
     say(f"tau {c.tau:.2f} | DSR {c.dsr:.2f}x | ESR {c.esr:.2f}x | identical outputs: {'yes' if same else 'NO'}"
         f"   (medians of {REPEATS} runs after compiling)")
     if reference is not None:

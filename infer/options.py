@@ -30,13 +30,19 @@ def add_model_options(p, demo_help: str) -> None:
     s = p.add_argument_group("speculative decoding (with --draft)")
     shape = s.add_mutually_exclusive_group()
     shape.add_argument("--chain", type=int, metavar="K", help="draft a chain of K tokens per cycle")
-    shape.add_argument("--tree", metavar="TOPK,DEPTH,TOTAL",
-                       help="draft an EAGLE-2 tree (default: 8,3,30 with --draft)")
+    shape.add_argument("--tree", metavar="TOPK,DEPTH,TOTAL|auto",
+                       help="draft an EAGLE-2 tree; auto: the budget (chain or tree, and copies unless --copy is "
+                            "given) with the most expected tokens per second on this device, from the target's "
+                            "verify cost measured once (cached) and the draft's acceptance.json (default: auto "
+                            "once measured, else 8,3,30; --demo: a chain of 3)")
     s.add_argument("--window", type=int, help="text slots of the draft's window cache (default: as converted)")
     s.add_argument("--copy", type=int, metavar="M",
                    help="also propose up to M tokens copied from where the last words occurred before (prompt text "
                         "and answer), merged into the draft's tree and verified in the same forward; without "
                         "--draft, copies alone (default: off)")
+    s.add_argument("--copy-deep", type=int, metavar="D", default=0,
+                   help="with --copy M: D more copied tokens when the last 4 tokens occurred before (a long "
+                        "match), verified only in those cycles")
     v = p.add_argument_group("video sampling")
     v.add_argument("--preset", choices=sorted(PRESETS),
                    help="the paper's settings (default: qwen2_5_vl or llava_onevision_32 by target)")
@@ -64,29 +70,37 @@ def generation_settings(args) -> dict:
 
 
 def copy_config(args):
-    """The copy drafting --copy M asks for (None without it)."""
+    """The copy drafting --copy M (--copy-deep D) asks for (None without it)."""
+    deep = getattr(args, "copy_deep", 0) or 0
     if getattr(args, "copy", None) is None:
+        if deep:
+            raise ValueError("--copy-deep D adds copied tokens on a long match to --copy M: give --copy M too")
         return None
     if args.copy < 1:
         raise ValueError(f"--copy M proposes up to M copied tokens per cycle: M must be >= 1, got {args.copy}")
+    if deep < 0:
+        raise ValueError(f"--copy-deep D must be >= 0, got {deep}")
     from sparrow_jax.generation import CopyConfig
 
-    return CopyConfig(tokens=args.copy)
+    return CopyConfig(tokens=args.copy, deep=deep)
 
 
 def tree_shape(args, speculative: bool):
-    """The draft budget given by --chain / --tree (None when neither is given)."""
+    """The draft budget given by --chain / --tree (None when neither is given); --tree auto: an
+    `autotune.Auto` with the draft's acceptance table (`acceptance.json` in --draft, else the prior)."""
     if (args.chain is not None or args.tree is not None) and not speculative:
         raise ValueError("--chain and --tree shape the draft's proposals: give --draft CKPT too")
     if args.chain is not None:
         if args.chain < 1:
             raise ValueError(f"--chain K drafts K tokens per cycle: K must be >= 1, got {args.chain}")
         return TreeShape.chain(args.chain)
+    if args.tree == "auto":
+        return auto_tree(args.draft)
     if args.tree is not None:
         try:
             top_k, depth, total = (int(x) for x in args.tree.split(","))
         except ValueError:
-            raise ValueError(f"--tree takes TOPK,DEPTH,TOTAL (e.g. 8,3,30), got {args.tree!r}") from None
+            raise ValueError(f"--tree takes TOPK,DEPTH,TOTAL (e.g. 8,3,30) or auto, got {args.tree!r}") from None
         return TreeShape(top_k, depth, total)
     return None
 
@@ -124,3 +138,19 @@ def mesh_of(args):
     fix = (f"--mesh must use all {n} devices found (data x fsdp x tensor = {n}; data takes what is left when "
            f"not given), e.g. --mesh tensor={n}")
     return make_mesh(sizes.get("data", -1), sizes.get("fsdp", 1), sizes.get("tensor", 1), fix=fix)
+
+
+def auto_tree(draft_dir):
+    """tree="auto" for the draft checkpoint `draft_dir`: its acceptance.json (if it ships one)."""
+    from sparrow_jax.generation.autotune import Acceptance, Auto
+
+    return Auto(acceptance=None if draft_dir is None else Acceptance.load(draft_dir))
+
+
+def default_tree(target, draft_dir, fallback):
+    """The budget when neither --chain nor --tree is given: auto once this device's verify cost for `target`
+    (loaded) is measured and cached (by a run with --tree auto), else
+    `fallback` (the previous default)."""
+    from sparrow_jax.generation import autotune
+
+    return auto_tree(draft_dir) if autotune.is_measured(target) else fallback

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from infer.options import DEFAULT_MAX_NEW, copy_config, mesh_of, tree_shape
+from infer.options import DEFAULT_MAX_NEW, copy_config, default_tree, mesh_of, tree_shape
 from sparrow_jax import compile_cache
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.video import DEFAULT_PRESET, PRESETS, Sampling
@@ -17,15 +17,13 @@ def demo_defaults(args) -> None:
     """--demo: the embedded pair (sparrow_jax.demo) and its settings where the options leave them unset."""
     if not args.demo:
         return
-    from infer.demo import DEMO_CHAIN
     from sparrow_jax import demo
 
     args.target = args.target or str(demo.TARGET)
     args.draft = args.draft or str(demo.DRAFT)
     if args.frames is None and args.fps is None:
         args.frames = demo.FRAMES
-    if args.chain is None and args.tree is None:
-        args.chain = DEMO_CHAIN
+    # Neither --chain nor --tree: `Frontend` falls back to a chain of DEMO_CHAIN unless tree="auto" is measured.
 
 
 
@@ -50,7 +48,7 @@ class Frontend:
     args: object  # the parsed shared options (infer.options.add_model_options)
     config: object  # the target's config
     draft_config: object | None
-    tree: TreeShape | None
+    tree: object  # TreeShape, autotune.Auto (--tree auto) or None: `default_tree` once the target is loaded
     copy: object  # CopyConfig | None (--copy)
     tokenizer: object  # prompting.ChatTokenizer
     preset: object  # video.Preset
@@ -68,8 +66,6 @@ class Frontend:
         tree, copy, mesh = tree_shape(args, args.draft is not None), copy_config(args), mesh_of(args)
         config = checkpoint.target_config(args.target)
         draft_config = None if args.draft is None else checkpoint.draft_config(args.draft, config.text)
-        if draft_config is not None and tree is None:
-            tree = TreeShape()  # generate's default: the EAGLE-2 budget
         tokenizer = load_tokenizer(args.tokenizer or args.target)
         if problem := tokenizer_mismatch(tokenizer, config):
             raise ValueError(_foreign_tokenizer(args, tokenizer_dir(args.tokenizer or args.target), problem))
@@ -119,7 +115,8 @@ class Frontend:
         slots than --capacity (`new_tokens`: what the user calls the token limit)."""
         from sparrow_jax.generation import kv_slots_needed, proposal_shape
 
-        shape = proposal_shape(self.tree, self.copy, self.draft_config is not None)
+        shape = max((proposal_shape(t, c, self.draft_config is not None) for t, c in self._budgets()),
+                    key=lambda s: -1 if s is None else s.total + s.max_depth)
         need = kv_slots_needed(len(ids), max_new, shape)
         if need > self.args.capacity:
             video_tokens = int((ids == self.config.video_token_id).sum())
@@ -131,6 +128,25 @@ class Frontend:
                 f"sample fewer frames (--frames, --fps, --max-frames), lower --max-pixels (Qwen2.5-VL), lower "
                 f"{new_tokens}, or raise --capacity if memory allows")
 
+    def fallback_tree(self) -> TreeShape:
+        """The budget without --chain/--tree before tree="auto" is measured: --demo's chain, else EAGLE-2's."""
+        from infer.demo import DEMO_CHAIN
+
+        return TreeShape.chain(DEMO_CHAIN) if self.args.demo else TreeShape()
+
+    def _budgets(self):
+        """(tree, copy) pairs this request may draft with: --tree auto's candidates (or, unset, those and the
+        fallback), else the one given."""
+        from sparrow_jax.generation import autotune
+
+        if self.draft_config is None:
+            return [(None, self.copy)]
+        if self.tree is not None and not isinstance(self.tree, autotune.Auto):
+            return [(self.tree, self.copy)]
+        auto = self.tree or autotune.Auto()
+        options = auto.candidates or autotune.candidates(auto.acceptance or autotune.PRIOR, self.copy)
+        return [(self.fallback_tree(), self.copy), *options]
+
     def engine(self):
         """The Engine over the checked checkpoints (loads the weights)."""
         import sparrow_jax
@@ -141,6 +157,8 @@ class Frontend:
         target = sparrow_jax.load(args.target, args.dtype, mesh=self.mesh)  # straight into its shards
         draft = None if self.draft_config is None else checkpoint.load_draft(args.draft, self.draft_config,
                                                                              args.window, args.dtype, mesh=self.mesh)
+        if draft is not None and self.tree is None:
+            self.tree = default_tree(target, args.draft, self.fallback_tree())
         return Engine(target, draft, tree=self.tree, copy=self.copy, tokenizer=self.tokenizer,
                       generation_config=self.defaults, mesh=self.mesh)
 

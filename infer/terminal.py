@@ -83,9 +83,19 @@ class Ticker:
 def stats_line(stats: dict) -> str:
     src = stats.get("accepted_from")  # with --copy: where the accepted draft tokens came from
     sources = "" if src is None else f" | accepted draft {src['draft']}, copy {src['copy']}, both {src['both']}"
+    if "cycles_from" in stats:  # and which cycles accepted from which (deep: those that verified deep copies)
+        sources += " | cycles " + ", ".join(f"{k} {v}" for k, v in stats["cycles_from"].items()) + (
+            f", deep {stats['deep_cycles']}")
+    novel = stats.get("tau_novel")  # tau over the tokens that do not follow a repeated 4-gram
+    tau = f"tau {stats['tau']:.2f}" + ("" if "tau_novel" not in stats else
+                                       f" (novel {'-' if novel is None else f'{novel:.2f}'})")
+    auto = ""
+    if "tree_auto" in stats:  # what --tree auto chose
+        from sparrow_jax.generation.autotune import describe
+
+        auto = f" | tree auto: {describe(stats['tree_auto'])}"
     return (f"[prefill {stats['prefill_s']:.2f} s | {stats['new_tokens']} tokens in {stats['decode_s']:.2f} s = "
-            f"{stats['decode_tokens_per_s']:.1f} tokens/s | tau {stats['tau']:.2f} | {stats['cycles']} cycles"
-            f"{sources}]")
+            f"{stats['decode_tokens_per_s']:.1f} tokens/s | {tau} | {stats['cycles']} cycles{sources}{auto}]")
 
 
 def _write(text: str) -> None:

@@ -108,10 +108,15 @@ def zeros(shape, dtype):
     return constrain(jnp.zeros(shape, dtype), LAYOUT)
 
 
-def zeros(shape, dtype):
-    """Empty k/v of `shape` (`LAYOUT`), born sharded on the mesh `sharding.on_mesh` sets: a cache made
-    inside a jit is never whole on one device."""
-    return constrain(jnp.zeros(shape, dtype), LAYOUT)
+@struct.dataclass
+class DeferredWrites(KVCache):
+    """A KVCache that attention reads as usual but whose `write` hands back the new entries (k_new, v_new
+    [L, B, N, Hkv, D]) for the caller to store with `KVCache.write` later: a forward inside a `lax.cond`
+    branch reads the cache in place this way, where writing it inside the branch made XLA copy the whole
+    cache (6 cache-sized copies per cycle in the speculative loop's HLO, none with the write outside)."""
+
+    def write(self, k_new, v_new):
+        return k_new, v_new
 
 
 def scatter(k_all, v_all, k_new, v_new, where):

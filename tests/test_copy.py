@@ -44,6 +44,15 @@ def test_most_recent_occurrence_and_its_periodic_continuation():
     assert candidates([[3, 5, 5, 5]], tokens=3, max_match=2) == [[5, 5, 5]]
 
 
+def test_a_long_match_proposes_the_deep_copies_too():
+    # Row 0's last 3 tokens (7 8 9) occurred before: a long match, M + deep = 5 copies; row 1's longest
+    # match is 1 token (4): M = 2 copies only; deep_match 2 makes row 2's 2-token match long.
+    rows = [[7, 8, 9, 1, 2, 3, 4, 7, 8, 9], [5, 4, 6, 4], [1, 2, 6, 1, 2]]
+    assert candidates(rows, tokens=2, max_match=3, deep=3) == [[1, 2, 3, 4, 7], [6, 4], [6, 1]]
+    assert candidates(rows, tokens=2, max_match=3, deep=3, deep_match=2) == [[1, 2, 3, 4, 7], [6, 4],
+                                                                             [6, 1, 2, 6, 1]]
+
+
 def test_no_match_proposes_nothing_and_rows_are_independent():
     rows = [[1, 2, 3, 4, 5], [7, 1, 7], [8], [2, 9, 4, 2, 9]]
     tokens, valid = match(history(rows), CopyConfig(tokens=3, max_match=2))
@@ -83,6 +92,8 @@ def test_the_history_starts_from_the_prompt_text_and_the_first_token():
     (dict(tokens=0), "copy tokens must be >= 1"),
     (dict(min_match=3, max_match=2), "1 <= min_match <= max_match, got min_match=3 max_match=2"),
     (dict(max_match=4, history=4), "copy history 4 must exceed max_match 4"),
+    (dict(deep=-1), "copy deep must be >= 0"),
+    (dict(deep=4, deep_match=5, max_match=4), r"deep_match 5 must lie in \[min_match, max_match\] = \[1, 4\]"),
 ])
 def test_bad_copy_settings_are_clear_errors(config, message):
     with pytest.raises(ValueError, match=message):

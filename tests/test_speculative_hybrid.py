@@ -10,6 +10,9 @@ from helpers import make_draft, random_video, video_prompt
 
 import infer
 from sparrow_jax.generation import CopyConfig, kv_slots_needed, proposal_shape
+from sparrow_jax.generation import decoding
+from sparrow_jax.generation.decoding import run_prefill
+from sparrow_jax.generation.setup import setup
 from sparrow_jax.generation.speculative.hybrid import HybridProposer
 from sparrow_jax.generation.speculative.oracle import OracleProposer
 from sparrow_jax.generation.speculative.proposer import SparrowProposer
@@ -35,19 +38,56 @@ def check_sources(out, rows):
     src = out.stats["accepted_from"]
     assert src["copy"] > 0
     assert 0 <= sum(src.values()) - (out.stats["new_tokens"] - rows - out.stats["cycles"]) <= rows
+    assert sum(out.stats["cycles_from"].values()) == out.stats["cycles"] and out.stats["cycles_from"]["copy"] > 0
+    assert out.stats["tau_novel"] <= out.stats["tau"]  # the repeating answers: some tokens excluded
     return src
 
 
 def test_hybrid_with_a_random_draft_is_lossless_and_copies_are_accepted(llava, repeating):
-    """The Sparrow draft's chain (drafted greedily inside a hybrid) and up to 6 copies, one tree: the copy
-    branch is deeper than the draft's 3 levels, so the draft's ring takes longer commits than it drafts."""
+    """The Sparrow draft's chain (drafted greedily inside a hybrid) and 2 copies, 6 on a 3-token match
+    (adaptive depth): the copy branch is deeper than the draft's 3 levels, so the draft's ring takes longer
+    commits than it drafts, and cycles verify the short tree or, on a long match, the deep one."""
     target = llava[3]
     prompts, pix, ref = repeating
-    out = infer.generate(target, prompts, pix, max_new_tokens=MAX_NEW, draft=make_draft(target, window=8),
-                         tree=TreeShape.chain(3), copy=CopyConfig(tokens=6, max_match=3))
+    kw = dict(max_new_tokens=MAX_NEW, draft=make_draft(target, window=8), tree=TreeShape.chain(3),
+              copy=CopyConfig(tokens=2, max_match=3, deep=4))
+    out = infer.generate(target, prompts, pix, **kw)
     assert out.token_ids() == ref
     check_sources(out, len(ref))
     assert len(out.stats["acceptance"]) == 6 and out.stats["acceptance"][3] > 0  # paths deeper than the draft's
+    assert 0 < out.stats["deep_cycles"] < out.stats["cycles"]  # both forwards ran
+    # The cond between the two forwards reads the cache in place: no cache-sized copy in the program
+    # (the same program: loaded from the test run's compilation cache).
+    r = setup(target, prompts, pix, **kw)
+    p, _ = run_prefill(r)
+    hlo = decoding._speculate.lower(r.graphdef, r.params, r.proposer, r.prompt, p.logits, p.hidden, p.cache, r.key,
+                                    r.config).compile().as_text()
+    cache_shape = "f32[%s]" % ",".join(map(str, p.cache.k.shape))
+    assert not [line for line in hlo.splitlines() if " copy(" in line and cache_shape in line]
+
+
+def test_tree_auto_measures_once_chooses_and_records_the_choice(llava, repeating, tmp_path):
+    """tree=Auto(...) end to end: the verify cost measured on this device (two tiny token counts), cached,
+    the budget chosen (one candidate: the program of the test above, so nothing compiles anew) and
+    recorded in the stats; a second request reads the cache back."""
+    from sparrow_jax.generation import autotune
+
+    target = llava[3]
+    prompts, pix, ref = repeating
+    option = (TreeShape.chain(3), CopyConfig(tokens=2, max_match=3, deep=4))
+    auto = autotune.Auto(candidates=(option,), contexts=(64,), tokens=(1, 2), steps=2, repeats=1,
+                         cache_dir=str(tmp_path))
+    out = infer.generate(target, prompts, pix, max_new_tokens=MAX_NEW, draft=make_draft(target, window=8), tree=auto)
+    assert out.token_ids() == ref
+    choice = out.stats["tree_auto"]
+    assert choice["tree"] == [1, 2, 4] and choice["chain"] and choice["copy"] == {"tokens": 2, "deep": 4}
+    assert choice["tau"] > 1 and choice["cycle_ms"] > 0 and choice["acceptance"].startswith("prior")
+    (cached,) = tmp_path.glob("*.json")
+    failing = lambda *a: pytest.fail("measured again instead of reading the cache")  # noqa: E731
+    again = autotune.resolve(target, make_draft(target), auto, None, 64, measure=failing)
+    assert again["tree"] == option[0] and again["context"] == 64
+    with pytest.raises(ValueError, match="tree must be a TreeShape or 'auto', got 'wide'"):
+        infer.generate(target, prompts, pix, max_new_tokens=4, draft=make_draft(target), tree="wide")
 
 
 def test_copies_merged_into_an_oracle_tree_stream_the_target_tokens(llava, repeating):

@@ -20,6 +20,7 @@ from sparrow_jax.generation import autoregressive
 from sparrow_jax.generation.prefill import prefill
 from sparrow_jax.generation.setup import Request
 from sparrow_jax.generation.speculative import loop
+from sparrow_jax.generation.speculative.tree import HybridShape
 from sparrow_jax.generation.state import DecodeConfig, GenerateOutput, Prefilled, PromptState, generation_stats
 from sparrow_jax.sharding import on_mesh, put_rows
 
@@ -38,7 +39,7 @@ def _speculate(graphdef, params, proposer, prompt: PromptState, logits, hidden, 
     target = nnx.merge(graphdef, params)
     s = loop.start(target, proposer, prompt, logits=logits, hidden=hidden, cache=cache, key=key, config=config)
     s = loop.decode(target, proposer, s, config)
-    return s.tokens, s.n_out, s.cycles, s.accepted, s.sources, s.cache
+    return s.tokens, s.n_out, loop.record(s), s.cache
 
 
 def run_prefill(request: Request) -> tuple[Prefilled, float]:
@@ -62,18 +63,20 @@ def run_decode(request: Request, prefilled: Prefilled, prefill_s: float, propose
     t1 = time.perf_counter()
     r, p = request, prefilled
     with on_mesh(r.mesh):
-        tokens, lengths, cycles, accepted, sources = _run_decode(r, p, proposer)
-    tokens, lengths, cycles, accepted, sources = jax.device_get((tokens, lengths, cycles, accepted, sources))
-    return GenerateOutput(np.asarray(tokens)[:, : r.max_new_tokens], np.asarray(lengths),
-                          generation_stats(lengths, cycles, accepted, prefill_s, time.perf_counter() - t1, sources))
+        tokens, lengths, record = _run_decode(r, p, proposer)
+    tokens, lengths, record = jax.device_get((tokens, lengths, record))
+    stats = generation_stats(lengths, record, prefill_s, time.perf_counter() - t1, tokens=tokens,
+                             hybrid=isinstance(r.config.tree, HybridShape) and proposer is not None,
+                             choice=None if proposer is None else r.choice)
+    return GenerateOutput(np.asarray(tokens)[:, : r.max_new_tokens], np.asarray(lengths), stats)
 
 
 def _run_decode(r: Request, p: Prefilled, proposer):
     if proposer is None:
         tokens, lengths, _, _ = _decode(r.graphdef, r.params, r.prompt, p.logits, p.cache, r.key,
                                         dataclasses.replace(r.config, tree=None))  # one AR program per tree
-        cycles, accepted, sources = lengths - 1, jnp.zeros((r.batch.batch, 0), jnp.int32), None
+        record = {"cycles": lengths - 1, "accepted": jnp.zeros((r.batch.batch, 0), jnp.int32)}
     else:
-        tokens, lengths, cycles, accepted, sources, _ = _speculate(r.graphdef, r.params, proposer, r.prompt,
-                                                                   p.logits, p.hidden, p.cache, r.key, r.config)
-    return tokens, lengths, cycles, accepted, sources
+        tokens, lengths, record, _ = _speculate(r.graphdef, r.params, proposer, r.prompt, p.logits, p.hidden,
+                                                p.cache, r.key, r.config)
+    return tokens, lengths, record

@@ -31,7 +31,7 @@ class Engine:
     carry `text` and its EOS and pad ids are the defaults.
     """
 
-    def __init__(self, target, draft=None, *, tree: TreeShape | None = None, tokenizer=None,
+    def __init__(self, target, draft=None, *, tree: TreeShape | str | None = None, tokenizer=None,
                  generation_config: GenerationConfig | dict | None = None, **options):
         mesh = options.get("mesh")
         if mesh is not None:  # placed once here, not per request (`setup` finds them placed)
@@ -148,7 +148,10 @@ def generate(target, prompts, video=None, *, generation_config: GenerationConfig
 
     With `draft` (a loaded Sparrow draft, or any `speculative.proposer.Proposer`) decoding is
     speculative and lossless: the draft proposes a
-    `tree` (default: the EAGLE-2 budget top_k 8, depth 3, 30 tokens; `TreeShape.chain(k)` for a chain),
+    `tree` (default: the EAGLE-2 budget top_k 8, depth 3, 30 tokens; `TreeShape.chain(k)` for a chain;
+    "auto" or `autotune.Auto(...)`: the budget, copies included unless `copy` is given, with the most expected
+    tokens per second on this device, from the target's verify cost measured once and cached, recorded in
+    `stats["tree_auto"]`),
     the target verifies it in one forward (at temperature > 0 a chain samples its tokens from the draft,
     a tree proposes the draft's top-k; both are verified by exact speculative sampling). `copy` (a
     `CopyConfig`, or M for `CopyConfig(tokens=M)`) adds up to M tokens copied from where the text's last

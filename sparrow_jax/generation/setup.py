@@ -14,6 +14,7 @@ from flax import nnx
 from sparrow_jax.attention import check_capacity, round_capacity
 from sparrow_jax.config import Qwen25VLConfig, draft_mismatch
 from sparrow_jax.errors import UserError
+from sparrow_jax.generation import autotune
 from sparrow_jax.generation.speculative.copy import CopyConfig, CopyProposer
 from sparrow_jax.generation.speculative.hybrid import HybridProposer
 from sparrow_jax.generation.speculative.proposer import Proposer, SparrowProposer
@@ -39,6 +40,7 @@ class Request:
     proposer: Proposer | None
     key: jax.Array  # [B] one PRNG key per row
     mesh: jax.sharding.Mesh | None = None  # where it runs (`sharding.on_mesh`); None: one device
+    choice: dict | None = None  # tree="auto": what `autotune.choose` picked and why (recorded in the stats)
 
 
 def setup(
@@ -59,7 +61,7 @@ def setup(
     prompt_bucket: int = 64,
     prefill_chunk: int = 512,
     draft=None,
-    tree: TreeShape | None = None,
+    tree: TreeShape | str | None = None,
     copy: CopyConfig | int | None = None,
     draft_chunk: int = 64,
     draft_sees_visual: bool = False,
@@ -86,7 +88,10 @@ def setup(
     if mesh is not None:  # no-ops for models already there (`Engine` places them once)
         target = shard_model(target, mesh)
         draft = shard_model(draft, mesh) if isinstance(draft, nnx.Module) else draft
-    draft = proposer_of(target, draft, tree=tree, copy=CopyConfig.of(copy), sampler=sampler, draft_chunk=draft_chunk,
+    copy, choice = CopyConfig.of(copy), None
+    if isinstance(tree, str) or isinstance(tree, autotune.Auto):  # measured once per device and target, cached
+        tree, copy, choice = _auto(target, draft, tree, copy, width)
+    draft = proposer_of(target, draft, tree=tree, copy=copy, sampler=sampler, draft_chunk=draft_chunk,
                         draft_sees_visual=draft_sees_visual)
     shape = None if draft is None else draft.shape
     need = _slots(width, max_new_tokens, shape)
@@ -109,7 +114,19 @@ def setup(
     config = DecodeConfig(token_bucket(max_new_tokens), int(pad_id), shape)
     prompt, key = put_rows((prompt, row_keys(seed, batch.batch)), mesh, batch.batch)  # rows over `data`
     return Request(graphdef, params, batch, prompt, capacity, min(width, prefill_chunk), max_new_tokens, config,
-                   draft if mesh is None else put_rows(draft, mesh, batch.batch), key, mesh)
+                   draft if mesh is None else put_rows(draft, mesh, batch.batch), key, mesh, choice)
+
+
+def _auto(target, draft, tree, copy: CopyConfig | None, context: int):
+    """(tree, copy, the choice) for tree="auto" or an `autotune.Auto`: the budget with the most expected tokens
+    per unit time on this device (a `copy` given stays as it is)."""
+    if isinstance(tree, str) and tree != "auto":
+        raise UserError(f"tree must be a TreeShape or 'auto', got {tree!r}")
+    if draft is None or hasattr(draft, "propose"):
+        raise UserError("tree='auto' chooses a Sparrow draft's budget: give draft= a draft model")
+    auto = tree if isinstance(tree, autotune.Auto) else autotune.Auto()
+    choice = autotune.resolve(target, draft, auto, copy, context)
+    return choice["tree"], choice["copy"], choice
 
 
 def proposer_of(target, draft, *, tree: TreeShape | None, copy: CopyConfig | None, sampler: Sampler,
@@ -179,7 +196,7 @@ def proposal_shape(tree: TreeShape | None, copy: CopyConfig | int | None, draft:
     merged in, copies alone without a `draft`, None without either."""
     copy = CopyConfig.of(copy)
     tree = (tree or TreeShape()) if draft else None
-    return tree if copy is None else HybridShape(tree, copy.tokens)
+    return tree if copy is None else HybridShape(tree, copy.tokens, copy.deep)
 
 
 def _slots(width: int, max_new_tokens: int, tree: TreeShape | HybridShape | None) -> int:

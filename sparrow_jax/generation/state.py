@@ -118,7 +118,7 @@ class Prefilled:
 class GenerateOutput:
     tokens: np.ndarray  # [B, max_new_tokens] int32; positions past a row's length hold pad_id
     lengths: np.ndarray  # [B] generated tokens per row, a final EOS included
-    stats: dict  # prefill_s, decode_s, new_tokens, cycles, tau, acceptance, decode_tokens_per_s (+ accepted_from)
+    stats: dict  # prefill_s, decode_s, new_tokens, cycles, tau, acceptance, decode_tokens_per_s (see generation_stats)
     text: list[str] | None = None  # each row's decoded text, when generated with a tokenizer (`Engine`)
 
     def token_ids(self) -> list[list[int]]:
@@ -126,12 +126,28 @@ class GenerateOutput:
         return [t[:n].tolist() for t, n in zip(self.tokens, self.lengths)]
 
 
-def generation_stats(lengths, cycles, accepted, prefill_s: float, decode_s: float, sources=None) -> dict:
-    """The statistics of a decoding; `sources` [B, 3] (hybrid drafting) adds `accepted_from`: the accepted
-    draft tokens (bonus tokens not counted) that only the draft, only the copies, or both proposed."""
-    new, n_cycles = int(np.sum(lengths)), int(np.sum(cycles))
-    extra = {} if sources is None else {"accepted_from": dict(zip(("draft", "copy", "both"),
-                                                                  np.sum(sources, 0).tolist()))}
+REPEAT_NGRAM = 4  # a token whose preceding 4 tokens occurred earlier in the output counts as repeated
+
+
+def generation_stats(lengths, record: dict, prefill_s: float, decode_s: float, *, tokens=None,
+                     hybrid: bool = False, choice: dict | None = None) -> dict:
+    """The statistics of a decoding. `record`: `cycles` [B] and `accepted` [B, D] (per depth), and for
+    speculative decoding `token_cycle` / `token_source` [B, T] (`loop.record`) with `tokens` [B, T], which add
+    `tau_novel` and `repeated_tokens` (see `novel_tau`); with `hybrid` (copies in the tree) also
+    `accepted_from` (accepted draft tokens, bonus tokens not counted, that only the draft, only the copies or
+    both proposed), `cycles_from` (cycles by where their accepted tokens came from) and `deep_cycles`;
+    `choice` (tree="auto") adds `tree_auto`: the budget chosen and its expected figures."""
+    new, n_cycles = int(np.sum(lengths)), int(np.sum(record["cycles"]))
+    extra = {} if choice is None else {"tree_auto": auto_record(choice)}
+    if "token_cycle" in record:
+        rows = [(t[:n], c[:n], src[:n]) for t, c, src, n in zip(np.asarray(tokens), record["token_cycle"],
+                                                              record["token_source"], lengths)]
+        extra["tau_novel"], extra["repeated_tokens"] = novel_tau([(t, c) for t, c, _ in rows])
+        if hybrid:
+            extra["accepted_from"] = dict(zip(SOURCES, (sum(int(np.sum(src == k)) for _, _, src in rows)
+                                                       for k in range(3))))
+            extra["cycles_from"] = cycles_from([(c, src) for _, c, src in rows])
+            extra["deep_cycles"] = int(np.sum(record["deep"]))
     return {
         "prefill_s": prefill_s,
         "decode_s": decode_s,
@@ -139,7 +155,58 @@ def generation_stats(lengths, cycles, accepted, prefill_s: float, decode_s: floa
         "cycles": n_cycles,
         # Tokens per draft-verify cycle, bonus included; the first token comes from prefill.
         "tau": (new - len(lengths)) / max(n_cycles, 1),
-        "acceptance": (np.sum(accepted, 0) / max(n_cycles, 1)).tolist(),  # P(accepted path reaches depth d)
+        "acceptance": (np.sum(record["accepted"], 0) / max(n_cycles, 1)).tolist(),  # P(path reaches depth d)
         "decode_tokens_per_s": new / max(decode_s, 1e-9),
         **extra,
     }
+
+
+SOURCES = ("draft", "copy", "both")  # Tree.source DRAFT, COPY, BOTH
+
+
+def auto_record(choice: dict) -> dict:
+    """The tree="auto" choice as plain values (JSON-ready: `--json` prints the stats)."""
+    t, c = choice["tree"], choice["copy"]
+    return {"tree": None if t is None else [t.top_k, t.depth, t.total], "chain": t is not None and t.is_chain,
+            "copy": None if c is None else {"tokens": c.tokens, "deep": c.deep},
+            **{k: choice[k] for k in ("tau", "cycle_ms", "speedup", "acceptance", "context")}}
+
+
+def repeated(tokens, n: int = REPEAT_NGRAM) -> np.ndarray:
+    """[T] bool: token j is repeated when the n tokens before it occurred, in that order, earlier in `tokens`
+    (a loop: a copy of what followed would predict it)."""
+    tokens = [int(t) for t in tokens]
+    seen, out = set(), np.zeros(len(tokens), bool)
+    for j in range(n, len(tokens)):
+        gram = tuple(tokens[j - n : j])
+        out[j] = gram in seen
+        seen.add(gram)
+    return out
+
+
+def novel_tau(rows, n: int = REPEAT_NGRAM) -> tuple[float | None, int]:
+    """(tau counting only tokens that are not `repeated`, over the cycles that emitted any such token; the
+    number of repeated tokens) for rows of (tokens [T], the cycle of each token [T]; cycle 0: the prefill's
+    first token). A degenerate loop raises tau (copies of a loop are accepted whole) but not this figure;
+    None when no cycle emitted a novel token."""
+    novel_tokens, novel_cycles, rep = 0, 0, 0
+    for tokens, cycle in rows:
+        r = repeated(tokens, n)
+        rep += int(np.sum(r))
+        novel = np.asarray(cycle)[(np.asarray(cycle) > 0) & ~r]
+        novel_tokens += novel.size
+        novel_cycles += np.unique(novel).size
+    return (novel_tokens / novel_cycles if novel_cycles else None), rep
+
+
+def cycles_from(rows) -> dict:
+    """Cycles counted by where their accepted (non-bonus) tokens came from, for rows of (the cycle of each
+    token, its source): `none` (the bonus token only), `draft` or `copy` (all from that source alone), `both`
+    (a token both proposed, or tokens of each)."""
+    out = dict.fromkeys(("none", "draft", "copy", "both"), 0)
+    for cycle, src in rows:
+        cycle, src = np.asarray(cycle), np.asarray(src)
+        for c in np.unique(cycle[cycle > 0]):
+            kinds = set(src[(cycle == c) & (src < 3)].tolist())
+            out["none" if not kinds else SOURCES[kinds.pop()] if len(kinds) == 1 else "both"] += 1
+    return out

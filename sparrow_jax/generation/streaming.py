@@ -24,6 +24,7 @@ from sparrow_jax.generation import autoregressive
 from sparrow_jax.generation.decoding import run_prefill
 from sparrow_jax.generation.setup import Request
 from sparrow_jax.generation.speculative import loop
+from sparrow_jax.generation.speculative.tree import HybridShape
 from sparrow_jax.generation.state import DecodeConfig, GenerateOutput, generation_stats
 from sparrow_jax.sharding import on_mesh
 
@@ -95,9 +96,10 @@ class TokenStream:
                 break
             s = advance(s)
         if r.proposer is None:
-            cycles, accepted, sources = n - 1, jnp.zeros((len(n), 0), jnp.int32), None
+            record = {"cycles": n - 1, "accepted": jnp.zeros((len(n), 0), jnp.int32)}
         else:
-            cycles, accepted, sources = jax.device_get((s.cycles, s.accepted, s.sources))
+            record = jax.device_get(loop.record(s))
+        stats = generation_stats(n, record, self.prefill_s, time.perf_counter() - t1, tokens=tokens,
+                                 hybrid=isinstance(config.tree, HybridShape), choice=r.choice)
         tokens = tokens[:, :max_new]
-        stats = generation_stats(n, cycles, accepted, self.prefill_s, time.perf_counter() - t1, sources)
         self.output = self._finish(GenerateOutput(tokens, n, stats))

@@ -23,14 +23,18 @@ EMPTY = -1  # an unused history slot: never equal to a token
 
 @dataclasses.dataclass(frozen=True)
 class CopyConfig:
-    """`tokens` (M): the most copied tokens proposed per cycle; matches of the last `max_match` down to
+    """`tokens` (M): the copied tokens proposed per cycle; matches of the last `max_match` down to
     `min_match` tokens are tried, the longest that occurs earlier wins; `history`: tokens kept (prompt text
-    and answer; the oldest are dropped past it)."""
+    and answer; the oldest are dropped past it). Adaptive depth: when the match is at least `deep_match`
+    tokens long (default `max_match`), `deep` more tokens of the copy are proposed (M + deep in all,
+    verified in the same forward, which covers them only in such cycles: `HybridShape.deep`)."""
 
     tokens: int = 8
     max_match: int = 4
     min_match: int = 1
     history: int = 1024
+    deep: int = 0
+    deep_match: int | None = None
 
     def __post_init__(self):
         if self.tokens < 1:
@@ -38,9 +42,24 @@ class CopyConfig:
         if not 1 <= self.min_match <= self.max_match:
             raise ValueError(f"copy matching needs 1 <= min_match <= max_match, got min_match={self.min_match} "
                              f"max_match={self.max_match}")
+        if self.deep < 0:
+            raise ValueError(f"copy deep must be >= 0 (extra copied tokens on a long match), got {self.deep}")
+        if not self.min_match <= self.long_match <= self.max_match:
+            raise ValueError(f"copy deep_match {self.deep_match} must lie in [min_match, max_match] = "
+                             f"[{self.min_match}, {self.max_match}] (the match lengths tried); raise max_match")
         if self.history < self.max_match + 1:
             raise ValueError(f"copy history {self.history} must exceed max_match {self.max_match} (a match needs "
                              f"an earlier occurrence); raise history")
+
+    @property
+    def long_match(self) -> int:
+        """The match length from which the `deep` tokens are proposed too."""
+        return self.max_match if self.deep_match is None else self.deep_match
+
+    @property
+    def most(self) -> int:
+        """The copy nodes of a tree: M + deep."""
+        return self.tokens + self.deep
 
     @classmethod
     def of(cls, value) -> "CopyConfig | None":
@@ -84,14 +103,14 @@ class CopyHistory:
 
 
 def copy_candidates(history: CopyHistory, config: CopyConfig):
-    """(tokens [B, M], valid [B, M]) the longest suffix match proposes: for n from max_match down to
-    min_match, the most recent earlier occurrence of the history's last n tokens (it may overlap them),
-    the longest n that occurs; then the M tokens that followed it. Where those run into the history's end
-    they repeat: an occurrence ending d tokens before the last one says the text repeats with period d, so
-    token i is the one at `end + 1 + i mod d` (a loop of d tokens is copied M deep, not d). No match:
-    nothing valid (tokens 0)."""
+    """(tokens [B, M + deep], valid [B, M + deep]) the longest suffix match proposes: for n from max_match
+    down to min_match, the most recent earlier occurrence of the history's last n tokens (it may overlap
+    them), the longest n that occurs; then the tokens that followed it: M of them, M + deep when n >=
+    deep_match. Where those run into the history's end they repeat: an occurrence ending d tokens before
+    the last one says the text repeats with period d, so token i is the one at `end + 1 + i mod d` (a loop
+    of d tokens is copied M deep, not d). No match: nothing valid (tokens 0)."""
     h, length = history.tokens, history.length
-    size, m = h.shape[1], config.tokens
+    size, m = h.shape[1], config.most
     j = jnp.arange(size)
     # last(k) [B, 1]: the token k before the history's last one; step k compares it with the token k before
     # every position j (the history shifted by k), so after step k `run` says where the last k + 1 tokens end.
@@ -99,6 +118,7 @@ def copy_candidates(history: CopyHistory, config: CopyConfig):
     run = jnp.ones(h.shape, bool)
     best_end = jnp.full(length.shape, -1, jnp.int32)
     found_any = jnp.zeros(length.shape, bool)
+    long = jnp.zeros(length.shape, bool)  # a match of at least deep_match tokens
     for k in range(config.max_match):
         shifted = jnp.concatenate([jnp.full((h.shape[0], k), EMPTY, jnp.int32), h[:, : size - k]], axis=1)
         run = run & (shifted == last(k)) & (length > k)[:, None]
@@ -109,9 +129,10 @@ def copy_candidates(history: CopyHistory, config: CopyConfig):
         found = end >= 0
         best_end = jnp.where(found, end, best_end)  # longer n come later and win
         found_any = found_any | found
+        long = long | (found & (k + 1 >= config.long_match))
     period = jnp.maximum(length - 1 - best_end, 1)[:, None]
     at = best_end[:, None] + 1 + jnp.arange(m)[None] % period
-    valid = jnp.broadcast_to(found_any[:, None], at.shape)
+    valid = found_any[:, None] & (jnp.arange(m)[None] < jnp.where(long, m, config.tokens)[:, None])
     tokens = jnp.take_along_axis(h, jnp.clip(at, 0, size - 1), axis=1)
     return jnp.where(valid, tokens, 0).astype(jnp.int32), valid
 
@@ -138,7 +159,7 @@ class CopyProposer:
 
     @property
     def shape(self) -> HybridShape:
-        return HybridShape(None, self.config.tokens)
+        return HybridShape(None, self.config.tokens, self.config.deep)
 
     def start(self, target, prompt, *, hidden, first) -> CopyHistory:
         return CopyHistory.of_prompt(prompt, first, self.config.history)

@@ -68,7 +68,7 @@ class HybridProposer:
 
     @classmethod
     def create(cls, draft, config: CopyConfig) -> "HybridProposer":
-        shape = HybridShape(draft.shape, config.tokens)
+        shape = HybridShape(draft.shape, config.tokens, config.deep)
         if hasattr(draft, "commit_width"):  # the Sparrow draft's ring must hold a commit of the deeper paths
             draft = draft.replace(commit_width=shape.max_depth + 1)
         return cls(draft, config, shape)

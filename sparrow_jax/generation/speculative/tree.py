@@ -69,28 +69,33 @@ class TreeShape:
         return np.concatenate([np.ones(self.top_k, np.int32)] + [np.full(self.top_k**2, s + 1, np.int32) for s in range(1, self.depth + 1)])
 
 
-# Tree.source values: where a node's token came from (for the statistics of accepted tokens).
-DRAFT, COPY, BOTH = 0, 1, 2
+# Tree.source values: where a node's token came from (for the statistics of accepted tokens); BONUS marks
+# an output token the target produced itself (a cycle's bonus token, the prefill's first token).
+DRAFT, COPY, BOTH, BONUS = 0, 1, 2, 3
 
 
 @dataclasses.dataclass(frozen=True)
 class HybridShape:
-    """The static budget of a draft tree (`draft`, None for copies alone) plus `copy` copy nodes."""
+    """The static budget of a draft tree (`draft`, None for copies alone) plus `copy` copy nodes, and `deep`
+    more copy nodes (the chain's continuation) that are verified only in cycles where a long match
+    proposes them (adaptive depth: the verify forward then covers all `total` nodes, else `total - deep`)."""
 
     draft: TreeShape | None
     copy: int
+    deep: int = 0
 
     def __post_init__(self):
-        if self.copy < 1:
-            raise ValueError(f"a hybrid needs copy >= 1 copy nodes, got {self.copy}")
+        if self.copy < 1 or self.deep < 0:
+            raise ValueError(f"a hybrid needs copy >= 1 copy nodes and deep >= 0, got copy={self.copy} "
+                             f"deep={self.deep}")
 
     @property
     def total(self) -> int:
-        return (1 if self.draft is None else self.draft.total) + self.copy
+        return (1 if self.draft is None else self.draft.total) + self.copy + self.deep
 
     @property
     def max_depth(self) -> int:
-        return max(0 if self.draft is None else self.draft.max_depth, self.copy)
+        return max(0 if self.draft is None else self.draft.max_depth, self.copy + self.deep)
 
     @property
     def is_chain(self) -> bool:
