@@ -11,6 +11,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # starts it empty; later local runs reuse it). Every program is kept, however quick its compile.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# XLA's CPU fusion emitters off for the tests: the suite is compile-bound (XLA's backend compile was 152 s of a
+# 200 s speculative test), and the older emitters take about a quarter less compile time (tests/test_generate.py
+# with an empty cache: 84 -> 62 s of CPU) at the same run time (test_synthetic_vision.py, 1500 training steps:
+# 137 vs 139 s of CPU). Library code and users keep XLA's defaults; subprocesses get it (helpers.subprocess_env).
+from helpers import XLA_TEST_FLAGS  # noqa: E402 (after the cache settings: jax reads them when imported)
+
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAGS}".strip()  # before any compile
 # The user's cache directory is not the tests': a verify cost measured there (tree="auto") would change what the
 # command lines default to. Tests that measure give their own directory.
 os.environ["SPARROW_JAX_CACHE_DIR"] = str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "sparrow-jax" / "jax")
@@ -63,7 +70,8 @@ def tiny_pair(llava, tmp_path_factory):
 # test_speculative_sampling 183, ...). pytest-xdist hands whole files to its two workers in collection
 # order, so the long files start first and the short ones fill in at the end; in alphabetical order
 # test_train.py started late and ran on alone.
-SLOWEST_FIRST = ["test_train.py", "test_speculative.py", "test_speculative_sampling.py", "test_demo.py",
+SLOWEST_FIRST = ["test_train.py", "test_speculative.py", "test_speculative_sampling.py", "test_scale.py",
+                 "test_sharded_generate.py", "test_speculative_hybrid.py", "test_demo.py",
                  "test_synthetic_vision.py", "test_generate.py", "test_qwen2_5_vl_vision.py", "test_qwen2_5_vl.py",
                  "test_serve.py", "test_streaming.py", "test_engine.py", "test_kv_cache.py", "test_train_target.py"]
 

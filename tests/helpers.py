@@ -3,6 +3,7 @@ inputs, conversion through the CLI, a tiny draft, synthetic clips. Test modules 
 from each other."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,18 @@ import torch
 from sparrow_jax.config import DraftConfig, TextConfig
 from sparrow_jax.models import build_model
 from sparrow_jax.video import write_video
+
+# XLA's CPU fusion emitters off for the tests (conftest.py sets it for the run; why: there): the suite is
+# compile-bound and the older emitters compile about a quarter faster at the same run time.
+XLA_TEST_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+
+
+def subprocess_env(xla_flags: str = "", **extra) -> dict:
+    """The environment for a test's subprocess: this one's, on the CPU, with the tests' XLA flags plus
+    `xla_flags` (e.g. a virtual device count) and not whatever XLA_FLAGS the caller's shell had."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"{XLA_TEST_FLAGS} {xla_flags}".strip(), **extra)
+    return env
 
 VIDEO_TOKEN, IMAGE_TOKEN = 120, 121
 

@@ -10,7 +10,6 @@ tensor=8 (8 virtual CPU devices) is checked for LLaVA-OneVision's decode loop, t
 `python -m infer.bench scale` command line.
 """
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from sparrow_jax import aot
 from sparrow_jax.scale_paths import ScaleRun, ScaleSetting
+from helpers import subprocess_env
 
 ONE_DEVICE = 60 * aot.GIB  # an H100 (80 GiB) or a v5p chip (95 GiB), with room to spare
 TENSOR_8 = 14  # GiB per device on tensor=8: a v5e chip (16 GiB) with room to spare
@@ -85,8 +85,7 @@ def test_tensor_8_fits_14_gib_per_device():
     suite keeps one device): LLaVA-OneVision-7B's decode loop sharded as `generate(mesh=)` places it (weights
     by the logical-axis table; the 4 KV heads do not divide 8, so the cache is replicated). The sharded
     prefill (7.7 GiB) and speculative loops are left to the command itself, for CI time."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = subprocess_env("--xla_force_host_platform_device_count=8")
     proc = subprocess.run([sys.executable, "-m", "infer.bench", "scale", "--family", "llava_onevision", "--paths",
                            "decode", "--mesh", "tensor=8"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from infer.options import mesh_of, mesh_sizes
+from helpers import subprocess_env
 
 HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
 def found():
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE)]))
+    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE)]))  # the script sets its flags
     proc = subprocess.run([sys.executable, str(HERE / "sharded_generate.py")], cwd=HERE.parent, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

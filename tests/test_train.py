@@ -26,6 +26,7 @@ from train.regeneration import prompt_of
 from train.step import draft_loss, target_features
 from train.tokenizer import ByteChatTokenizer
 from train.trainer import run
+from helpers import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "train" / "configs" / "tiny.json"
@@ -144,17 +145,13 @@ def _cli(overrides, env=None, extra=()):
     return [sys.executable, "-m", "train.main", "--config", str(TINY), *overrides, *extra]
 
 
-def _env(**kw):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", **kw)
-    return env
 
 
 def test_eight_devices_match_one(tiny, straight, tmp_path):
     """data=4 x fsdp=2 over 8 virtual CPU devices: parameters sharded, batch split, same numbers."""
     overrides = short_run(tmp_path, tiny[0], "steps=4", "checkpoint.every=2", "mesh.fsdp=2")
     proc = subprocess.run(_cli(overrides), cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+                          env=subprocess_env("--xla_force_host_platform_device_count=8"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     params = nnx.to_pure_dict(nnx.state(sparrow_jax.load(tmp_path / "draft"), nnx.Param))  # loads on 1 device
     _, ref = straight
@@ -174,7 +171,7 @@ def test_two_processes_with_jax_distributed(tiny, tmp_path):
     assert {data.batch_settings(cfg.data, k, cfg.data.seed, 4)[0] for k in range(3)} == {4, 2}  # both drawn
     procs = [subprocess.Popen(_cli(overrides, extra=["--coordinator", f"localhost:{port}", "--num-processes", "2",
                                                      "--process-id", str(i)]),
-                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outs):
@@ -358,7 +355,7 @@ def test_user_mistakes_are_one_line_errors(tiny, straight, tmp_path, capsys):
 
 def _run_until(argv, condition, timeout=300):
     """Start `python -m train.main argv`, kill -9 it as soon as `condition()` holds; its stderr."""
-    proc = subprocess.Popen(_cli(argv), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(_cli(argv), cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + timeout
     while proc.poll() is None and not condition() and time.monotonic() < deadline:
