@@ -10,7 +10,7 @@ from flax import nnx
 
 from train import ivsb
 from train.config import ObjectiveConfig, OptimConfig
-from train.loss import pass_loss
+from train.loss import pass_losses
 
 
 def forward(target, batch, capture=()):
@@ -56,23 +56,26 @@ def draft_loss(draft, target, features, batch, key, obj: ObjectiveConfig):
         (nxt, noisy, hidden, mid, assistant), lengths = ivsb.text_rows(
             visual, lengths, obj.text_len, nxt, noisy, hidden, mid, assistant)
         visual = jnp.zeros(assistant.shape, bool)
-    logits = target.logits(hidden)  # the soft labels (after packing: only for the positions kept)
     embeds = target.lm.embed_tokens(nxt)
     mask = ivsb.loss_mask(assistant)
     attn = ivsb.attention_mask(visual, lengths, text_only)
     positions = ivsb.draft_positions(visual, text_only)
-    next_hidden, next_logits = ivsb.shift_left(hidden), ivsb.shift_left(logits)
     shiftable = ivsb.mtp_shiftable(assistant, visual)
-    total, metrics, h = 0.0, {}, noisy
-    for j in range(1 + obj.mtp_passes):
+    outs, h = [], noisy
+    for _ in range(1 + obj.mtp_passes):
         x = draft.fuse(embeds, h)
         if obj.visual_input == "mid_layer":
             x = ivsb.ivsb_inputs(x, mid, visual)
-        out, _ = draft.run_layers(x, positions, attn)
-        loss, m = pass_loss(out, target.logits(out), next_hidden, next_logits, mask, obj.feature_weight, obj.ce_weight)
-        total = total + obj.pass_decay**j * loss
-        metrics.update({f"pass{j}/loss": loss, **{f"pass{j}/{k}": v for k, v in m.items()}})
+        out, _ = draft.run_layers(x, positions, attn, remat=True)
+        outs.append(out)
         h = ivsb.mtp_hidden(noisy, jax.lax.stop_gradient(out) if obj.mtp_stop_gradient else out, shiftable)
+    # Soft labels and draft logits through the lm_head in chunks of scored positions (no [B, L, V] array).
+    per = pass_losses(jnp.stack(outs), hidden, mask, target.logits)
+    total, metrics = 0.0, {}
+    for j in range(1 + obj.mtp_passes):
+        loss = obj.feature_weight * per["feature"][j] + obj.ce_weight * per["ce"][j]
+        total = total + obj.pass_decay**j * loss
+        metrics.update({f"pass{j}/loss": loss, **{f"pass{j}/{k}": v[j] for k, v in per.items()}})
     metrics["scored_positions"] = jnp.sum(mask)
     return total, metrics
 
