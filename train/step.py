@@ -11,21 +11,23 @@ from flax import nnx
 from train import ivsb
 from train.config import ObjectiveConfig, OptimConfig
 from train.loss import pass_losses
+from train.sharding import batch_sharding
 
 
-def forward(target, batch, capture=()):
-    """The target's full forward over a training batch (`decode`, the one capture function inference uses)."""
+def forward(target, batch, capture=(), pin=lambda x: x):
+    """The target's full forward over a training batch (`decode`, the one capture function inference uses).
+    `pin` places the embeddings (see `make_train_step`)."""
     positions = batch["positions"]
     if positions.ndim == 3:  # M-RoPE, stored batch-first
         positions = jnp.moveaxis(positions, 1, 0)
-    return target.decode(target.embed(batch["input_ids"], batch.get("video")), positions, capture=capture)
+    return target.decode(pin(target.embed(batch["input_ids"], batch.get("video"))), positions, capture=capture)
 
 
-def target_features(target, batch, capture_layer: int):
+def target_features(target, batch, capture_layer: int, pin=lambda x: x):
     """(final normed hidden [B,L,H], output of the first `capture_layer` layers [B,L,H]); the soft labels
     follow from the hidden states through the lm_head (`draft_loss`)."""
-    out = forward(target, batch, (capture_layer,))
-    return out.hidden, out.captured[capture_layer]
+    out = forward(target, batch, (capture_layer,), pin)
+    return pin(out.hidden), pin(out.captured[capture_layer])
 
 
 def draft_states(target, batch, capture_layer: int):
@@ -90,15 +92,23 @@ def make_optimizer(cfg: OptimConfig, steps: int):
     return opt, schedule
 
 
-def make_train_step(target_graphdef, draft_graphdef, optimizer, schedule, obj: ObjectiveConfig, capture_layer: int):
-    """step(state, target_params, batch) -> (state, metrics); state = {params, opt_state, step, rng}."""
+def make_train_step(target_graphdef, draft_graphdef, optimizer, schedule, obj: ObjectiveConfig, capture_layer: int,
+                    mesh=None):
+    """step(state, target_params, batch) -> (state, metrics); state = {params, opt_state, step, rng}.
+
+    With `mesh`, the target's embeddings and states are pinned to the batch sharding: left to itself, XLA
+    followed the fsdp-sharded weights, split the activations over the hidden dimension and ran the draft
+    and its loss on every row on every device (a 7B step on fsdp 8: 39 GiB of temp per device, 16 pinned)."""
+
+    def pin(x):
+        return x if mesh is None else jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim))
 
     def step(state, target_params, batch):
         target = nnx.merge(target_graphdef, target_params)
         if "features" in batch:
             features = stored_features(target, batch)
         else:
-            features = target_features(target, batch, capture_layer)
+            features = target_features(target, batch, capture_layer, pin)
         rng, key = jax.random.split(state["rng"])
 
         def loss_fn(params):
