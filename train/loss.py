@@ -70,8 +70,8 @@ def pass_losses(outs, hidden, mask, logits_fn, chunk: int = LOSS_CHUNK) -> dict:
     def body(acc, x):
         return acc + chunk_sums(*x), None
 
-    if count == 1:  # one chunk (short rows): no loop to skip in
-        total = jax.checkpoint(sums)(*(x[0] for x in xs[:3]))
+    if count == 1:  # one chunk (short rows): no loop to skip in, and [B, L, V] is small
+        total = sums(*(x[0] for x in xs[:3]))
     else:
         total, _ = jax.lax.scan(body, jnp.zeros((3, p), jnp.float32), xs)
     feature, ce, top1 = total / jnp.maximum(jnp.sum(mask), 1.0)

@@ -15,8 +15,8 @@ On CPU, XLA converts bf16 weights to float32 before each matmul: those copies in
 accelerator multiplies bf16 directly), so the CPU figure is an upper bound; `cpu_weight_copies` is the
 share of the lm_head's copies (4.1 GiB), left out of `total_without_copies`.
 
-For a machine with 8 CPU devices, set XLA_FLAGS=--xla_force_host_platform_device_count=8 before jax starts
-(`main` does it when --devices is given and jax has not started yet).
+`main` asks jax for --devices CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count) unless XLA_FLAGS
+already sets a count.
 """
 
 from __future__ import annotations
@@ -165,17 +165,19 @@ def main(argv=None) -> int:
     p.add_argument("--modes", nargs="+", default=["online", "offline"], choices=["online", "offline"])
     p.add_argument("--seq-len", type=int, default=None, help="row length (default: the paper's 25,600)")
     args = p.parse_args(argv)
-    if "jax" not in sys.modules:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   f" --xla_force_host_platform_device_count={args.devices}").strip()
-        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    # Read when jax starts its backend (the first device query), not at import.
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.devices}".strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
 
     from sparrow_jax.scale_configs import LLAVA_FRAMES, PROMPT_TOKENS
     from train.sharding import make_mesh
 
     if jax.device_count() != args.devices:
-        raise SystemExit(f"jax has {jax.device_count()} devices, asked for {args.devices}")
+        raise SystemExit(f"jax has {jax.device_count()} devices, asked for --devices {args.devices}: set "
+                         f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices} or drop it")
     mesh = make_mesh(data=1, fsdp=args.devices)
     copies = cpu_weight_copies()
     for mode in args.modes:

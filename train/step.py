@@ -13,6 +13,10 @@ from train.config import ObjectiveConfig, OptimConfig
 from train.loss import pass_losses
 from train.sharding import batch_sharding
 
+# Rows longer than this recompute the draft's layers in the backward pass instead of keeping their
+# intermediates (a 7B-shaped layer over 25.6k positions keeps ~8 GB for it); shorter rows gain nothing.
+REMAT_FROM = 2048
+
 
 def forward(target, batch, capture=(), pin=lambda x: x):
     """The target's full forward over a training batch (`decode`, the one capture function inference uses).
@@ -68,7 +72,7 @@ def draft_loss(draft, target, features, batch, key, obj: ObjectiveConfig):
         x = draft.fuse(embeds, h)
         if obj.visual_input == "mid_layer":
             x = ivsb.ivsb_inputs(x, mid, visual)
-        out, _ = draft.run_layers(x, positions, attn, remat=True)
+        out, _ = draft.run_layers(x, positions, attn, remat=x.shape[1] > REMAT_FROM)
         outs.append(out)
         h = ivsb.mtp_hidden(noisy, jax.lax.stop_gradient(out) if obj.mtp_stop_gradient else out, shiftable)
     # Soft labels and draft logits through the lm_head in chunks of scored positions (no [B, L, V] array).
