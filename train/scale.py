@@ -1,6 +1,6 @@
 """Memory of one draft training step at the paper's lengths, from ahead-of-time compiles of shape-only models:
 
-    python -m train.scale [--devices 8] [--layers 2 4] [--modes online offline]
+    python -m train.scale [--devices 8] [--layers 2] [--modes online offline]
 
 A 7B LLaVA-OneVision target (`sparrow_jax.scale_configs`, bf16) and its one-layer float32 Sparrow draft, one
 25.6k-token row (128 frames at 384 px) per device, a mesh of fsdp = every device: the trainer's own jitted
@@ -162,7 +162,8 @@ def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m train.scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", type=int, default=8, help="CPU devices (fsdp over all of them)")
     p.add_argument("--layers", type=int, default=2, help="target layers compiled (the rest added linearly)")
-    p.add_argument("--modes", nargs="+", default=["online", "offline"], choices=["online", "offline"])
+    p.add_argument("--modes", nargs="+", default=["online", "offline"], choices=["online", "offline"],
+                   help="online: the target runs in the step; offline: stored features")
     p.add_argument("--seq-len", type=int, default=None, help="row length (default: the paper's 25,600)")
     args = p.parse_args(argv)
     # Read when jax starts its backend (the first device query), not at import.
