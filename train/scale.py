@@ -10,7 +10,9 @@ layers) inside the step; `offline` reads stored features over the whole row (`ob
 
 The target's layers run in a `lax.scan` and keep nothing for a backward pass, so depth adds only their
 parameters: the figures for the real 28 layers are a compile with `--layers` (2) plus the other layers'
-parameter shards (`StepMemory.with_layers`; compiles at 2 and 4 layers differ by exactly that).
+parameter shards (`StepMemory.with_layers`). Online compiles at 2 and 4 layers differ by exactly that (arguments
++116,570,112 bytes = 2 x 58,285,056 on fsdp 8; temp +384 bytes). Offline the step never reads the target's
+layers and jit drops them from its arguments, but the trainer holds them on the devices, so they count too.
 On CPU, XLA converts bf16 weights to float32 before each matmul: those copies inflate temp bytes (an
 accelerator multiplies bf16 directly), so the CPU figure is an upper bound; `cpu_weight_copies` is the
 share of the lm_head's copies (4.1 GiB), left out of `total_without_copies`.
