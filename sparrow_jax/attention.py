@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import nnx, struct
 
 from sparrow_jax import rope
 from sparrow_jax.config import TextConfig
@@ -20,6 +20,9 @@ from sparrow_jax.layers import Dense
 NEG = -1e30  # masked score: finite, so fully masked padding rows stay finite
 BLOCK = 1024  # cache slots read per step of the blocked attention (see `round_capacity`)
 QUERY_CHUNK = 1024  # longer uncached attention runs in query chunks (see `_attend_chunked`)
+# Float32 scores per row one query chunk may hold (512 MiB): over long keys chunks shrink below QUERY_CHUNK
+# (a 7B layer's 28 heads over 25.6k keys: 128 queries; 1024 held 2.9 GB per score array, ~5 live at once).
+CHUNK_SCORES = 1 << 27
 SCORE_BUDGET = 1 << 26  # float32 scores (256 MiB) a vision tower's chunk of frames may hold at once
 TOKEN_BUDGET = 8192  # tokens a vision tower's chunk of frames may hold at once
 
@@ -38,9 +41,16 @@ def check_capacity(capacity: int) -> None:
                          f"e.g. {round_capacity(capacity)}")
 
 
+def query_chunk(heads: int, keys: int) -> int:
+    """Queries per chunk of uncached attention over `keys` keys: QUERY_CHUNK, or fewer (a multiple of 128, at
+    least 128) when that many would hold more than CHUNK_SCORES float32 scores per row."""
+    fit = CHUNK_SCORES // max(heads * keys, 1) // 128 * 128
+    return max(128, min(QUERY_CHUNK, fit))
+
+
 def scores_held(heads: int, count: int, length: int) -> int:
     """Float32 scores `attend` holds at once for `count` sequences of `length` tokens."""
-    return heads * count * length * min(length, QUERY_CHUNK)
+    return heads * count * length * min(length, query_chunk(heads, length))
 
 
 def items_per_chunk(tokens: int, scores: int) -> int:
@@ -49,18 +59,37 @@ def items_per_chunk(tokens: int, scores: int) -> int:
     return max(1, min(SCORE_BUDGET // max(scores, 1), TOKEN_BUDGET // max(tokens, 1)))
 
 
+@struct.dataclass
+class CausalMask:
+    """Causal attention over one sequence, described instead of stored: query i sees key j when j <= i and
+    `keys[b, j]` (and always itself, so no softmax row is empty). `attend` builds it one query chunk at a
+    time, so a 25k-token training forward never holds an [S, S] mask (655 MB per row as bool)."""
+
+    keys: jax.Array | None = None  # [B, S] bool: the keys a row may see at all; None: every key
+
+    def block(self, start, n: int, s: int):
+        """The dense mask of queries start .. start + n - 1 over keys 0 .. s - 1: [B (1 if keys is None), n, s]."""
+        q, k = start + jnp.arange(n)[:, None], jnp.arange(s)[None, :]
+        mask = (k <= q)[None]
+        if self.keys is not None:
+            mask = mask & self.keys[:, None, :]
+        return mask | (q == k)[None]
+
+
 def _scores(q5, k, scale):
     """q5 [B,N,Hkv,G,D], k [B,Hkv,S,D] (head-major, as the caches) -> float32 [B,Hkv,G,N,S]."""
     return jnp.einsum("bnhgd,bhsd->bhgns", q5, k, preferred_element_type=jnp.float32) * scale
 
 
 def attend(q, k, v, mask, scale: float):
-    """q [B,N,Hq,D], k/v [B,S,Hkv,D], mask [B,N,S] bool or None (all visible) -> [B,N,Hq,D].
+    """q [B,N,Hq,D], k/v [B,S,Hkv,D], mask [B,N,S] bool, a `CausalMask`, or None (all visible) -> [B,N,Hq,D].
 
     Softmax in float32, probabilities cast back to the value dtype (as HF eager attention). More than
-    QUERY_CHUNK queries go through `_attend_chunked`, which keeps memory linear in N for training."""
-    if q.shape[1] > QUERY_CHUNK:
+    `query_chunk` queries go through `_attend_chunked`, which keeps memory linear in N for training."""
+    if q.shape[1] > query_chunk(q.shape[2], k.shape[1]):
         return _attend_chunked(q, k, v, mask, scale)
+    if isinstance(mask, CausalMask):
+        mask = mask.block(0, q.shape[1], k.shape[1])
     b, n, hq, d = q.shape
     hkv = k.shape[2]
     q5 = q.reshape(b, n, hkv, hq // hkv, d)
@@ -73,19 +102,25 @@ def attend(q, k, v, mask, scale: float):
 
 
 def _attend_chunked(q, k, v, mask, scale: float):
-    """`attend` over query chunks of at most QUERY_CHUNK, each rematerialised in the backward pass: the
+    """`attend` over query chunks of at most `query_chunk`, each rematerialised in the backward pass: the
     [N, S] scores and probabilities exist one chunk at a time, in the forward and the backward pass,
     instead of whole (at 4k tokens and batch 4 those are 1 GB per layer, kept for the backward pass).
-    Each query's softmax is over all S keys as before, so the result is the dense one."""
+    Each query's softmax is over all S keys as before, so the result is the dense one. A `CausalMask` is
+    built per chunk inside it (recomputed, never stored)."""
     b, n = q.shape[:2]
-    count = -(-n // QUERY_CHUNK)
+    count = -(-n // query_chunk(q.shape[2], k.shape[1]))
     size = -(-n // count)  # even chunks: little padding
     pad = count * size - n
     q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
-    mask = None if mask is None else jnp.pad(mask, ((0, 0), (0, pad), (0, 0)))
     split = lambda x: jnp.moveaxis(x.reshape(b, count, size, *x.shape[2:]), 1, 0)  # noqa: E731
-    one = jax.checkpoint(lambda qc, mc: attend(qc, k, v, mc, scale))
-    out = jax.lax.map(lambda xs: one(*xs), (split(q), None if mask is None else split(mask)))
+    if isinstance(mask, CausalMask):
+        chunks = jnp.arange(count) * size  # each chunk's first query
+        one = jax.checkpoint(lambda qc, start: attend(qc, k, v, mask.block(start, size, k.shape[1]), scale))
+    else:
+        mask = None if mask is None else split(jnp.pad(mask, ((0, 0), (0, pad), (0, 0))))
+        chunks = mask
+        one = jax.checkpoint(lambda qc, mc: attend(qc, k, v, mc, scale))
+    out = jax.lax.map(lambda xs: one(*xs), (split(q), chunks))
     return jnp.moveaxis(out, 0, 1).reshape(b, count * size, *out.shape[3:])[:, :n]
 
 

@@ -43,6 +43,12 @@ def test_chunked_attention_matches_dense_values_and_gradients():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     out = attention.attend(q, k, v, None, 0.25)  # no mask: every key visible
     np.testing.assert_allclose(out, _dense(q, k, v, None, 0.25), rtol=1e-5, atol=1e-6)
+    # A described causal mask (built per chunk, no [N, N] array) gives what its dense form gives.
+    causal = attention.CausalMask(jnp.arange(q.shape[1])[None] < jnp.array([[q.shape[1]], [q.shape[1] - 37]]))
+    dense = causal.block(0, q.shape[1], k.shape[1])
+    np.testing.assert_array_equal(dense[:, :, :-37], mask[:, :, :-37])  # the same causal rule and row lengths
+    np.testing.assert_allclose(attention.attend(q, k, v, causal, 0.25), attention.attend(q, k, v, dense, 0.25),
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_chunked_attention_gradient_needs_a_fraction_of_the_memory():

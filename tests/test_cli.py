@@ -201,7 +201,8 @@ def test_tokenizer_check_covers_qwen_vision_start_and_end(ckpt, tmp_path):
 COMMANDS = [("infer.cli", []), ("infer.serve", []), ("infer.batch", []), ("infer.bench", []),
             *(("infer.bench", [sub]) for sub in ("engine", "video", "verify", "scale")), ("convert.__main__", []),
             *(("convert.__main__", [sub]) for sub in ("target", "draft", "export")), ("train.main", []),
-            ("train.regenerate", []), ("train.features", []), ("train.bench", []), ("train.synthetic.__main__", []),
+            ("train.regenerate", []), ("train.features", []), ("train.bench", []), ("train.scale", []),
+            ("train.synthetic.__main__", []),
             ("train.synthetic.tokenizer", []), ("train.synthetic.vision", []), ("train.synthetic.evaluate", [])]
 
 

@@ -3,13 +3,14 @@ chat-template assistant masks, config parsing, and the data loader's exact resum
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from train import config as train_config
 from train import ivsb
-from train.loss import smooth_l1, soft_cross_entropy
+from train.loss import masked_mean, pass_losses, smooth_l1, soft_cross_entropy
 from train.tokenizer import ByteChatTokenizer, tokenize_conversation
 
 V = 99  # a visual placeholder
@@ -70,12 +71,12 @@ def test_ivsb_inputs_take_mid_layer_states_at_visual_positions():
 
 def test_attention_masks_and_positions():
     visual, lengths = jnp.asarray(VISUAL), jnp.asarray([6])
-    full = np.asarray(ivsb.attention_mask(visual, lengths, False)[0])
+    full = np.asarray(ivsb.attention_mask(visual, lengths, False).block(0, 8, 8)[0])
     want = np.tril(np.ones((8, 8), bool))
     want[:, 6:] = False
     want[np.arange(8), np.arange(8)] = True  # padding queries still see themselves
     np.testing.assert_array_equal(full, want)
-    text = np.asarray(ivsb.attention_mask(visual, lengths, True)[0])
+    text = np.asarray(ivsb.attention_mask(visual, lengths, True).block(0, 8, 8)[0])
     want_text = want.copy()
     want_text[:, 2:4] = False
     want_text[[2, 3], [2, 3]] = True
@@ -84,7 +85,8 @@ def test_attention_masks_and_positions():
     assert ivsb.draft_positions(visual, True).tolist() == [[0, 1, 1, 1, 2, 3, 4, 5]]
     # per row: a text-only row and an IVSB row in one batch
     two, rows = jnp.concatenate([visual, visual]), jnp.array([False, True])
-    np.testing.assert_array_equal(ivsb.attention_mask(two, jnp.asarray([6, 6]), rows), np.stack([want, want_text]))
+    np.testing.assert_array_equal(ivsb.attention_mask(two, jnp.asarray([6, 6]), rows).block(0, 8, 8),
+                                  np.stack([want, want_text]))
     assert ivsb.draft_positions(two, rows).tolist() == [list(range(8)), [0, 1, 1, 1, 2, 3, 4, 5]]
 
 
@@ -95,6 +97,42 @@ def test_losses_by_hand():
     logits, tlogits = jnp.log(jnp.array([[[0.25, 0.75]]])), jnp.log(jnp.array([[[0.5, 0.5]]]))
     np.testing.assert_allclose(soft_cross_entropy(logits, tlogits), [[-(0.5 * np.log(0.25) + 0.5 * np.log(0.75))]],
                                rtol=1e-6)
+
+
+def test_chunked_losses_equal_the_dense_form():
+    """`pass_losses` (scored positions first, chunks of 4, the lm_head per chunk, empty chunks skipped) gives
+    the dense per-pass losses over full [B, L, V] logits and a shifted copy, values and gradients."""
+    rng = np.random.default_rng(0)
+    p, b, n, h, v = 2, 3, 24, 8, 40
+    outs, hidden = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((p, b, n, h), (b, n, h)))
+    w = jnp.asarray(rng.normal(size=(h, v)), jnp.float32)
+    assistant = np.zeros((b, n), bool)
+    assistant[0, 3:20], assistant[1, 10:13] = True, True  # row 2 scores nothing; row 1 only two positions
+    mask = ivsb.loss_mask(jnp.asarray(assistant))
+
+    def dense(outs, w):
+        nh = ivsb.shift_left(hidden)
+        per = [(masked_mean(smooth_l1(o, nh), mask), masked_mean(soft_cross_entropy(o @ w, nh @ w), mask),
+                masked_mean((jnp.argmax(o @ w, -1) == jnp.argmax(nh @ w, -1)).astype(jnp.float32), mask))
+               for o in outs]
+        return {k: jnp.stack(x) for k, x in zip(("feature", "ce", "top1"), zip(*per))}
+
+    def chunked(outs, w):
+        return pass_losses(outs, hidden, mask, lambda x: x @ w, chunk=4)
+
+    def both(f):  # jitted: values, and gradients of a weighted sum over passes (each pass's weight differs)
+        def scalar(o, w):
+            m = f(o, w)
+            return jnp.sum((m["feature"] + 0.1 * m["ce"]) * jnp.arange(1, p + 1)), m
+        return jax.jit(jax.grad(scalar, (0, 1), has_aux=True))(outs, w)
+
+    (got_g, got), (want_g, want) = both(chunked), both(dense)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-7)
+    assert float(want["top1"][0]) not in (0.0, 1.0)  # some agree, some do not
+    for g, wg in zip(got_g, want_g):
+        assert float(jnp.max(jnp.abs(wg))) > 0
+        np.testing.assert_allclose(g, wg, rtol=1e-5, atol=1e-7)
 
 
 def test_chat_template_assistant_mask():

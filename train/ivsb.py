@@ -20,6 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from sparrow_jax.attention import CausalMask
+
 
 def shift_left(x, n: int = 1, fill=0):
     """x[:, t] <- x[:, t + n] along axis 1; the last n entries take `fill`."""
@@ -79,14 +81,12 @@ def mtp_hidden(target_hidden, prev_out, shiftable):
     return jnp.where(shiftable[..., None], shift_right(prev_out.astype(target_hidden.dtype)), target_hidden)
 
 
-def attention_mask(visual, lengths, text_only):
-    """[B, L, L] bool: causal over the row's real tokens; text-only rows hide visual keys (as VATA does at
-    inference). Every query sees itself, so no softmax row is empty."""
-    b, n = visual.shape
-    q, k = jnp.arange(n)[:, None], jnp.arange(n)[None, :]
-    mask = (k <= q)[None] & (k[None] < lengths[:, None, None])
-    mask = mask & ~(visual & _rows(text_only, visual)[:, None])[:, None, :]
-    return mask | (q == k)[None]
+def attention_mask(visual, lengths, text_only) -> CausalMask:
+    """Causal over the row's real tokens; text-only rows hide visual keys (as VATA does at inference).
+    Every query sees itself, so no softmax row is empty. Described per key ([B, L]), never [B, L, L]:
+    `attention.attend` builds it a query chunk at a time (`.block(0, L, L)` is the dense form)."""
+    keys = jnp.arange(visual.shape[1])[None] < lengths[:, None]
+    return CausalMask(keys & ~(visual & _rows(text_only, visual)[:, None]))
 
 
 def draft_positions(visual, text_only):

@@ -1,10 +1,17 @@
 """Per-pass draft losses: SmoothL1 on hidden states plus soft cross-entropy against the target, and
-top-1 agreement with the target; all averaged over the scored positions."""
+top-1 agreement with the target; all averaged over the scored positions.
+
+`pass_losses` computes them from hidden states in chunks of scored positions: the lm_head runs on one
+chunk at a time inside a rematerialised scan, so no [B, L, V] array exists (at a 25.6k-token row and
+Qwen2's 152k vocabulary one float32 logit array is 15.6 GB, and the plain form held several).
+"""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+LOSS_CHUNK = 512  # scored positions per row per chunk: [B, 512, V] float32 logits at a time (312 MB at 152k)
 
 
 def smooth_l1(pred, target, beta: float = 1.0):
@@ -23,9 +30,49 @@ def masked_mean(x, mask):
     return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def pass_loss(out, logits, next_hidden, next_logits, mask, feature_weight: float, ce_weight: float):
-    """(loss, metrics) of one pass: out/logits are the draft's at t, next_* the target's at t+1."""
-    feat = masked_mean(smooth_l1(out, next_hidden), mask)
-    ce = masked_mean(soft_cross_entropy(logits, next_logits), mask)
-    top1 = masked_mean((jnp.argmax(logits, -1) == jnp.argmax(next_logits, -1)).astype(jnp.float32), mask)
-    return feature_weight * feat + ce_weight * ce, {"feature": feat, "ce": ce, "top1": top1}
+def pass_losses(outs, hidden, mask, logits_fn, chunk: int = LOSS_CHUNK) -> dict:
+    """{"feature", "ce", "top1"}: [P] each, pass j's masked means over the positions t with mask[b, t] > 0.
+
+    outs [P, B, L, H]: the draft's output at t in each pass; hidden [B, L, H]: the target's final states,
+    whose values at t + 1 (and their distributions through `logits_fn`, the lm_head) the outputs at t are
+    scored against. Each row's scored positions are taken first, in order (a stable sort), `chunk` at a
+    time; chunks past the longest row's last scored position are skipped (`lax.cond`), so the lm_head runs
+    at the scored positions only, once for the target and once per pass. Each chunk is rematerialised in
+    the backward pass: only its gathered inputs are kept."""
+    p, b, n, _ = outs.shape
+    chunk = min(chunk, n)
+    count = -(-n // chunk)
+    order = jnp.argsort(mask <= 0, axis=1, stable=True)  # scored positions first, in order
+    order = jnp.pad(order, ((0, 0), (0, count * chunk - n)))  # index 0 with weight 0 below
+    weight = jnp.take_along_axis(mask, order, axis=1) * (jnp.arange(count * chunk) < n)
+    scored = jnp.max(jnp.sum(mask > 0, axis=1))
+
+    def pick(x, idx):  # x [..., B, L, H] at idx [B, M] -> [count, ..., B, chunk, H]
+        got = jnp.take_along_axis(x, jnp.broadcast_to(idx[..., None], (*x.shape[:-3], *idx.shape, 1)), axis=-2)
+        return jnp.moveaxis(got.reshape(*got.shape[:-2], count, chunk, got.shape[-1]), -3, 0)
+
+    xs = (pick(outs, order), pick(hidden, jnp.minimum(order + 1, n - 1)),
+          jnp.moveaxis(weight.reshape(b, count, chunk), 1, 0), jnp.arange(count))
+
+    def sums(o, t, w):  # one chunk: o [P, B, C, H], t [B, C, H], w [B, C] -> weighted sums [3, P]
+        target_logits = logits_fn(t)
+        logits = logits_fn(o)
+        per = (smooth_l1(o, t), soft_cross_entropy(logits, target_logits),
+               (jnp.argmax(logits, -1) == jnp.argmax(target_logits, -1)).astype(jnp.float32))
+        return jnp.stack([jnp.sum(x * w, axis=(1, 2)) for x in per])
+
+    # The checkpoint outside the cond: its residuals are then its own inputs, and the lm_head among them is
+    # seen as loop-invariant (kept once); under the cond it was stacked per chunk (35 GB at 8k tokens).
+    @jax.checkpoint
+    def chunk_sums(o, t, w, i):
+        return jax.lax.cond(i * chunk < scored, sums, lambda *_: jnp.zeros((3, p), jnp.float32), o, t, w)
+
+    def body(acc, x):
+        return acc + chunk_sums(*x), None
+
+    if count == 1:  # one chunk (short rows): no loop to skip in, and [B, L, V] is small
+        total = sums(*(x[0] for x in xs[:3]))
+    else:
+        total, _ = jax.lax.scan(body, jnp.zeros((3, p), jnp.float32), xs)
+    feature, ce, top1 = total / jnp.maximum(jnp.sum(mask), 1.0)
+    return {"feature": feature, "ce": ce, "top1": top1}

@@ -10,22 +10,28 @@ from flax import nnx
 
 from train import ivsb
 from train.config import ObjectiveConfig, OptimConfig
-from train.loss import pass_loss
+from train.loss import pass_losses
+from train.sharding import batch_sharding
+
+# Rows longer than this recompute the draft's layers in the backward pass instead of keeping their
+# intermediates (a 7B-shaped layer over 25.6k positions keeps ~8 GB for it); shorter rows gain nothing.
+REMAT_FROM = 2048
 
 
-def forward(target, batch, capture=()):
-    """The target's full forward over a training batch (`decode`, the one capture function inference uses)."""
+def forward(target, batch, capture=(), pin=lambda x: x):
+    """The target's full forward over a training batch (`decode`, the one capture function inference uses).
+    `pin` places the embeddings (see `make_train_step`)."""
     positions = batch["positions"]
     if positions.ndim == 3:  # M-RoPE, stored batch-first
         positions = jnp.moveaxis(positions, 1, 0)
-    return target.decode(target.embed(batch["input_ids"], batch.get("video")), positions, capture=capture)
+    return target.decode(pin(target.embed(batch["input_ids"], batch.get("video"))), positions, capture=capture)
 
 
-def target_features(target, batch, capture_layer: int):
+def target_features(target, batch, capture_layer: int, pin=lambda x: x):
     """(final normed hidden [B,L,H], output of the first `capture_layer` layers [B,L,H]); the soft labels
     follow from the hidden states through the lm_head (`draft_loss`)."""
-    out = forward(target, batch, (capture_layer,))
-    return out.hidden, out.captured[capture_layer]
+    out = forward(target, batch, (capture_layer,), pin)
+    return pin(out.hidden), pin(out.captured[capture_layer])
 
 
 def draft_states(target, batch, capture_layer: int):
@@ -56,23 +62,26 @@ def draft_loss(draft, target, features, batch, key, obj: ObjectiveConfig):
         (nxt, noisy, hidden, mid, assistant), lengths = ivsb.text_rows(
             visual, lengths, obj.text_len, nxt, noisy, hidden, mid, assistant)
         visual = jnp.zeros(assistant.shape, bool)
-    logits = target.logits(hidden)  # the soft labels (after packing: only for the positions kept)
     embeds = target.lm.embed_tokens(nxt)
     mask = ivsb.loss_mask(assistant)
     attn = ivsb.attention_mask(visual, lengths, text_only)
     positions = ivsb.draft_positions(visual, text_only)
-    next_hidden, next_logits = ivsb.shift_left(hidden), ivsb.shift_left(logits)
     shiftable = ivsb.mtp_shiftable(assistant, visual)
-    total, metrics, h = 0.0, {}, noisy
-    for j in range(1 + obj.mtp_passes):
+    outs, h = [], noisy
+    for _ in range(1 + obj.mtp_passes):
         x = draft.fuse(embeds, h)
         if obj.visual_input == "mid_layer":
             x = ivsb.ivsb_inputs(x, mid, visual)
-        out, _ = draft.run_layers(x, positions, attn)
-        loss, m = pass_loss(out, target.logits(out), next_hidden, next_logits, mask, obj.feature_weight, obj.ce_weight)
-        total = total + obj.pass_decay**j * loss
-        metrics.update({f"pass{j}/loss": loss, **{f"pass{j}/{k}": v for k, v in m.items()}})
+        out, _ = draft.run_layers(x, positions, attn, remat=x.shape[1] > REMAT_FROM)
+        outs.append(out)
         h = ivsb.mtp_hidden(noisy, jax.lax.stop_gradient(out) if obj.mtp_stop_gradient else out, shiftable)
+    # Soft labels and draft logits through the lm_head in chunks of scored positions (no [B, L, V] array).
+    per = pass_losses(jnp.stack(outs), hidden, mask, target.logits)
+    total, metrics = 0.0, {}
+    for j in range(1 + obj.mtp_passes):
+        loss = obj.feature_weight * per["feature"][j] + obj.ce_weight * per["ce"][j]
+        total = total + obj.pass_decay**j * loss
+        metrics.update({f"pass{j}/loss": loss, **{f"pass{j}/{k}": v[j] for k, v in per.items()}})
     metrics["scored_positions"] = jnp.sum(mask)
     return total, metrics
 
@@ -87,15 +96,23 @@ def make_optimizer(cfg: OptimConfig, steps: int):
     return opt, schedule
 
 
-def make_train_step(target_graphdef, draft_graphdef, optimizer, schedule, obj: ObjectiveConfig, capture_layer: int):
-    """step(state, target_params, batch) -> (state, metrics); state = {params, opt_state, step, rng}."""
+def make_train_step(target_graphdef, draft_graphdef, optimizer, schedule, obj: ObjectiveConfig, capture_layer: int,
+                    mesh=None):
+    """step(state, target_params, batch) -> (state, metrics); state = {params, opt_state, step, rng}.
+
+    With `mesh`, the target's embeddings and states are pinned to the batch sharding: left to itself, XLA
+    followed the fsdp-sharded weights, split the activations over the hidden dimension and ran the draft
+    and its loss on every row on every device (a 7B step on fsdp 8: 39 GiB of temp per device, 16 pinned)."""
+
+    def pin(x):
+        return x if mesh is None else jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim))
 
     def step(state, target_params, batch):
         target = nnx.merge(target_graphdef, target_params)
         if "features" in batch:
             features = stored_features(target, batch)
         else:
-            features = target_features(target, batch, capture_layer)
+            features = target_features(target, batch, capture_layer, pin)
         rng, key = jax.random.split(state["rng"])
 
         def loss_fn(params):

@@ -80,19 +80,30 @@ def initial_state(cfg: TrainConfig, draft, mesh):
     """(draft graphdef, state, its shardings, optimizer, lr schedule); state = {params, opt_state, step, rng},
     parameters and optimizer moments sharded by the logical-axis table, the rest replicated."""
     dgraph, dparams = nnx.split(draft)
-    d_sh = sharding.param_shardings(draft, mesh)
-    dparams = sharding.put_global(nnx.to_pure_dict(dparams), d_sh)
+    dparams = nnx.to_pure_dict(dparams)
     opt, schedule = make_optimizer(cfg.optim, cfg.steps)
-    rep = sharding.replicated(mesh)
-    opt_sh = optax.tree_map_params(opt, lambda _, s: s, jax.eval_shape(opt.init, dparams), d_sh,
-                                   transform_non_params=lambda _: rep)
+    shardings = state_shardings(draft, opt, mesh)
+    dparams = sharding.put_global(dparams, shardings["params"])
+    rep = shardings["step"]
     state = {
         "params": dparams,
-        "opt_state": jax.jit(opt.init, out_shardings=opt_sh)(dparams),
+        "opt_state": jax.jit(opt.init, out_shardings=shardings["opt_state"])(dparams),
         "step": jax.device_put(jnp.int32(0), rep),
         "rng": jax.device_put(jax.random.PRNGKey(cfg.seed), rep),
     }
-    return dgraph, state, {"params": d_sh, "opt_state": opt_sh, "step": rep, "rng": rep}, opt, schedule
+    return dgraph, state, shardings, opt, schedule
+
+
+def state_shardings(draft, opt, mesh) -> dict:
+    """Shardings of the training state of `draft` (an nnx module, possibly abstract): parameters and
+    optimizer moments by the logical-axis table, the rest replicated."""
+    d_sh = sharding.param_shardings(draft, mesh)
+    rep = sharding.replicated(mesh)
+    params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                          nnx.to_pure_dict(nnx.state(draft, nnx.Param)))
+    opt_sh = optax.tree_map_params(opt, lambda _, s: s, jax.eval_shape(opt.init, params), d_sh,
+                                   transform_non_params=lambda _: rep)
+    return {"params": d_sh, "opt_state": opt_sh, "step": rep, "rng": rep}
 
 
 def run(cfg: TrainConfig, mesh=None) -> Trained:
@@ -131,13 +142,13 @@ def run(cfg: TrainConfig, mesh=None) -> Trained:
     if cfg.mode == "target":
         train_step = make_target_step(dgraph, opt, schedule)
     else:
-        train_step = make_train_step(tgraph, dgraph, opt, schedule, cfg.objective, capture_layer(cfg, target))
+        train_step = make_train_step(tgraph, dgraph, opt, schedule, cfg.objective, capture_layer(cfg, target), mesh)
     step_fn = jax.jit(train_step, out_shardings=(state_sh, None), donate_argnums=0)
     logger = Logger(workdir, cfg.log, cfg.steps, start)
     try:
         for s in range(start, cfg.steps):
             host = next(data_iter)
-            state, metrics = step_fn(state, tparams, sharding.put_batch(host, mesh))
+            state, metrics = step_fn(state, tparams, sharding.put_batch(host, mesh, target.config))
             tokens = int(host["lengths"].sum()) * jax.process_count()
             logger.step(s + 1, metrics, tokens, force=s + 1 == cfg.steps or s == start)
             checkpointing.save(mngr, s + 1, state, data_iter, force=s + 1 == cfg.steps)

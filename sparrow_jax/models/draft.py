@@ -11,7 +11,7 @@ from flax import nnx
 
 from sparrow_jax import rope
 from sparrow_jax.config import DraftConfig
-from sparrow_jax.layers import Dense, RMSNorm, scan_layers, stacked
+from sparrow_jax.layers import Dense, RMSNorm, checkpointed, scan_layers, stacked
 from sparrow_jax.models.qwen2 import DecoderLayer
 
 
@@ -40,14 +40,18 @@ class SparrowDraft(nnx.Module):
             e = self.input_layernorm(e)
         return self.fc(jnp.concatenate([e, hidden.astype(self.dtype)], axis=-1))
 
-    def run_layers(self, x, positions, mask, cache=None):
+    def run_layers(self, x, positions, mask, cache=None, remat: bool = False):
         """The decoder layers over input entries x [B,N,H] (from `fuse`, or any other states: training
-        feeds the target's mid-layer states at visual positions, IVSB). Arguments and result as `__call__`."""
+        feeds the target's mid-layer states at visual positions, IVSB). Arguments and result as `__call__`.
+        `remat` (training): each layer recomputed in the backward pass, only its input kept."""
         t = self.config.layers
         x = x.astype(self.dtype)
         cos, sin = rope.cos_sin(rope.inv_freq(t.rope, t.head_dim), positions, self.dtype)
         view = lambda i: None if cache is None else cache.at(i)  # noqa: E731  (see `CacheView`)
-        x, (k0, v0) = self.first(x, cos, sin, mask, view(0))
+        if remat:
+            x, (k0, v0) = checkpointed(self.first, lambda layer, h: layer(h, cos, sin, mask, view(0)), x)
+        else:
+            x, (k0, v0) = self.first(x, cos, sin, mask, view(0))
         ks, vs = [k0[None]], [v0[None]]
         if self.rest is not None:
             xs = None if cache is None else jnp.arange(1, t.num_layers)
@@ -55,7 +59,7 @@ class SparrowDraft(nnx.Module):
             def body(layer, h, i):
                 return layer(h, cos, sin, mask, None if i is None else view(i))
 
-            x, (k_rest, v_rest) = scan_layers(self.rest, body, x, xs, 0, t.num_layers - 1)
+            x, (k_rest, v_rest) = scan_layers(self.rest, body, x, xs, 0, t.num_layers - 1, remat)
             ks.append(k_rest)
             vs.append(v_rest)
         return x, (jnp.concatenate(ks), jnp.concatenate(vs))

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from sparrow_jax import kv_cache, mrope, rope
-from sparrow_jax.attention import Attention
+from sparrow_jax.attention import Attention, CausalMask
 from sparrow_jax.config import TextConfig
 from sparrow_jax.kv_cache import KVCache
 from sparrow_jax.layers import Dense, Embed, RMSNorm, SwiGLU, scan_layers, stacked
@@ -82,9 +82,10 @@ class DecoderLM(nnx.Module):
     def decode(self, embeds, positions, *, cache: KVCache | None = None, mask=None, capture=()) -> LMOutput:
         """Run the decoder over N new tokens.
 
-        embeds [B,N,H]; positions [B,N] int ([3,B,N] for M-RoPE). `mask` [B,N,N] says which new tokens see which (default
-        causal). With `cache`, new keys/values are written at each row's length and the committed cache
-        is visible to every new token; the caller commits with `cache.advance(n)`.
+        embeds [B,N,H]; positions [B,N] int ([3,B,N] for M-RoPE). `mask` [B,N,N] (or, without a cache, an
+        `attention.CausalMask`) says which new tokens see which (default causal). With `cache`, new keys/values
+        are written at each row's length and the committed cache is visible to every new token; the caller
+        commits with `cache.advance(n)`.
         """
         b, n, _ = embeds.shape
         if positions.shape[-2:] != (b, n):
@@ -93,8 +94,8 @@ class DecoderLM(nnx.Module):
         capture = sorted({int(k) for k in capture})
         if any(not 0 <= k <= cfg.num_layers for k in capture):
             raise ValueError(f"capture indices {capture} out of range [0, {cfg.num_layers}]")
-        if mask is None:
-            mask = kv_cache.causal_mask(b, n)
+        if mask is None:  # without a cache (training, features): described, never a dense [N, N] array
+            mask = kv_cache.causal_mask(b, n) if cache is not None else CausalMask()
         cos, sin = self.cos_sin(positions)
         view = None if cache is None else cache.view()
 

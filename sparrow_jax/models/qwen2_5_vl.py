@@ -20,10 +20,13 @@ class VideoInput(NamedTuple):
 
     pixel_values: jax.Array | np.ndarray  # [sum of patches, C*tp*p*p]
     plan: VisionPlan
+    # [videos, 3] (t, h, w) the plan was built from: what joining the inputs of several hosts' rows needs
+    grid_thw: np.ndarray | None = None
 
     @classmethod
     def build(cls, pixel_values, grid_thw, config: Qwen25VLConfig) -> "VideoInput":
-        return cls(np.asarray(pixel_values, np.float32), vision_plan(grid_thw, config.vision))
+        grid = np.asarray(grid_thw, np.int32).reshape(-1, 3)
+        return cls(np.asarray(pixel_values, np.float32), vision_plan(grid, config.vision), grid)
 
 
 class Qwen25VL(nnx.Module):
