@@ -71,7 +71,7 @@ def tiny_pair(llava, tmp_path_factory):
 # order, so the long files start first and the short ones fill in at the end; in alphabetical order
 # test_train.py started late and ran on alone.
 SLOWEST_FIRST = ["test_train.py", "test_speculative.py", "test_speculative_sampling.py", "test_scale.py",
-                 "test_sharded_generate.py", "test_speculative_hybrid.py", "test_demo.py",
+                 "test_scale_train.py", "test_sharded_generate.py", "test_speculative_hybrid.py", "test_demo.py",
                  "test_synthetic_vision.py", "test_generate.py", "test_qwen2_5_vl_vision.py", "test_qwen2_5_vl.py",
                  "test_serve.py", "test_streaming.py", "test_engine.py", "test_kv_cache.py", "test_train_target.py"]
 

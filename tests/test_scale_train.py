@@ -9,17 +9,17 @@ upper bound), the offline one without the CPU's float32 copies of the lm_head (`
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from helpers import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_draft_training_step_at_paper_lengths_fits_per_chip():
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run([sys.executable, "-m", "train.scale", "--devices", "8"], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "train.scale", "--devices", "8"], cwd=ROOT, env=subprocess_env(),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["mode"]: r for r in map(json.loads, proc.stdout.splitlines())}
