@@ -65,17 +65,26 @@ def run_decode(request: Request, prefilled: Prefilled, prefill_s: float, propose
     with on_mesh(r.mesh):
         tokens, lengths, record = _run_decode(r, p, proposer)
     tokens, lengths, record = jax.device_get((tokens, lengths, record))
-    stats = generation_stats(lengths, record, prefill_s, time.perf_counter() - t1, tokens=tokens,
-                             hybrid=isinstance(r.config.tree, HybridShape) and proposer is not None,
-                             choice=None if proposer is None else r.choice)
+    stats = decode_stats(r, proposer, tokens, lengths, record, prefill_s, time.perf_counter() - t1)
     return GenerateOutput(np.asarray(tokens)[:, : r.max_new_tokens], np.asarray(lengths), stats)
+
+
+def decode_stats(r: Request, proposer, tokens, lengths, record: dict | None, prefill_s: float,
+                 decode_s: float) -> dict:
+    """The statistics of `r`'s decoding (host arrays): `record` is `loop.record`'s when `proposer` drafted,
+    None for autoregressive decoding (every token its own step)."""
+    if proposer is None:
+        record = {"cycles": np.asarray(lengths) - 1, "accepted": np.zeros((len(lengths), 0), np.int32)}
+    return generation_stats(lengths, record, prefill_s, decode_s, tokens=tokens,
+                            hybrid=isinstance(r.config.tree, HybridShape) and proposer is not None,
+                            choice=None if proposer is None else r.choice)
 
 
 def _run_decode(r: Request, p: Prefilled, proposer):
     if proposer is None:
         tokens, lengths, _, _ = _decode(r.graphdef, r.params, r.prompt, p.logits, p.cache, r.key,
                                         dataclasses.replace(r.config, tree=None))  # one AR program per tree
-        record = {"cycles": lengths - 1, "accepted": jnp.zeros((r.batch.batch, 0), jnp.int32)}
+        record = None
     else:
         tokens, lengths, record, _ = _speculate(r.graphdef, r.params, proposer, r.prompt, p.logits, p.hidden,
                                                 p.cache, r.key, r.config)

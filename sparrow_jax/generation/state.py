@@ -30,7 +30,6 @@ class DecodeConfig:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
 
-
 def pow2(n: int, least: int) -> int:
     """n rounded up to a power of two, at least `least`: the bucket of a traced list's length."""
     return max(least, 1 << (max(n, 1) - 1).bit_length())

@@ -21,11 +21,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sparrow_jax.generation import autoregressive
-from sparrow_jax.generation.decoding import run_prefill
+from sparrow_jax.generation.decoding import decode_stats, run_prefill
 from sparrow_jax.generation.setup import Request
 from sparrow_jax.generation.speculative import loop
-from sparrow_jax.generation.speculative.tree import HybridShape
-from sparrow_jax.generation.state import DecodeConfig, GenerateOutput, generation_stats
+from sparrow_jax.generation.state import DecodeConfig, GenerateOutput
 from sparrow_jax.sharding import on_mesh
 
 
@@ -95,11 +94,7 @@ class TokenStream:
             if done.all() or (r.proposer is None and int(s.step) >= max_new):
                 break
             s = advance(s)
-        if r.proposer is None:
-            record = {"cycles": n - 1, "accepted": jnp.zeros((len(n), 0), jnp.int32)}
-        else:
-            record = jax.device_get(loop.record(s))
-        stats = generation_stats(n, record, self.prefill_s, time.perf_counter() - t1, tokens=tokens,
-                                 hybrid=isinstance(config.tree, HybridShape), choice=r.choice)
+        record = None if r.proposer is None else jax.device_get(loop.record(s))
+        stats = decode_stats(r, r.proposer, tokens, n, record, self.prefill_s, time.perf_counter() - t1)
         tokens = tokens[:, :max_new]
         self.output = self._finish(GenerateOutput(tokens, n, stats))
