@@ -1,4 +1,4 @@
-"""python -m infer.bench {engine,video,verify,scale}: benchmarks, every figure a median after a warm-up and every
+"""python -m infer.bench {engine,video,tables,verify,scale}: benchmarks, every figure a median after a warm-up and every
 comparison a ratio measured side by side in one run.
 
 engine: a target of realistic depth (random weights, converted from a PyTorch checkpoint so both
@@ -9,6 +9,8 @@ engine: a target of realistic depth (random weights, converted from a PyTorch ch
   - one draft proposal (Sparrow: text-only window cache) against the number of visual tokens, next to a
     draft that attends to every prompt token (what EAGLE/MSD drafts do): flat vs growing.
 video: the embedded (or a given) target alone vs with its Sparrow draft against visual tokens: tau, DSR, ESR.
+tables: the paper's robustness and MTP / IVSB / VATA ablation tables, from drafts trained alike for the demo
+  target (examples/reproduce_tables.sh): tau, DSR, ESR against visual tokens; tau per ablation row.
 verify: the target's forward over N tokens against one token, over caches of several context lengths.
 scale: the 7B targets on a 25.6k-token video prompt, compiled over shapes only: memory per device per path,
   bytes per step and memory-bound step times on H100 / H200 / TPU v5e / v5p.
@@ -41,6 +43,8 @@ def main(argv=None) -> int:
     e.add_argument("--k", type=int, default=4, help="oracle chain length")
     e.add_argument("--repeats", type=int, default=3, help="timed runs per figure (their median)")
     sub.add_parser("video", help="target alone vs with its draft against visual tokens: tau, DSR, ESR", add_help=False)
+    sub.add_parser("tables", help="the paper's robustness and ablation tables from drafts trained alike",
+                   add_help=False)
     sub.add_parser("verify", help="the target's forward over N tokens vs one token, per context", add_help=False)
     sub.add_parser("scale", help="7B paths compiled over shapes: memory per device, bytes and time per step",
                    add_help=False)
@@ -60,6 +64,10 @@ def _run(p, args, rest) -> int:
         from infer.bench_scale import main as scale_main
 
         return scale_main(rest)
+    if args.command == "tables":
+        from infer.bench_tables import main as tables_main
+
+        return tables_main(rest)
     if args.command == "verify":
         from infer.bench_verify import main as verify_main
 

@@ -52,7 +52,8 @@ def test_load_and_generate_without_torch_or_transformers(llava):
 # chat templates and never imported by us.
 IMPORT_NAME = {"orbax-checkpoint": "orbax", "pillow": "PIL", "tensorboardX": "tensorboardX"}
 NOT_IMPORTED = {"jinja2"}
-OPTIONAL = {"torch"}  # imported lazily where an extra provides it (convert .bin files, the HF benchmark)
+# Imported lazily where an extra provides it: [torch] (convert .bin files, the HF benchmark), [plot] (bench tables --plot).
+OPTIONAL = {"torch", "matplotlib"}
 
 
 def declared():

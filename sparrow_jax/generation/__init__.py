@@ -6,7 +6,7 @@ the entry points.
     out = generate(target, [ids], [pixels], max_new_tokens=256, draft=draft)
 """
 
-from sparrow_jax.generation.comparison import Comparison, compare
+from sparrow_jax.generation.comparison import Comparison, compare, compare_drafts
 from sparrow_jax.generation.engine import Engine, generate, stream
 from sparrow_jax.generation.generation_config import GenerationConfig
 from sparrow_jax.generation.setup import kv_slots_needed, proposal_shape
@@ -16,4 +16,4 @@ from sparrow_jax.generation.state import DecodeConfig, GenerateOutput, PromptSta
 from sparrow_jax.generation.streaming import TokenStream
 
 __all__ = ["Comparison", "CopyConfig", "DecodeConfig", "Engine", "GenerateOutput", "GenerationConfig", "PromptState",
-           "TokenStream", "TreeShape", "compare", "generate", "kv_slots_needed", "proposal_shape", "stream"]
+           "TokenStream", "TreeShape", "compare", "compare_drafts", "generate", "kv_slots_needed", "proposal_shape", "stream"]
