@@ -175,18 +175,6 @@ def _two_processes(overrides):
     return [out for out, _ in outs]
 
 
-def test_two_processes_with_jax_distributed(tiny, tmp_path):
-    # Params split across hosts; two video lengths, so both processes must draw the same one each step.
-    overrides = short_run(tmp_path, tiny[0], "steps=3", "checkpoint.every=2", "mesh.fsdp=2",
-                          "data.num_frames=[4,2]", "data.seq_len=[128,96]", "data.seed=1")
-    cfg = config.load(TINY, overrides)
-    assert {data.batch_settings(cfg.data, k, cfg.data.seed, 4)[0] for k in range(3)} == {4, 2}  # both drawn
-    assert "done: step 3" in _two_processes(overrides)[0]
-    assert sorted(os.listdir(tmp_path / "checkpoints" / "3" / "data"))[-2:] == ["process_0-of-2.json",
-                                                                                 "process_1-of-2.json"]
-    sparrow_jax.load(tmp_path / "draft")
-
-
 QWEN_TINY = {  # a tiny Qwen2.5-VL for the byte tokenizer (<video> 258, <image> 259, vision start/end 261/262)
     "model_type": "qwen2_5_vl", "video_token_id": 258, "image_token_id": 259, "vision_start_token_id": 261,
     "vision_end_token_id": 262,
@@ -198,14 +186,16 @@ QWEN_TINY = {  # a tiny Qwen2.5-VL for the byte tokenizer (<video> 258, <image> 
 
 
 def test_two_qwen_processes_train_like_one(tmp_path):
-    """Qwen2.5-VL videos over two jax.distributed processes: each process's rows' patches are gathered into
-    the global batch's video input in row order (a structured input, not batch-major), so the losses equal
-    one process training on the same global batches (noise off: it is drawn per row position)."""
+    """Qwen2.5-VL videos over two jax.distributed processes, parameters split across them: each process's
+    rows' patches are gathered into the global batch's video input in row order (a structured input, not
+    batch-major), so the losses equal one process training on the same global batches (noise off: it is
+    drawn per row position). Two video lengths, so both processes must draw the same one each step; each
+    process checkpoints its own data-loader state, and the export loads."""
     rng = np.random.default_rng(0)
     (tmp_path / "frames").mkdir()
     records = []
-    for i in range(8):  # 2 frames of 32 px: one 336 x 336 temporal patch group after resizing, 144 tokens
-        np.save(tmp_path / "frames" / f"{i}.npy", rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
+    for i in range(8):  # 4 frames of 32 px: each 2 a 336 x 336 temporal patch group after resizing, 144 tokens
+        np.save(tmp_path / "frames" / f"{i}.npy", rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
         records.append({"id": str(i), "frames": f"frames/{i}.npy", "conversations": [
             {"role": "user", "content": "Describe the video."},
             {"role": "assistant", "content": ["A red ball.", "Two blue squares move left.", "Nothing moves."][i % 3]}]})
@@ -213,11 +203,17 @@ def test_two_qwen_processes_train_like_one(tmp_path):
     overrides = [f"target.path={tmp_path / 'target'}", f"target.random_init={json.dumps(QWEN_TINY)}",
                  f"data.manifest={tmp_path / 'm.jsonl'}",
                  "data.video_placeholder=<|vision_start|><video><|vision_end|>",
-                 "data.num_frames=2", "data.seq_len=192", "data.batch_size=4", "regenerate.enabled=false",
-                 "objective.noise=0", "steps=2", "log.every=1", "optim.warmup_steps=1", *QUIET]
-    one = run(config.load(TINY, [f"workdir={tmp_path / 'one'}", *overrides]))
+                 "data.num_frames=[2,4]", "data.seq_len=[192,352]", "data.seed=1", "data.batch_size=4",
+                 "regenerate.enabled=false", "objective.noise=0", "steps=2", "log.every=1", "optim.warmup_steps=1",
+                 "checkpoint.every=2", *QUIET]
+    cfg = config.load(TINY, [f"workdir={tmp_path / 'one'}", *overrides])
+    assert [data.batch_settings(cfg.data, k, cfg.data.seed, 4)[0] for k in range(2)] == [2, 4]  # both drawn
+    one = run(cfg)
     assert one.history[0]["scored_positions"] > 0
-    _two_processes([f"workdir={tmp_path / 'two'}", *overrides, "mesh.fsdp=2"])
+    assert "done: step 2" in _two_processes([f"workdir={tmp_path / 'two'}", *overrides, "mesh.fsdp=2"])[0]
+    assert sorted(os.listdir(tmp_path / "two" / "checkpoints" / "2" / "data"))[-2:] == ["process_0-of-2.json",
+                                                                                       "process_1-of-2.json"]
+    sparrow_jax.load(tmp_path / "two" / "draft")
     rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     np.testing.assert_allclose([r["loss"] for r in rows], [r["loss"] for r in one.history], rtol=1e-5)
     np.testing.assert_allclose([r["pass0/top1"] for r in rows], [r["pass0/top1"] for r in one.history])
