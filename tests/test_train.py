@@ -94,15 +94,19 @@ def test_text_only_rows_train_as_the_draft_runs_at_inference(tiny):
     batch = {k: jnp.asarray(v) for k, v in batch.items() if v is not None}
     feats = target_features(target, batch, target.lm.config.num_layers // 2)
 
+    # Jitted (one compile per objective), since op-by-op on this tiny model took 4x longer; equal losses are
+    # then equal to float32 rounding, programs differing.
+    jitted = nnx.jit(lambda d, t, f, b, obj: draft_loss(d, t, f, b, jax.random.key(0), obj)[0], static_argnums=4)
+
     def loss(**kw):
-        return float(draft_loss(draft, target, feats, batch, jax.random.key(0),
-                                dataclasses.replace(cfg.objective, **kw))[0])
+        return float(jitted(draft, target, feats, batch, dataclasses.replace(cfg.objective, **kw)))
 
     ivsb_loss, text_loss = loss(attention="ivsb"), loss(attention="text_only")
     assert abs(ivsb_loss - text_loss) > 1e-4
-    assert loss(attention="ivsb", text_only_fraction=1.0) == text_loss
-    assert loss(attention="ivsb", text_only_fraction=0.0) == ivsb_loss
-    assert loss(attention="ivsb", text_only_fraction=0.5) not in (ivsb_loss, text_loss)  # key 0 draws both kinds
+    assert loss(attention="ivsb", text_only_fraction=1.0) == pytest.approx(text_loss, rel=1e-6)
+    assert loss(attention="ivsb", text_only_fraction=0.0) == pytest.approx(ivsb_loss, rel=1e-6)
+    half = loss(attention="ivsb", text_only_fraction=0.5)  # key 0 draws both kinds
+    assert min(abs(half - ivsb_loss), abs(half - text_loss)) > 1e-4
     # objective.text_len drops the visual positions instead of masking them: the same loss (same noise draws),
     # and a row cut shorter than its text trains on less of it.
     text = int(jnp.max(batch["lengths"] - jnp.sum(batch["visual"], axis=1)))
