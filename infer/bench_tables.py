@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m infer.bench tables", description=__doc__)
     p.add_argument("--root", default="runs/tables", help="where the drafts are: ROOT/NAME/draft for NAME in "
                                                           + ", ".join(d.name for d in DRAFTS))
+    p.add_argument("--drafts", default=",".join(d.name for d in DRAFTS),
+                   help="comma-separated: which of the trained drafts to measure (the tables keep their rows)")
     p.add_argument("--target", default=str(demo.TARGET), help="converted target the drafts were trained for")
     p.add_argument("--shipped", default=str(demo.DRAFT), help="the shipped Sparrow draft, a row of the robustness "
                                                                "table ('' leaves it out)")
@@ -73,7 +75,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     frames = [int(f) for f in args.frames.split(",")]
-    drafts = {d.name: Path(args.root) / d.name / "draft" for d in DRAFTS}
+    known = [d.name for d in DRAFTS]
+    chosen = [n.strip() for n in args.drafts.split(",") if n.strip()]
+    if not chosen or (unknown := [n for n in chosen if n not in known]):
+        raise UserError(f"--drafts: {', '.join(unknown) if chosen else 'none given'}: name one or more of the "
+                        f"tables' drafts ({', '.join(known)})")
+    drafts = {n: Path(args.root) / n / "draft" for n in known if n in chosen}
     if missing := [n for n, path in drafts.items() if not (path / "config.json").is_file()]:
         raise UserError(f"infer.bench tables: no trained draft for {', '.join(missing)} under {args.root} "
                         f"(expected ROOT/NAME/draft); train them with bash examples/reproduce_tables.sh, or "
@@ -152,6 +159,8 @@ def summarise(cells: list[dict], frames: list[int], names: list[str]) -> dict:
     ablation = []
     for d in DRAFTS:
         short, long = median_of(d.name, frames[0]), median_of(d.name, frames[-1])
+        if short is None:  # not measured (--drafts)
+            continue
         ablation.append({"draft": d.name, "mtp": d.mtp, "ivsb": d.ivsb, "vata": d.vata,
                          "tau_short": short["tau"], "tau_long": long["tau"],
                          "visual_short": short["visual"], "visual_long": long["visual"],

@@ -41,3 +41,5 @@ def test_tables_name_the_missing_drafts(tmp_path):
     shutil.copytree(demo.DRAFT, tmp_path / "none" / "draft")
     with pytest.raises(UserError, match="no trained draft for vata, mtp, mtp_ivsb, sparrow .*reproduce_tables.sh"):
         bench_tables.main(["--root", str(tmp_path)])
+    with pytest.raises(UserError, match="--drafts: bogus: name one or more of the tables' drafts"):
+        bench_tables.main(["--root", str(tmp_path), "--drafts", "none,bogus"])
