@@ -14,7 +14,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # XLA's CPU fusion emitters off for the tests: the suite is compile-bound (XLA's backend compile was 152 s of a
 # 200 s speculative test), and the older emitters take about a quarter less compile time (tests/test_generate.py
 # with an empty cache: 84 -> 62 s of CPU) at the same run time (test_synthetic_vision.py, 1500 training steps:
-# 137 vs 139 s of CPU). Library code and users keep XLA's defaults; subprocesses get it (helpers.subprocess_env).
+# 137 vs 139 s of CPU). LLVM's optimisation off as well (tests/sharded_generate.py had it first): with an empty
+# cache test_generate.py took 40 s of CPU against 64, and test_synthetic_vision.py (800 steps) 93 against 96.
+# Library code and users keep XLA's defaults; subprocesses get them (helpers.subprocess_env).
 from helpers import XLA_TEST_FLAGS  # noqa: E402 (after the cache settings: jax reads them when imported)
 
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAGS}".strip()  # before any compile

@@ -14,9 +14,9 @@ from sparrow_jax.config import DraftConfig, TextConfig
 from sparrow_jax.models import build_model
 from sparrow_jax.video import write_video
 
-# XLA's CPU fusion emitters off for the tests (conftest.py sets it for the run; why: there): the suite is
-# compile-bound and the older emitters compile about a quarter faster at the same run time.
-XLA_TEST_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+# XLA's CPU fusion emitters and LLVM's optimisation off for the tests (conftest.py sets them for the run; why:
+# there): the suite is compile-bound, and both compile faster at the same run time.
+XLA_TEST_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
 
 
 def subprocess_env(xla_flags: str = "", **extra) -> dict:
