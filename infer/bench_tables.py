@@ -38,17 +38,20 @@ class Draft:
     mtp: bool
     ivsb: bool
     vata: bool  # False: the draft reads every prompt position (EAGLE/MSD-style), at training and inference
+    title: str = ""  # the row's name in the tables; "": its parts
 
     @property
     def label(self) -> str:
         parts = [p for p, on in (("MTP", self.mtp), ("IVSB", self.ivsb), ("VATA", self.vata)) if on]
-        return " + ".join(parts) if parts else "none (EAGLE/MSD-style)"
+        return self.title or (" + ".join(parts) if parts else "none (EAGLE/MSD-style)")
 
 
 # The ablation's rows in the paper's order; "none" is also the robustness table's baseline, "sparrow" its Sparrow.
 DRAFTS = (Draft("none", False, False, False), Draft("vata", False, False, True), Draft("mtp", True, False, False),
           Draft("mtp_ivsb", True, True, False), Draft("sparrow", True, True, True))
-SHIPPED = Draft("shipped", True, True, True)  # sparrow_jax/demo/draft: Sparrow's recipe + a long-video stage
+# sparrow_jax/demo/draft: Sparrow's recipe + a long-video stage
+SHIPPED = Draft("shipped", True, True, True, "Sparrow, shipped (+ long-video stage)")
+KINDS = {d.name: d for d in (*DRAFTS, SHIPPED)}
 ROBUSTNESS = ("none", "sparrow", "shipped")
 
 
@@ -112,7 +115,6 @@ def measure(args, paths: dict[str, Path], frames: list[int]) -> list[dict]:
     config = checkpoint.target_config(args.target)
     tokenizer = load_tokenizer(args.target)
     target = sparrow_jax.load(args.target)
-    kinds = {d.name: d for d in (*DRAFTS, SHIPPED)}
     configs = {n: checkpoint.draft_config(path, config.text, f"draft {n}") for n, path in paths.items()}
     samples = demo.samples()[: args.videos]
     size = frame_size(config, 112, 112)[0]
@@ -120,6 +122,13 @@ def measure(args, paths: dict[str, Path], frames: list[int]) -> list[dict]:
     print(f"target {args.target}; drafts {', '.join(f'{n} ({p})' for n, p in paths.items())}; chain "
           f"{args.chain}; {len(samples)} held-out videos per length; up to {args.new_tokens} new tokens, greedy; "
           f"medians of {args.repeats} runs")
+    loaded = {}  # (name, window) -> the draft with that window cache, loaded once
+
+    def load(n, window):
+        if (n, window) not in loaded:
+            loaded[n, window] = checkpoint.load_draft(paths[n], configs[n], window=window)
+        return loaded[n, window]
+
     cells = []
     for f in frames:
         names = [n for n in paths if n in ROBUSTNESS or f in ablation]
@@ -128,16 +137,15 @@ def measure(args, paths: dict[str, Path], frames: list[int]) -> list[dict]:
                                        scene_video(rec["seed"], f, size), fps=None)
             # A draft that reads visual tokens gets a window over the whole prompt and answer at this length.
             full = bucket(len(ids) + args.new_tokens + args.chain + 1, 1024)
-            windows = {n: configs[n].window if kinds[n].vata else full for n in names}
-            drafts = {n: {"draft": checkpoint.load_draft(paths[n], configs[n], window=windows[n]),
-                          "draft_sees_visual": not kinds[n].vata} for n in names}
+            windows = {n: configs[n].window if KINDS[n].vata else full for n in names}
+            drafts = {n: {"draft": load(n, windows[n]), "draft_sees_visual": not KINDS[n].vata} for n in names}
             out = compare_drafts(target, drafts, [ids], [pixels], repeats=args.repeats, warm_prefill=i == 0,
                                  tree=TreeShape.chain(args.chain), max_new_tokens=args.new_tokens,
                                  eos_token_id=tokenizer.eos_token_ids, pad_id=tokenizer.pad_token_id)
             for n, c in out.items():
                 cells.append({"draft": n, "frames": f, "seed": rec["seed"],
                               "visual": int((ids == config.video_token_id).sum()), "prompt": len(ids),
-                              "sees_visual": not kinds[n].vata, "window": windows[n], "tau": c.tau, "dsr": c.dsr,
+                              "sees_visual": not KINDS[n].vata, "window": windows[n], "tau": c.tau, "dsr": c.dsr,
                               "esr": c.esr, "cycle_steps": c.tau / c.dsr, "identical": c.identical,
                               "prefill_s": c.prefill_s, "new_tokens": c.alone.stats["new_tokens"]})
         sys.stdout.flush()
@@ -154,7 +162,6 @@ def summarise(cells: list[dict], frames: list[int], names: list[str]) -> dict:
                 **{k: statistics.median(c[k] for c in own) for k in ("tau", "dsr", "esr", "cycle_steps")},
                 "identical": all(c["identical"] for c in own)}
 
-    kinds = {d.name: d for d in (*DRAFTS, SHIPPED)}
     robustness = [m for n in names if n in ROBUSTNESS for f in frames if (m := median_of(n, f))]
     ablation = []
     for d in DRAFTS:
@@ -166,8 +173,7 @@ def summarise(cells: list[dict], frames: list[int], names: list[str]) -> dict:
                          "visual_short": short["visual"], "visual_long": long["visual"],
                          "identical": short["identical"] and long["identical"]})
     return {"robustness": robustness, "ablation": ablation,
-            "labels": {n: ("Sparrow, shipped (+ long-video stage)" if n == SHIPPED.name else kinds[n].label)
-                       for n in names}}
+            "labels": {n: KINDS[n].label for n in names}}
 
 
 def print_tables(tables: dict, args) -> None:

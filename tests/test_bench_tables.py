@@ -28,8 +28,7 @@ def test_tables_from_five_drafts(tmp_path, capsys):
     by_name = {c["draft"]: c for c in cells}
     # The drafts without VATA read the whole prompt (a window over it); the others the text alone.
     for name, c in by_name.items():
-        kind = {d.name: d for d in (*bench_tables.DRAFTS, bench_tables.SHIPPED)}[name]
-        assert c["sees_visual"] == (not kind.vata)
+        assert c["sees_visual"] == (not bench_tables.KINDS[name].vata)
         assert c["window"] >= c["prompt"] + 12 if c["sees_visual"] else c["window"] == 256
     # Copies of one draft seeing the prompt alike accept alike.
     assert by_name["vata"]["tau"] == by_name["sparrow"]["tau"] == by_name["shipped"]["tau"]
