@@ -12,7 +12,9 @@ Every cell is measured as `python -m infer.bench video` measures (`sparrow_jax.g
 one target prefill and autoregressive run per video, shared by the drafts; medians of `--repeats` runs,
 then over `--videos` held-out scenes), greedy, the same tree budget for every draft, and checks that each
 draft's output equals the target's. A draft that reads visual tokens gets a window covering the whole
-prompt at each length (its DSR pays its own prefill over the visual tokens, as an engine would).
+prompt at each length. DSR is the decoding alone; the draft's own prefill (its window cache over the prompt:
+a few dozen text pairs for a VATA draft, every position for one that reads visual tokens) is its own column
+and is counted in ESR, which runs end to end (the target's prefill on both sides).
 """
 
 from __future__ import annotations
@@ -147,7 +149,8 @@ def measure(args, paths: dict[str, Path], frames: list[int]) -> list[dict]:
                               "visual": int((ids == config.video_token_id).sum()), "prompt": len(ids),
                               "sees_visual": not KINDS[n].vata, "window": windows[n], "tau": c.tau, "dsr": c.dsr,
                               "esr": c.esr, "cycle_steps": c.tau / c.dsr, "identical": c.identical,
-                              "prefill_s": c.prefill_s, "new_tokens": c.alone.stats["new_tokens"]})
+                              "prefill_s": c.prefill_s, "draft_prefill_s": c.draft_prefill_s,
+                              "new_tokens": c.alone.stats["new_tokens"]})
         sys.stdout.flush()
     return cells
 
@@ -159,7 +162,8 @@ def summarise(cells: list[dict], frames: list[int], names: list[str]) -> dict:
         if not own:
             return None
         return {"draft": name, "frames": f, "visual": own[0]["visual"],
-                **{k: statistics.median(c[k] for c in own) for k in ("tau", "dsr", "esr", "cycle_steps")},
+                **{k: statistics.median(c[k] for c in own)
+                   for k in ("tau", "dsr", "esr", "cycle_steps", "prefill_s", "draft_prefill_s")},
                 "identical": all(c["identical"] for c in own)}
 
     robustness = [m for n in names if n in ROBUSTNESS for f in frames if (m := median_of(n, f))]
@@ -179,10 +183,12 @@ def summarise(cells: list[dict], frames: list[int], names: list[str]) -> dict:
 def print_tables(tables: dict, args) -> None:
     labels = tables["labels"]
     print(f"\nRobustness: median over {args.videos} held-out videos, chain {args.chain}, greedy")
-    print(f"{'draft':<38} {'visual':>6} {'tau':>5} {'DSR':>6} {'ESR':>6} {'cycle':>6} {'identical':>9}")
+    print("(DSR: decoding alone; ESR: end to end, both prefills counted; prefill: the target's / the draft's, s)")
+    print(f"{'draft':<38} {'visual':>6} {'tau':>5} {'DSR':>6} {'ESR':>6} {'cycle':>6} {'prefill':>7} {'draft':>7} "
+          f"{'identical':>9}")
     for r in tables["robustness"]:
         print(f"{labels[r['draft']]:<38} {r['visual']:>6} {r['tau']:>5.2f} {r['dsr']:>5.2f}x {r['esr']:>5.2f}x "
-              f"{r['cycle_steps']:>6.2f} {str(r['identical']):>9}")
+              f"{r['cycle_steps']:>6.2f} {r['prefill_s']:>7.2f} {r['draft_prefill_s']:>7.2f} {str(r['identical']):>9}")
     a = tables["ablation"]
     print(f"\nAblation: tau at {a[0]['visual_short']} and {a[0]['visual_long']} visual tokens")
     print(f"{'MTP':>4} {'IVSB':>4} {'VATA':>4} {'tau short':>9} {'tau long':>9} {'identical':>9}  draft")

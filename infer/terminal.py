@@ -94,7 +94,8 @@ def stats_line(stats: dict) -> str:
         from sparrow_jax.generation.autotune import describe
 
         auto = f" | tree auto: {describe(stats['tree_auto'])}"
-    return (f"[prefill {stats['prefill_s']:.2f} s | {stats['new_tokens']} tokens in {stats['decode_s']:.2f} s = "
+    draft = f" + draft {stats['draft_prefill_s']:.2f}" if stats.get("draft_prefill_s") else ""
+    return (f"[prefill {stats['prefill_s']:.2f}{draft} s | {stats['new_tokens']} tokens in {stats['decode_s']:.2f} s = "
             f"{stats['decode_tokens_per_s']:.1f} tokens/s | {tau} | {stats['cycles']} cycles{sources}{auto}]")
 
 

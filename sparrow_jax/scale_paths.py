@@ -24,13 +24,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sparrow_jax import aot, scale_configs
 from sparrow_jax.config import Qwen25VLConfig
-from sparrow_jax.generation.decoding import _decode, _speculate
+from sparrow_jax.generation.decoding import _decode, _spec_begin, _speculate
 from sparrow_jax.generation.prefill import prefill
 from sparrow_jax.generation.setup import Request, setup
 from sparrow_jax.generation.speculative.tree import TreeShape
 from sparrow_jax.generation.speculative.window_cache import WindowCache
 from sparrow_jax.inputs import prepare
-from sparrow_jax.kv_cache import LAYOUT
+from sparrow_jax.kv_cache import LAYOUT, KVCache
 from sparrow_jax.models import abstract_model
 from sparrow_jax.sharding import on_mesh, spec_for
 
@@ -118,8 +118,12 @@ class ScaleRun:
                     else:
                         p = r.proposer
                         proposer = p.replace(params=self.placed(p.params, p.params), sampling=self.placed(p.sampling))
-                        compiled = aot.compile_shapes(_speculate, r.graphdef, params, proposer, prompt, logits,
-                                                      self.placed(out.hidden), cache, key, r.config)
+                        # The loop after the draft's prefill (`_spec_begin`), from that state's shapes.
+                        begun = jax.eval_shape(partial(_spec_begin, config=r.config), r.graphdef, params, proposer,
+                                               prompt, logits, self.placed(out.hidden), cache, key)
+                        begun = self.placed_state(begun)
+                        compiled = aot.compile_shapes(_speculate, r.graphdef, params, proposer,
+                                                      begun.replace(cache=None), begun.cache, r.config)
                         step = self.step_bytes(tree, params, proposer.params, cache)
         return PathFigure(self.setting.family, path, aot.footprint(compiled), step, time.perf_counter() - t0,
                           int(b.lengths.max()), self.video_tokens)
@@ -143,6 +147,19 @@ class ScaleRun:
             shardings = jax.tree.map(lambda a: named(a, ("batch",) if np.ndim(a) and np.shape(a)[0] == rows else ()),
                                      tree)
         return aot.shape_of(tree, shardings)
+
+    def placed_state(self, state):
+        """A loop state's shapes placed as generate's arrays are: the k/v of every cache in it (the target's,
+        the draft's window cache) by the cache layout, every other array by its rows."""
+        caches = (KVCache, WindowCache)
+
+        def place(x):
+            if not isinstance(x, caches):
+                return self.placed(x)
+            rest = self.placed(x.replace(k=None, v=None))
+            return rest.replace(k=self.placed(x.k, LAYOUT), v=self.placed(x.v, LAYOUT))
+
+        return jax.tree.map(place, state, is_leaf=lambda x: isinstance(x, caches))
 
     def step_bytes(self, tree: TreeShape | None, params, draft_params, cache) -> int:
         """Bytes one step reads at the prompt's context: the target's decoder weights (all but the token

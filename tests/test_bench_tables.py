@@ -25,6 +25,7 @@ def test_tables_from_five_drafts(tmp_path, capsys):
     assert [r["draft"] for r in tables["ablation"]] == [d.name for d in bench_tables.DRAFTS]
     cells = tables["cells"]
     assert len(cells) == 6 and all(c["identical"] and 1.0 <= c["tau"] <= 4.0 and c["dsr"] > 0 for c in cells)
+    assert all(c["draft_prefill_s"] > 0 and c["prefill_s"] > 0 for c in cells)  # timed apart from decoding
     by_name = {c["draft"]: c for c in cells}
     # The drafts without VATA read the whole prompt (a window over it); the others the text alone.
     for name, c in by_name.items():

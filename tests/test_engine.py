@@ -86,6 +86,7 @@ def test_repetition_penalty_is_lossless_with_a_draft(llava, one, tree):
     assert full.token_ids() == ref.token_ids() and full.stats["tau"] > 1.5  # the oracle's path is accepted
     drafted = generate(target, prompts, pix, draft=make_draft(target, window=8), tree=tree, **kw)
     assert drafted.token_ids() == ref.token_ids()
+    assert drafted.stats["draft_prefill_s"] > 0 and drafted.stats["decode_s"] > 0  # the draft's prefill timed apart
 
 
 def test_outputs_carry_text_with_a_tokenizer(llava, one):

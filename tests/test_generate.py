@@ -46,7 +46,7 @@ def test_greedy_matches_hf_generate(llava, batch):
     out = infer.generate(ours, prompts, pix, max_new_tokens=20)
     assert out.token_ids() == ref
     assert list(out.lengths) == [20, 20]
-    assert out.stats["new_tokens"] == 40 and out.stats["prefill_s"] > 0
+    assert out.stats["new_tokens"] == 40 and out.stats["prefill_s"] > 0 and out.stats["draft_prefill_s"] == 0
 
 
 def test_eos_stops_one_row_and_pads(llava, batch):

@@ -144,6 +144,37 @@ def test_full_window_equals_attention_over_all_text(llava):
     np.testing.assert_allclose(np.asarray(state.last_out[0]), np.asarray(full[0, -1]), atol=1e-5)
 
 
+def test_prompt_in_one_causal_pass_equals_the_ring_chunk_by_chunk(llava):
+    """A window that holds every text pair takes them in causal chunks over a plain cache (`_start_causal`,
+    what the all-token baseline's 25k-position prompt needs); the state equals the ring's chunk-by-chunk one
+    (`_start_ring`), ragged rows included, and so does the next proposal."""
+    target = llava[3]
+    draft = make_draft(target, window=64)
+    prop = SparrowProposer.create(draft, TreeShape(2, 2, 5), SamplingConfig(), chunk=4)
+    rng = np.random.default_rng(6)
+    ids = np.stack([video_prompt(rng, 1, 14, 10), video_prompt(rng, 1, 14, 10)])
+    text = [np.flatnonzero(row != 120) for row in ids]
+    index = np.stack([t[:20] for t in text])
+    prompt = PromptState(jnp.asarray(ids), jnp.zeros((2,), jnp.int32), jnp.asarray([1, 1]), Sampler.of(),
+                         jnp.asarray(index), jnp.asarray([20, 13]))
+    hidden = jnp.asarray(rng.standard_normal((2, ids.shape[1], 64)), jnp.float32)
+    pairs = prop._prompt_pairs(target, prompt, hidden, jnp.asarray([7, 9]))
+    ring, causal = prop._start_ring(target, *pairs), prop._start_causal(target, *pairs)
+    chosen = prop.start(target, prompt, hidden=hidden, first=jnp.asarray([7, 9]))  # 20 pairs <= window 64
+    np.testing.assert_array_equal(np.asarray(chosen.last_out), np.asarray(causal.last_out))
+    np.testing.assert_array_equal(np.asarray(causal.dcache.pos), np.asarray(ring.dcache.pos))
+    np.testing.assert_array_equal(np.asarray(causal.dcache.count), [20, 13])
+    valid = np.asarray(ring.dcache.pos) >= 0  # slots that hold an entry (the rest are never read)
+    for a, b in ((causal.dcache.k, ring.dcache.k), (causal.dcache.v, ring.dcache.v)):
+        np.testing.assert_allclose(np.asarray(a)[:, :, :, : valid.shape[1]].transpose(1, 3, 0, 2, 4)[valid],
+                                   np.asarray(b)[:, :, :, : valid.shape[1]].transpose(1, 3, 0, 2, 4)[valid], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(causal.last_out), np.asarray(ring.last_out), atol=1e-5)
+    key = jax.random.split(jax.random.key(0), 2)
+    trees = [prop.propose(target, s, root=jnp.asarray([7, 9]), n_out=jnp.asarray([1, 1]), key=key)[0]
+             for s in (ring, causal)]
+    np.testing.assert_array_equal(np.asarray(trees[0].tokens), np.asarray(trees[1].tokens))
+
+
 def test_incompatible_draft_is_a_clear_error(llava, batch):
     from flax import nnx
 

@@ -5,9 +5,10 @@ for `python -m infer.bench tables` (`compare_drafts`).
 Both decodings start from one target prefill (the same jitted prefill `generate` runs, keeping the
 prompt's hidden states for the draft), so a long video is prefilled once per measurement, not once per
 decoding. Each decoding is compiled by a first run and then timed over `repeats` runs from copies of the
-prefilled cache; reported times are medians. DSR = AR decoding time / speculative decoding time (the
-speculative time includes the draft's own prefill over the prompt's text); ESR adds the target's
-prefill to both.
+prefilled cache; reported times are medians. DSR = AR decoding time / speculative decoding time, the
+decoding alone: the draft's own prefill (its window cache over the prompt: the text, or every position for
+the all-token baseline) is timed apart (`draft_prefill_s`). ESR is end to end: the target's prefill added to
+both, the draft's prefill to the speculative side.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ class Comparison:
 
     @property
     def esr(self) -> float:
-        return (self.prefill_s + self.alone.stats["decode_s"]) / (self.prefill_s + self.speculative.stats["decode_s"])
+        spec = self.speculative.stats
+        return (self.prefill_s + self.alone.stats["decode_s"]) / (self.prefill_s + spec["draft_prefill_s"] + spec["decode_s"])
+
+    @property
+    def draft_prefill_s(self) -> float:
+        return self.speculative.stats["draft_prefill_s"]
 
 
 def compare(target, draft, prompts, video=None, *, repeats: int = 3, warm_prefill: bool = True,

@@ -1,8 +1,9 @@
 """Running a `Request`: the jitted prefill, then one jitted `lax.while_loop` that decodes autoregressively
 or speculatively (with a proposer, see `generation.speculative`).
 
-The two stages are separate jits (the cache is donated from one to the other) so that prefill and
-decoding times are measured honestly; within decoding there is no host round trip per token.
+The stages are separate jits (the cache is donated from one to the next) so that each is timed apart: the
+target's prefill, the draft's prefill (`_spec_begin`: the proposer's `start`, e.g. the draft's window cache
+over the prompt's text), and decoding; within decoding there is no host round trip per token.
 """
 
 from __future__ import annotations
@@ -35,10 +36,18 @@ def _decode(graphdef, params, prompt: PromptState, logits, cache, key, config: D
 
 
 @partial(jax.jit, static_argnames=("graphdef", "config"), donate_argnames=("cache",))
-def _speculate(graphdef, params, proposer, prompt: PromptState, logits, hidden, cache, key, config: DecodeConfig):
-    target = nnx.merge(graphdef, params)
-    s = loop.start(target, proposer, prompt, logits=logits, hidden=hidden, cache=cache, key=key, config=config)
-    s = loop.decode(target, proposer, s, config)
+def _spec_begin(graphdef, params, proposer, prompt: PromptState, logits, hidden, cache, key,
+                config: DecodeConfig) -> loop.SpecState:
+    """The speculative loop's state after the target's prefill: the first token, the draft prefilled."""
+    return loop.start(nnx.merge(graphdef, params), proposer, prompt, logits=logits, hidden=hidden, cache=cache,
+                      key=key, config=config)
+
+
+@partial(jax.jit, static_argnames=("graphdef", "config"), donate_argnames=("cache",))
+def _speculate(graphdef, params, proposer, s: loop.SpecState, cache, config: DecodeConfig):
+    """Speculative decoding from `_spec_begin`'s state `s`, its target cache passed apart (`cache`, donated:
+    the rest of the state has no output to alias)."""
+    s = loop.decode(nnx.merge(graphdef, params), proposer, s.replace(cache=cache), config)
     return s.tokens, s.n_out, loop.record(s), s.cache
 
 
@@ -60,32 +69,32 @@ def run_prefill(request: Request) -> tuple[Prefilled, float]:
 def run_decode(request: Request, prefilled: Prefilled, prefill_s: float, proposer) -> GenerateOutput:
     """Decode after `request`'s prefill: autoregressively when `proposer` is None, else speculatively.
     The prefilled cache is donated (consumed)."""
-    t1 = time.perf_counter()
     r, p = request, prefilled
     with on_mesh(r.mesh):
-        tokens, lengths, record = _run_decode(r, p, proposer)
+        t1 = time.perf_counter()
+        if proposer is None:
+            tokens, lengths, _, _ = _decode(r.graphdef, r.params, r.prompt, p.logits, p.cache, r.key,
+                                            dataclasses.replace(r.config, tree=None))  # one AR program per tree
+            record, draft_s = None, 0.0
+        else:
+            s = jax.block_until_ready(_spec_begin(r.graphdef, r.params, proposer, r.prompt, p.logits, p.hidden,
+                                                  p.cache, r.key, r.config))
+            draft_s = time.perf_counter() - t1
+            t1 = time.perf_counter()
+            tokens, lengths, record, _ = _speculate(r.graphdef, r.params, proposer, s.replace(cache=None), s.cache,
+                                                    r.config)
     tokens, lengths, record = jax.device_get((tokens, lengths, record))
-    stats = decode_stats(r, proposer, tokens, lengths, record, prefill_s, time.perf_counter() - t1)
+    stats = decode_stats(r, proposer, tokens, lengths, record, prefill_s, time.perf_counter() - t1, draft_s)
     return GenerateOutput(np.asarray(tokens)[:, : r.max_new_tokens], np.asarray(lengths), stats)
 
 
 def decode_stats(r: Request, proposer, tokens, lengths, record: dict | None, prefill_s: float,
-                 decode_s: float) -> dict:
+                 decode_s: float, draft_prefill_s: float = 0.0) -> dict:
     """The statistics of `r`'s decoding (host arrays): `record` is `loop.record`'s when `proposer` drafted,
     None for autoregressive decoding (every token its own step)."""
     if proposer is None:
         record = {"cycles": np.asarray(lengths) - 1, "accepted": np.zeros((len(lengths), 0), np.int32)}
-    return generation_stats(lengths, record, prefill_s, decode_s, tokens=tokens,
+    return generation_stats(lengths, record, prefill_s, decode_s, draft_prefill_s=draft_prefill_s, tokens=tokens,
                             hybrid=isinstance(r.config.tree, HybridShape) and proposer is not None,
                             choice=None if proposer is None else r.choice)
 
-
-def _run_decode(r: Request, p: Prefilled, proposer):
-    if proposer is None:
-        tokens, lengths, _, _ = _decode(r.graphdef, r.params, r.prompt, p.logits, p.cache, r.key,
-                                        dataclasses.replace(r.config, tree=None))  # one AR program per tree
-        record = None
-    else:
-        tokens, lengths, record, _ = _speculate(r.graphdef, r.params, proposer, r.prompt, p.logits, p.hidden,
-                                                p.cache, r.key, r.config)
-    return tokens, lengths, record

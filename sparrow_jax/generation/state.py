@@ -117,7 +117,7 @@ class Prefilled:
 class GenerateOutput:
     tokens: np.ndarray  # [B, max_new_tokens] int32; positions past a row's length hold pad_id
     lengths: np.ndarray  # [B] generated tokens per row, a final EOS included
-    stats: dict  # prefill_s, decode_s, new_tokens, cycles, tau, acceptance, decode_tokens_per_s (see generation_stats)
+    stats: dict  # prefill_s, draft_prefill_s, decode_s, new_tokens, cycles, tau, acceptance, decode_tokens_per_s (see generation_stats)
     text: list[str] | None = None  # each row's decoded text, when generated with a tokenizer (`Engine`)
 
     def token_ids(self) -> list[list[int]]:
@@ -128,9 +128,10 @@ class GenerateOutput:
 REPEAT_NGRAM = 4  # a token whose preceding 4 tokens occurred earlier in the output counts as repeated
 
 
-def generation_stats(lengths, record: dict, prefill_s: float, decode_s: float, *, tokens=None,
-                     hybrid: bool = False, choice: dict | None = None) -> dict:
-    """The statistics of a decoding. `record`: `cycles` [B] and `accepted` [B, D] (per depth), and for
+def generation_stats(lengths, record: dict, prefill_s: float, decode_s: float, *, draft_prefill_s: float = 0.0,
+                     tokens=None, hybrid: bool = False, choice: dict | None = None) -> dict:
+    """The statistics of a decoding: seconds of the target's prefill, of the draft's (its window cache over
+    the prompt; 0 without a draft) and of decoding after both. `record`: `cycles` [B] and `accepted` [B, D] (per depth), and for
     speculative decoding `token_cycle` / `token_source` [B, T] (`loop.record`) with `tokens` [B, T], which add
     `tau_novel` and `repeated_tokens` (see `novel_tau`); with `hybrid` (copies in the tree) also
     `accepted_from` (accepted draft tokens, bonus tokens not counted, that only the draft, only the copies or
@@ -149,6 +150,7 @@ def generation_stats(lengths, record: dict, prefill_s: float, decode_s: float, *
             extra["deep_cycles"] = int(np.sum(record["deep"]))
     return {
         "prefill_s": prefill_s,
+        "draft_prefill_s": draft_prefill_s,
         "decode_s": decode_s,
         "new_tokens": new,
         "cycles": n_cycles,

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sparrow_jax.generation import autoregressive
-from sparrow_jax.generation.decoding import decode_stats, run_prefill
+from sparrow_jax.generation.decoding import _spec_begin, decode_stats, run_prefill
 from sparrow_jax.generation.setup import Request
 from sparrow_jax.generation.speculative import loop
 from sparrow_jax.generation.state import DecodeConfig, GenerateOutput
@@ -39,12 +39,6 @@ def _ar_advance(graphdef, params, s, config: DecodeConfig, steps: int):
     stop_at = s.step + steps
     return jax.lax.while_loop(lambda s: autoregressive.running(s, config) & (s.step < stop_at),
                               lambda s: autoregressive.step(target, s, config), s)
-
-
-@partial(jax.jit, static_argnames=("graphdef", "config"), donate_argnames=("cache",))
-def _spec_begin(graphdef, params, proposer, prompt, logits, hidden, cache, key, config: DecodeConfig):
-    return loop.start(nnx.merge(graphdef, params), proposer, prompt, logits=logits, hidden=hidden, cache=cache,
-                      key=key, config=config)
 
 
 @partial(jax.jit, static_argnames=("graphdef", "config", "steps"), donate_argnames=("s",))
@@ -72,12 +66,14 @@ class TokenStream:
         if r.proposer is None:
             with on_mesh(r.mesh):
                 s = _ar_begin(r.prompt, p.logits, p.cache, r.key, config)
+            draft_s = 0.0
             step = lambda s: _ar_advance(r.graphdef, r.params, s, config, steps=self._steps)  # noqa: E731
             count = lambda s: s.lengths  # noqa: E731
         else:
             with on_mesh(r.mesh):
-                s = _spec_begin(r.graphdef, r.params, r.proposer, r.prompt, p.logits, p.hidden, p.cache, r.key,
-                                config)
+                s = jax.block_until_ready(_spec_begin(r.graphdef, r.params, r.proposer, r.prompt, p.logits, p.hidden,
+                                                      p.cache, r.key, config))
+            draft_s, t1 = time.perf_counter() - t1, time.perf_counter()  # the draft's prefill, timed apart
             step = lambda s: _spec_advance(r.graphdef, r.params, r.proposer, s, config,  # noqa: E731
                                            steps=self._steps)
             count = lambda s: s.n_out  # noqa: E731
@@ -95,6 +91,7 @@ class TokenStream:
                 break
             s = advance(s)
         record = None if r.proposer is None else jax.device_get(loop.record(s))
-        stats = decode_stats(r, r.proposer, tokens, n, record, self.prefill_s, time.perf_counter() - t1)
+        stats = decode_stats(r, r.proposer, tokens, n, record, self.prefill_s, time.perf_counter() - t1,
+                             draft_s)
         tokens = tokens[:, :max_new]
         self.output = self._finish(GenerateOutput(tokens, n, stats))

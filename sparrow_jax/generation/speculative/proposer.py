@@ -15,8 +15,14 @@ from flax import nnx, struct
 
 from sparrow_jax.generation.speculative.tree import HybridShape, Tree, TreeShape, draft_tree
 from sparrow_jax.generation.speculative.window_cache import WindowCache
-from sparrow_jax.kv_cache import causal_mask
+from sparrow_jax.attention import round_capacity
+from sparrow_jax.kv_cache import SLOT_AXIS, KVCache, causal_mask
 from sparrow_jax.sampling import Sampler, SamplingConfig
+
+
+# Pairs per draft forward of a prompt the window holds whole (`SparrowProposer._start_causal`): as the
+# target's prefill chunk.
+PROMPT_CHUNK = 512
 
 
 @struct.dataclass
@@ -106,26 +112,76 @@ class SparrowProposer:
 
     def start(self, target, prompt, *, hidden, first) -> DraftState:
         """Commit the prompt's text pairs (h_t, next text token), the last one pairing with the first
-        generated token, `chunk` pairs per draft forward."""
-        draft, ids, text_index, text_len = self.draft, prompt.ids, prompt.text_index, prompt.text_len
-        b, t = text_index.shape
-        widest = max(self.chunk, self.shape.max_depth + 1, self.commit_width)
-        dcache = WindowCache.create(draft.config, b, widest, self.shape.scratch, draft.dtype)
+        generated token. Where the window holds every pair (always for the all-token baseline, whose window
+        covers the prompt) they go through one causal pass (`_start_causal`); else `chunk` pairs per
+        draft forward through the ring (`_start_ring`). Both give the same state."""
+        pairs = self._prompt_pairs(target, prompt, hidden, first)
+        fits = pairs[0].shape[1] <= self.draft.config.window
+        return self._start_causal(target, *pairs) if fits else self._start_ring(target, *pairs)
+
+    def _prompt_pairs(self, target, prompt, hidden, first):
+        """(next tokens [B, T], hidden states [B, T, H], valid [B, T]) of the prompt's text pairs."""
+        ids, text_index, text_len = prompt.ids, prompt.text_index, prompt.text_len
         h = jnp.take_along_axis(hidden, text_index[..., None], axis=1)
         nxt = jnp.take_along_axis(ids, text_index, axis=1)
         nxt = jnp.concatenate([nxt[:, 1:], nxt[:, -1:]], axis=1)  # the token at the next text position
-        j = jnp.arange(t)
+        j = jnp.arange(text_index.shape[1])
         nxt = jnp.where(j[None] == (text_len - 1)[:, None], first[:, None], nxt)
-        valid = j[None] < text_len[:, None]
+        return nxt, h, j[None] < text_len[:, None]
+
+    def _empty_cache(self, batch: int) -> WindowCache:
+        widest = max(self.chunk, self.shape.max_depth + 1, self.commit_width)
+        return WindowCache.create(self.draft.config, batch, widest, self.shape.scratch, self.draft.dtype)
+
+    @staticmethod
+    def _last(outs, valid):
+        """The draft output at each row's last valid pair [B, H]."""
+        last = jnp.sum(valid, axis=1, dtype=jnp.int32) - 1
+        return jnp.take_along_axis(outs, last[:, None, None], axis=1)[:, 0]
+
+    def _start_ring(self, target, nxt, h, valid) -> DraftState:
+        """`chunk` pairs per draft forward, each attending to the ring as a commit does: right for any window,
+        but each chunk reads the whole window (at 25.6k pairs and a window over all of them, ~70 s on the
+        2-core box; `_start_causal` then)."""
+        draft, (b, t) = self.draft, nxt.shape
         split = lambda x: jnp.moveaxis(x.reshape(b, t // self.chunk, self.chunk, *x.shape[2:]), 1, 0)  # noqa: E731
 
         def step(dc, xs):
             out, dc = self._commit(draft, target, dc, *xs)
             return dc, out
 
-        dcache, outs = jax.lax.scan(step, dcache, (split(nxt), split(h), split(valid)))
-        outs = jnp.moveaxis(outs, 0, 1).reshape(b, t, -1)
-        return DraftState(dcache, jnp.take_along_axis(outs, (text_len - 1)[:, None, None], axis=1)[:, 0])
+        dcache, outs = jax.lax.scan(step, self._empty_cache(b), (split(nxt), split(h), split(valid)))
+        return DraftState(dcache, self._last(jnp.moveaxis(outs, 0, 1).reshape(b, t, -1), valid))
+
+    def _start_causal(self, target, nxt, h, valid) -> DraftState:
+        """All T <= window pairs as the target's prefill runs: PROMPT_CHUNK queries per forward over a plain
+        KV cache read in blocks up to the chunk's end (causal block skipping), then the entries copied once
+        into the ring's slots 0..T-1, which hold positions 0..T-1 while nothing has wrapped. Valid pairs come
+        first in each row, so no valid query sees a padding entry."""
+        draft, (b, t) = self.draft, nxt.shape
+        size = min(PROMPT_CHUNK, t)
+        pad = -t % size
+        nxt, h, valid = (jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2)) for x in (nxt, h, valid))
+        n = (t + pad) // size
+        cfg = draft.config.layers
+        kv = KVCache.create(cfg.num_layers, b, round_capacity(t + pad), cfg.num_kv_heads, cfg.head_dim, draft.dtype)
+        split = lambda x: jnp.moveaxis(x.reshape(b, n, size, *x.shape[2:]), 1, 0)  # noqa: E731
+        causal = causal_mask(b, size)
+
+        def step(kv, xs):
+            tokens, hid, start = xs
+            positions = jnp.broadcast_to(start + jnp.arange(size), (b, size))
+            out, (k, v) = draft(target.lm.embed_tokens(tokens), hid, positions, causal, kv.view())
+            return kv.write(k, v).advance(size), out
+
+        kv, outs = jax.lax.scan(step, kv, (split(nxt), split(h), jnp.arange(n) * size))
+        dcache = self._empty_cache(b)
+        k = jax.lax.dynamic_update_slice_in_dim(dcache.k, kv.k[:, :, :, :t].astype(dcache.k.dtype), 0, SLOT_AXIS)
+        v = jax.lax.dynamic_update_slice_in_dim(dcache.v, kv.v[:, :, :, :t].astype(dcache.v.dtype), 0, SLOT_AXIS)
+        count = jnp.sum(valid, axis=1, dtype=jnp.int32)
+        slot = jnp.arange(dcache.pos.shape[1])[None]
+        dcache = dcache.replace(k=k, v=v, pos=jnp.where(slot < count[:, None], slot, -1), count=count)
+        return DraftState(dcache, self._last(jnp.moveaxis(outs, 0, 1).reshape(b, t + pad, -1), valid))
 
     def propose(self, target, state: DraftState, *, root, n_out, key):
         draft, dc = self.draft, state.dcache
