@@ -3,7 +3,8 @@ or speculatively (with a proposer, see `generation.speculative`).
 
 The stages are separate jits (the cache is donated from one to the next) so that each is timed apart: the
 target's prefill, the draft's prefill (`_spec_begin`: the proposer's `start`, e.g. the draft's window cache
-over the prompt's text), and decoding; within decoding there is no host round trip per token.
+over the prompt's text), and decoding; within decoding there is no host round trip per token. Compiling is
+timed apart too (`compile_time`; stat `compile_s`): the phase timings are the programs' runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from sparrow_jax import compile_time
 from sparrow_jax.generation import autoregressive
 from sparrow_jax.generation.prefill import prefill
 from sparrow_jax.generation.setup import Request
@@ -52,18 +54,26 @@ def _speculate(graphdef, params, proposer, s: loop.SpecState, cache, config: Dec
 
 
 def run_prefill(request: Request) -> tuple[Prefilled, float]:
-    """The target's prefill of `request` (prompt hidden states kept when its proposer reads them), and its seconds."""
-    t0 = time.perf_counter()
+    """The target's prefill of `request` (prompt hidden states kept when its proposer reads them), and its
+    seconds, compiling excluded (that is `Prefilled.compile_s`)."""
     b = request.batch
     # Models cast pixels to their own dtype. On a mesh rows go over `data` (every [B, ...] array).
     ids, lengths, positions, video = put_rows(jax.tree.map(jnp.asarray, (b.input_ids, b.lengths, b.positions, b.video)),
                                               request.mesh, b.batch)
     with on_mesh(request.mesh):  # the cache is created sharded inside (`kv_cache.LAYOUT`)
-        out = prefill(request.graphdef, request.params, ids, lengths, positions, video, capacity=request.capacity,
-                      chunk=request.chunk,
-                      with_hidden=request.proposer is not None and getattr(request.proposer, "needs_hidden", True))
-    jax.block_until_ready(out.logits)
-    return out, time.perf_counter() - t0
+        out, seconds, compile_s = timed(lambda: prefill(
+            request.graphdef, request.params, ids, lengths, positions, video, capacity=request.capacity,
+            chunk=request.chunk, with_hidden=request.proposer is not None and getattr(request.proposer, "needs_hidden", True)))
+    return out.replace(compile_s=compile_s), seconds
+
+
+def timed(call):
+    """(`call()`'s result, ready; the seconds it ran; the seconds it spent compiling, apart: `compile_time`)."""
+    with compile_time.clock() as compiling:
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(call())
+        wall = time.perf_counter() - t0
+    return out, wall - compiling.seconds, compiling.seconds
 
 
 def run_decode(request: Request, prefilled: Prefilled, prefill_s: float, proposer) -> GenerateOutput:
@@ -71,30 +81,30 @@ def run_decode(request: Request, prefilled: Prefilled, prefill_s: float, propose
     The prefilled cache is donated (consumed)."""
     r, p = request, prefilled
     with on_mesh(r.mesh):
-        t1 = time.perf_counter()
         if proposer is None:
-            tokens, lengths, _, _ = _decode(r.graphdef, r.params, r.prompt, p.logits, p.cache, r.key,
-                                            dataclasses.replace(r.config, tree=None))  # one AR program per tree
+            (tokens, lengths, _, _), decode_s, compile_s = timed(lambda: _decode(
+                r.graphdef, r.params, r.prompt, p.logits, p.cache, r.key,
+                dataclasses.replace(r.config, tree=None)))  # one AR program per tree
             record, draft_s = None, 0.0
         else:
-            s = jax.block_until_ready(_spec_begin(r.graphdef, r.params, proposer, r.prompt, p.logits, p.hidden,
-                                                  p.cache, r.key, r.config))
-            draft_s = time.perf_counter() - t1
-            t1 = time.perf_counter()
-            tokens, lengths, record, _ = _speculate(r.graphdef, r.params, proposer, s.replace(cache=None), s.cache,
-                                                    r.config)
+            s, draft_s, begin_compile = timed(lambda: _spec_begin(r.graphdef, r.params, proposer, r.prompt, p.logits,
+                                                                  p.hidden, p.cache, r.key, r.config))
+            (tokens, lengths, record, _), decode_s, compile_s = timed(lambda: _speculate(
+                r.graphdef, r.params, proposer, s.replace(cache=None), s.cache, r.config))
+            compile_s += begin_compile
     tokens, lengths, record = jax.device_get((tokens, lengths, record))
-    stats = decode_stats(r, proposer, tokens, lengths, record, prefill_s, time.perf_counter() - t1, draft_s)
+    stats = decode_stats(r, proposer, tokens, lengths, record, prefill_s, decode_s, draft_s, p.compile_s + compile_s)
     return GenerateOutput(np.asarray(tokens)[:, : r.max_new_tokens], np.asarray(lengths), stats)
 
 
 def decode_stats(r: Request, proposer, tokens, lengths, record: dict | None, prefill_s: float,
-                 decode_s: float, draft_prefill_s: float = 0.0) -> dict:
+                 decode_s: float, draft_prefill_s: float = 0.0, compile_s: float = 0.0) -> dict:
     """The statistics of `r`'s decoding (host arrays): `record` is `loop.record`'s when `proposer` drafted,
     None for autoregressive decoding (every token its own step)."""
     if proposer is None:
         record = {"cycles": np.asarray(lengths) - 1, "accepted": np.zeros((len(lengths), 0), np.int32)}
-    return generation_stats(lengths, record, prefill_s, decode_s, draft_prefill_s=draft_prefill_s, tokens=tokens,
+    return generation_stats(lengths, record, prefill_s, decode_s, draft_prefill_s=draft_prefill_s,
+                            compile_s=compile_s, tokens=tokens,
                             hybrid=isinstance(r.config.tree, HybridShape) and proposer is not None,
                             choice=None if proposer is None else r.choice)
 

@@ -111,13 +111,14 @@ class Prefilled:
     logits: jax.Array  # [B, V] at each row's last prompt token
     cache: KVCache  # the prompt's k/v, lengths = prompt lengths
     hidden: jax.Array | None = None  # [B, L, H] the prompt's final hidden states (for a draft), else None
+    compile_s: float = struct.field(pytree_node=False, default=0.0)  # seconds the prefill spent compiling (host)
 
 
 @dataclasses.dataclass
 class GenerateOutput:
     tokens: np.ndarray  # [B, max_new_tokens] int32; positions past a row's length hold pad_id
     lengths: np.ndarray  # [B] generated tokens per row, a final EOS included
-    stats: dict  # prefill_s, draft_prefill_s, decode_s, new_tokens, cycles, tau, acceptance, decode_tokens_per_s (see generation_stats)
+    stats: dict  # prefill_s, draft_prefill_s, decode_s, compile_s, new_tokens, cycles, tau, acceptance, decode_tokens_per_s (see generation_stats)
     text: list[str] | None = None  # each row's decoded text, when generated with a tokenizer (`Engine`)
 
     def token_ids(self) -> list[list[int]]:
@@ -129,9 +130,10 @@ REPEAT_NGRAM = 4  # a token whose preceding 4 tokens occurred earlier in the out
 
 
 def generation_stats(lengths, record: dict, prefill_s: float, decode_s: float, *, draft_prefill_s: float = 0.0,
-                     tokens=None, hybrid: bool = False, choice: dict | None = None) -> dict:
+                     compile_s: float = 0.0, tokens=None, hybrid: bool = False, choice: dict | None = None) -> dict:
     """The statistics of a decoding: seconds of the target's prefill, of the draft's (its window cache over
-    the prompt; 0 without a draft) and of decoding after both. `record`: `cycles` [B] and `accepted` [B, D] (per depth), and for
+    the prompt; 0 without a draft) and of decoding after both, each without compiling, which is `compile_s`
+    (tracing, lowering and compiling the programs, or loading them from the compilation cache). `record`: `cycles` [B] and `accepted` [B, D] (per depth), and for
     speculative decoding `token_cycle` / `token_source` [B, T] (`loop.record`) with `tokens` [B, T], which add
     `tau_novel` and `repeated_tokens` (see `novel_tau`); with `hybrid` (copies in the tree) also
     `accepted_from` (accepted draft tokens, bonus tokens not counted, that only the draft, only the copies or
@@ -152,6 +154,7 @@ def generation_stats(lengths, record: dict, prefill_s: float, decode_s: float, *
         "prefill_s": prefill_s,
         "draft_prefill_s": draft_prefill_s,
         "decode_s": decode_s,
+        "compile_s": compile_s,
         "new_tokens": new,
         "cycles": n_cycles,
         # Tokens per draft-verify cycle, bonus included; the first token comes from prefill.

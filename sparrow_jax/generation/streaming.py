@@ -13,7 +13,6 @@ Python so that each call's accepted tokens can be shown at once. The tokens equa
 
 from __future__ import annotations
 
-import time
 from functools import partial
 
 import jax
@@ -21,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sparrow_jax.generation import autoregressive
-from sparrow_jax.generation.decoding import _spec_begin, decode_stats, run_prefill
+from sparrow_jax.generation.decoding import _spec_begin, decode_stats, run_prefill, timed
 from sparrow_jax.generation.setup import Request
 from sparrow_jax.generation.speculative import loop
 from sparrow_jax.generation.state import DecodeConfig, GenerateOutput
@@ -61,19 +60,19 @@ class TokenStream:
         r = self._request
         config, max_new = r.config, r.max_new_tokens
         p, self.prefill_s = run_prefill(r)
-        t1 = time.perf_counter()
-        # Each jitted call runs on the request's mesh; the context never stays set across a `yield`.
+        # Each jitted call runs on the request's mesh; the context never stays set across a `yield`. Each is
+        # timed (`timed`: its run, and its compiling apart); the time the consumer takes between items is not.
         if r.proposer is None:
             with on_mesh(r.mesh):
-                s = _ar_begin(r.prompt, p.logits, p.cache, r.key, config)
+                s, decode_s, compile_s = timed(lambda: _ar_begin(r.prompt, p.logits, p.cache, r.key, config))
             draft_s = 0.0
             step = lambda s: _ar_advance(r.graphdef, r.params, s, config, steps=self._steps)  # noqa: E731
             count = lambda s: s.lengths  # noqa: E731
         else:
             with on_mesh(r.mesh):
-                s = jax.block_until_ready(_spec_begin(r.graphdef, r.params, r.proposer, r.prompt, p.logits, p.hidden,
-                                                      p.cache, r.key, config))
-            draft_s, t1 = time.perf_counter() - t1, time.perf_counter()  # the draft's prefill, timed apart
+                s, draft_s, compile_s = timed(lambda: _spec_begin(r.graphdef, r.params, r.proposer, r.prompt, p.logits,
+                                                                  p.hidden, p.cache, r.key, config))
+            decode_s = 0.0
             step = lambda s: _spec_advance(r.graphdef, r.params, r.proposer, s, config,  # noqa: E731
                                            steps=self._steps)
             count = lambda s: s.n_out  # noqa: E731
@@ -89,9 +88,10 @@ class TokenStream:
             shown = n.tolist()
             if done.all() or (r.proposer is None and int(s.step) >= max_new):
                 break
-            s = advance(s)
+            s, run_s, comp_s = timed(lambda s=s: advance(s))
+            decode_s, compile_s = decode_s + run_s, compile_s + comp_s
         record = None if r.proposer is None else jax.device_get(loop.record(s))
-        stats = decode_stats(r, r.proposer, tokens, n, record, self.prefill_s, time.perf_counter() - t1,
-                             draft_s)
+        stats = decode_stats(r, r.proposer, tokens, n, record, self.prefill_s, decode_s, draft_s,
+                             p.compile_s + compile_s)
         tokens = tokens[:, :max_new]
         self.output = self._finish(GenerateOutput(tokens, n, stats))
