@@ -57,14 +57,18 @@ KINDS = {d.name: d for d in (*DRAFTS, SHIPPED)}
 ROBUSTNESS = ("none", "sparrow", "shipped")
 
 
-def main(argv=None) -> int:
+def build_parser() -> ArgumentParser:
     from sparrow_jax import demo
 
     p = ArgumentParser(prog="python -m infer.bench tables", description=__doc__)
     p.add_argument("--root", default="runs/tables", help="where the drafts are: ROOT/NAME/draft for NAME in "
                                                           + ", ".join(d.name for d in DRAFTS))
-    p.add_argument("--drafts", default=",".join(d.name for d in DRAFTS),
-                   help="comma-separated: which of the trained drafts to measure (the tables keep their rows)")
+    p.add_argument("--drafts", default="",
+                   help="comma-separated: which of the trained drafts to measure (the tables keep their rows); "
+                        "default: every one under --root, the baseline (none) always, from the shipped "
+                        "sparrow_jax/demo/baseline when --root has none")
+    p.add_argument("--baseline", default=str(demo.BASELINE),
+                   help="the baseline draft (none) used when --root holds no trained one")
     p.add_argument("--target", default=str(demo.TARGET), help="converted target the drafts were trained for")
     p.add_argument("--shipped", default=str(demo.DRAFT), help="the shipped Sparrow draft, a row of the robustness "
                                                                "table ('' leaves it out)")
@@ -77,15 +81,14 @@ def main(argv=None) -> int:
     p.add_argument("--chain", type=int, default=3, metavar="K", help="every draft drafts a chain of K tokens")
     p.add_argument("--json", help="also write the tables and every cell to this JSON file")
     p.add_argument("--plot", help="also draw DSR against visual tokens per draft into this PNG (matplotlib)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     frames = [int(f) for f in args.frames.split(",")]
-    known = [d.name for d in DRAFTS]
-    chosen = [n.strip() for n in args.drafts.split(",") if n.strip()]
-    if not chosen or (unknown := [n for n in chosen if n not in known]):
-        raise UserError(f"--drafts: {', '.join(unknown) if chosen else 'none given'}: name one or more of the "
-                        f"tables' drafts ({', '.join(known)})")
-    drafts = {n: Path(args.root) / n / "draft" for n in known if n in chosen}
+    drafts = chosen_drafts(args)
     if missing := [n for n, path in drafts.items() if not (path / "config.json").is_file()]:
         raise UserError(f"infer.bench tables: no trained draft for {', '.join(missing)} under {args.root} "
                         f"(expected ROOT/NAME/draft); train them with bash examples/reproduce_tables.sh, or "
@@ -102,6 +105,21 @@ def main(argv=None) -> int:
     if args.plot:
         plot(tables, args.plot, args.chain)
     return 0 if all(c["identical"] for c in cells) else 1
+
+
+def chosen_drafts(args) -> dict[str, Path]:
+    """name -> checkpoint of each draft to measure: those --drafts names (all must be trained), or by default
+    every one trained under --root; the baseline (none) falls back to the shipped one (--baseline)."""
+    known = [d.name for d in DRAFTS]
+    trained = lambda n: (Path(args.root) / n / "draft" / "config.json").is_file()  # noqa: E731
+    chosen = [n.strip() for n in args.drafts.split(",") if n.strip()]
+    if unknown := [n for n in chosen if n not in known]:
+        raise UserError(f"--drafts: {', '.join(unknown)}: name one or more of the tables' drafts ({', '.join(known)})")
+    chosen = chosen or [n for n in known if n == "none" or trained(n)]
+    drafts = {n: Path(args.root) / n / "draft" for n in known if n in chosen}
+    if "none" in drafts and not trained("none") and args.baseline:
+        drafts["none"] = Path(args.baseline)
+    return drafts
 
 
 def measure(args, paths: dict[str, Path], frames: list[int]) -> list[dict]:
@@ -190,6 +208,8 @@ def print_tables(tables: dict, args) -> None:
         print(f"{labels[r['draft']]:<38} {r['visual']:>6} {r['tau']:>5.2f} {r['dsr']:>5.2f}x {r['esr']:>5.2f}x "
               f"{r['cycle_steps']:>6.2f} {r['prefill_s']:>7.2f} {r['draft_prefill_s']:>7.2f} {str(r['identical']):>9}")
     a = tables["ablation"]
+    if not a:
+        return
     print(f"\nAblation: tau at {a[0]['visual_short']} and {a[0]['visual_long']} visual tokens")
     print(f"{'MTP':>4} {'IVSB':>4} {'VATA':>4} {'tau short':>9} {'tau long':>9} {'identical':>9}  draft")
     mark = lambda on: "yes" if on else "-"  # noqa: E731

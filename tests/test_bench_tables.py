@@ -39,7 +39,18 @@ def test_tables_from_five_drafts(tmp_path, capsys):
 
 def test_tables_name_the_missing_drafts(tmp_path):
     shutil.copytree(demo.DRAFT, tmp_path / "none" / "draft")
-    with pytest.raises(UserError, match="no trained draft for vata, mtp, mtp_ivsb, sparrow .*reproduce_tables.sh"):
-        bench_tables.main(["--root", str(tmp_path)])
+    with pytest.raises(UserError, match="no trained draft for vata, sparrow under .*reproduce_tables.sh"):
+        bench_tables.main(["--root", str(tmp_path), "--drafts", "none,vata,sparrow"])
     with pytest.raises(UserError, match="--drafts: bogus: name one or more of the tables' drafts"):
         bench_tables.main(["--root", str(tmp_path), "--drafts", "none,bogus"])
+
+
+def test_default_drafts_are_the_trained_ones_and_the_shipped_baseline(tmp_path):
+    """A fresh clone has no trained drafts: the robustness table's baseline is the shipped one (the package
+    holds it); a trained draft under --root takes its place, and every trained one is measured."""
+    args = bench_tables.build_parser().parse_args(["--root", str(tmp_path)])
+    assert bench_tables.chosen_drafts(args) == {"none": demo.BASELINE}
+    assert (demo.BASELINE / "config.json").is_file()
+    for name in ("none", "mtp"):
+        shutil.copytree(demo.DRAFT, tmp_path / name / "draft")
+    assert bench_tables.chosen_drafts(args) == {n: tmp_path / n / "draft" for n in ("none", "mtp")}

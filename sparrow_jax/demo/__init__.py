@@ -10,6 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).parent
 TARGET = ROOT / "target"  # converted target checkpoint (tokenizer/ inside)
 DRAFT = ROOT / "draft"  # converted Sparrow draft
+# The all-token (EAGLE/MSD-style) baseline draft of `infer.bench tables`: reads every prompt position, visual
+# ones included (train/configs/tables/none.json); generate with draft_sees_visual=True.
+BASELINE = ROOT / "baseline"
 VIDEOS = ROOT / "videos"  # held-out scenes (seeds never trained on) and manifest.jsonl
 FRAMES = 8  # frames per shipped video, the target's main training length (16 visual tokens each)
 QUESTION = "Describe the video."
