@@ -152,6 +152,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 
 def sparrow_stats(stats: dict, speculative: bool) -> dict:
     """The extension field: the batch's decoding statistics (tau, cycles, timings; DSR needs decode_s)."""
-    keys = ("tau", "cycles", "acceptance", "prefill_s", "draft_prefill_s", "decode_s", "compile_s", "new_tokens", "decode_tokens_per_s",
+    keys = ("tau", "cycles", "acceptance", "prefill_s", "draft_prefill_s", "decode_s", "compile_s", "new_tokens",
+            "decode_tokens_per_s",
             "batch_size", "stopped_early")
     return {"speculative": speculative, **{k: stats[k] for k in keys if k in stats}}

@@ -98,7 +98,8 @@ def stats_line(stats: dict) -> str:
     # Compiling (a first call per shape; later ones load from the compilation cache) is its own figure: the
     # phase timings and tokens/s are the programs' runs.
     compiled = f" | compile {stats['compile_s']:.1f} s" if stats.get("compile_s", 0) >= 0.05 else ""
-    return (f"[prefill {stats['prefill_s']:.2f}{draft} s{compiled} | {stats['new_tokens']} tokens in {stats['decode_s']:.2f} s = "
+    return (f"[prefill {stats['prefill_s']:.2f}{draft} s{compiled} | {stats['new_tokens']} tokens in "
+            f"{stats['decode_s']:.2f} s = "
             f"{stats['decode_tokens_per_s']:.1f} tokens/s | {tau} | {stats['cycles']} cycles{sources}{auto}]")
 
 

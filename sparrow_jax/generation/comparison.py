@@ -43,8 +43,8 @@ class Comparison:
 
     @property
     def esr(self) -> float:
-        spec = self.speculative.stats
-        return (self.prefill_s + self.alone.stats["decode_s"]) / (self.prefill_s + spec["draft_prefill_s"] + spec["decode_s"])
+        spec_s = self.prefill_s + self.draft_prefill_s + self.speculative.stats["decode_s"]
+        return (self.prefill_s + self.alone.stats["decode_s"]) / spec_s
 
     @property
     def draft_prefill_s(self) -> float:

@@ -61,9 +61,10 @@ def run_prefill(request: Request) -> tuple[Prefilled, float]:
     ids, lengths, positions, video = put_rows(jax.tree.map(jnp.asarray, (b.input_ids, b.lengths, b.positions, b.video)),
                                               request.mesh, b.batch)
     with on_mesh(request.mesh):  # the cache is created sharded inside (`kv_cache.LAYOUT`)
+        with_hidden = request.proposer is not None and getattr(request.proposer, "needs_hidden", True)
         out, seconds, compile_s = timed(lambda: prefill(
             request.graphdef, request.params, ids, lengths, positions, video, capacity=request.capacity,
-            chunk=request.chunk, with_hidden=request.proposer is not None and getattr(request.proposer, "needs_hidden", True)))
+            chunk=request.chunk, with_hidden=with_hidden))
     return out.replace(compile_s=compile_s), seconds
 
 

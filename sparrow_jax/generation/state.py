@@ -118,7 +118,9 @@ class Prefilled:
 class GenerateOutput:
     tokens: np.ndarray  # [B, max_new_tokens] int32; positions past a row's length hold pad_id
     lengths: np.ndarray  # [B] generated tokens per row, a final EOS included
-    stats: dict  # prefill_s, draft_prefill_s, decode_s, compile_s, new_tokens, cycles, tau, acceptance, decode_tokens_per_s (see generation_stats)
+    # prefill_s, draft_prefill_s, decode_s, compile_s, new_tokens, cycles, tau, acceptance, decode_tokens_per_s
+    # (see generation_stats)
+    stats: dict
     text: list[str] | None = None  # each row's decoded text, when generated with a tokenizer (`Engine`)
 
     def token_ids(self) -> list[list[int]]:
@@ -133,7 +135,8 @@ def generation_stats(lengths, record: dict, prefill_s: float, decode_s: float, *
                      compile_s: float = 0.0, tokens=None, hybrid: bool = False, choice: dict | None = None) -> dict:
     """The statistics of a decoding: seconds of the target's prefill, of the draft's (its window cache over
     the prompt; 0 without a draft) and of decoding after both, each without compiling, which is `compile_s`
-    (tracing, lowering and compiling the programs, or loading them from the compilation cache). `record`: `cycles` [B] and `accepted` [B, D] (per depth), and for
+    (tracing, lowering and compiling the programs, or loading them from the compilation cache).
+    `record`: `cycles` [B] and `accepted` [B, D] (per depth), and for
     speculative decoding `token_cycle` / `token_source` [B, T] (`loop.record`) with `tokens` [B, T], which add
     `tau_novel` and `repeated_tokens` (see `novel_tau`); with `hybrid` (copies in the tree) also
     `accepted_from` (accepted draft tokens, bonus tokens not counted, that only the draft, only the copies or

@@ -16,7 +16,7 @@ from flax import nnx, struct
 from sparrow_jax.generation.speculative.tree import HybridShape, Tree, TreeShape, draft_tree
 from sparrow_jax.generation.speculative.window_cache import WindowCache
 from sparrow_jax.attention import round_capacity
-from sparrow_jax.kv_cache import SLOT_AXIS, KVCache, causal_mask
+from sparrow_jax.kv_cache import KVCache, causal_mask
 from sparrow_jax.sampling import Sampler, SamplingConfig
 
 
@@ -175,12 +175,8 @@ class SparrowProposer:
             return kv.write(k, v).advance(size), out
 
         kv, outs = jax.lax.scan(step, kv, (split(nxt), split(h), jnp.arange(n) * size))
-        dcache = self._empty_cache(b)
-        k = jax.lax.dynamic_update_slice_in_dim(dcache.k, kv.k[:, :, :, :t].astype(dcache.k.dtype), 0, SLOT_AXIS)
-        v = jax.lax.dynamic_update_slice_in_dim(dcache.v, kv.v[:, :, :, :t].astype(dcache.v.dtype), 0, SLOT_AXIS)
         count = jnp.sum(valid, axis=1, dtype=jnp.int32)
-        slot = jnp.arange(dcache.pos.shape[1])[None]
-        dcache = dcache.replace(k=k, v=v, pos=jnp.where(slot < count[:, None], slot, -1), count=count)
+        dcache = self._empty_cache(b).filled(kv.k[:, :, :, :t], kv.v[:, :, :, :t], count)
         return DraftState(dcache, self._last(jnp.moveaxis(outs, 0, 1).reshape(b, t + pad, -1), valid))
 
     def propose(self, target, state: DraftState, *, root, n_out, key):

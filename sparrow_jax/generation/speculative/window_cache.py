@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from sparrow_jax.kv_cache import CacheView, scatter, zeros
+from sparrow_jax.kv_cache import SLOT_AXIS, CacheView, scatter, zeros
 from sparrow_jax.sharding import constrain
 
 
@@ -75,6 +75,16 @@ class WindowCache:
         """The cache as draft queries at positions q [B, N] see it, their ancestors' scratch slots
         `scratch_visible` [B, N, T] included (layer 0; `CacheView.at` picks another)."""
         return CacheView(self.k, self.v, mask=self.mask(q, scratch_visible))
+
+    def filled(self, k, v, count) -> "WindowCache":
+        """An empty cache holding positions 0..count-1 (count [B]) from k/v [L, B, Hkv, T, D] of positions
+        0..T-1, T <= window: before any wrap position p lives in slot p (pinned or ring), so one copy does."""
+        t = k.shape[SLOT_AXIS]
+        assert t <= self.window, f"{t} entries do not fit a window of {self.window} without wrapping"
+        k_all = jax.lax.dynamic_update_slice_in_dim(self.k, k.astype(self.k.dtype), 0, SLOT_AXIS)
+        v_all = jax.lax.dynamic_update_slice_in_dim(self.v, v.astype(self.v.dtype), 0, SLOT_AXIS)
+        slot = jnp.arange(self.pos.shape[1])[None]
+        return self.replace(k=k_all, v=v_all, pos=jnp.where(slot < count[:, None], slot, -1), count=count)
 
     def write(self, k_new, v_new, slots) -> "WindowCache":
         """Store entries of every layer, k_new/v_new [L, B, N, Hkv, D], at `slots` [B, N]."""
