@@ -1,5 +1,5 @@
-"""python -m infer.bench {engine,video,tables,verify,scale}: benchmarks, every figure a median after a warm-up and every
-comparison a ratio measured side by side in one run.
+"""python -m infer.bench {engine,video,tables,verify,scale,first-call}: benchmarks, every figure a median after a
+warm-up and every comparison a ratio measured side by side in one run.
 
 engine: a target of realistic depth (random weights, converted from a PyTorch checkpoint so both
   engines run the same weights) at several context lengths, batch 1:
@@ -12,6 +12,7 @@ video: the embedded (or a given) target alone vs with its Sparrow draft against 
 tables: the paper's robustness and MTP / IVSB / VATA ablation tables, from drafts trained alike for the demo
   target (examples/reproduce_tables.sh): tau, DSR, ESR against visual tokens; tau per ablation row.
 verify: the target's forward over N tokens against one token, over caches of several context lengths.
+first-call: a fresh process's first streamed answer, the decode loop compiled in the background or on its first call.
 scale: the 7B targets on a 25.6k-token video prompt, compiled over shapes only: memory per device per path,
   bytes per step and memory-bound step times on H100 / H200 / TPU v5e / v5p.
 A mistake is one line on stderr and exit code 2; --debug shows the traceback.
@@ -48,6 +49,8 @@ def main(argv=None) -> int:
     sub.add_parser("verify", help="the target's forward over N tokens vs one token, per context", add_help=False)
     sub.add_parser("scale", help="7B paths compiled over shapes: memory per device, bytes and time per step",
                    add_help=False)
+    sub.add_parser("first-call", help="a fresh process's first streamed answer: the decode loop compiled ahead or not",
+                   add_help=False)
     args, rest = p.parse_known_args(argv)
     return run_cli(lambda: _run(p, args, rest), debug)
 
@@ -68,6 +71,10 @@ def _run(p, args, rest) -> int:
         from infer.bench_tables import main as tables_main
 
         return tables_main(rest)
+    if args.command == "first-call":
+        from infer.bench_first_call import main as first_call_main
+
+        return first_call_main(rest)
     if args.command == "verify":
         from infer.bench_verify import main as verify_main
 

@@ -72,7 +72,7 @@ def run(args) -> int:
         say("note: --demo decodes greedily (temperature 0), where the two outputs must be identical")
     say("\ntarget + draft, streamed:")
     streamed = show_stream(stream(target, [ids], [pixels], draft=draft, **spec_kw), tokenizer.decode,
-                         "compiling the stream", args.quiet)
+                         f"prefill ({len(ids)} tokens)", args.quiet)
     say("")
 
     with Ticker("compiling and timing both", args.quiet):

@@ -10,13 +10,23 @@ import time
 
 def show_stream(stream, decode, label: str, quiet: bool):
     """Write row 0's text to stdout as `stream` accepts tokens (elapsed time under `label` until the first
-    ones arrive); returns the exhausted stream, whose `output` holds the GenerateOutput."""
+    ones arrive); returns the exhausted stream, whose `output` holds the GenerateOutput.
+
+    When the first tokens come while the decode loop is still compiling (`stream.compiling`: a short prompt's
+    prefill ran faster than the loop compiles), they are held and the ticker says "compiling the decode loop"
+    until the next ones: text then flows without a stall, and the wait before it has its name on screen."""
     text = IncrementalText(decode)
+    held = []
     with Ticker(label, quiet) as ticker:
         for new in stream:
+            held.extend(new[0])
+            if getattr(stream, "compiling", False):
+                ticker.relabel("compiling the decode loop")
+                continue
             ticker.stop()
-            _write(text.add(new[0]))
-    _write(text.flush() + "\n")
+            _write(text.add(held))
+            held = []
+    _write(text.add(held) + text.flush() + "\n")
     return stream
 
 
@@ -50,6 +60,7 @@ class Ticker:
         self.label, self.delay = label, delay
         self.quiet = quiet or not sys.stderr.isatty()
         self._done = threading.Event()
+        self._lock = threading.Lock()  # the line on stderr: the ticking thread and `relabel` write it
         self._shown = False
 
     def __enter__(self):
@@ -63,9 +74,19 @@ class Ticker:
         if self._done.wait(self.delay):
             return
         while not self._done.wait(0.5):
-            self._shown = True
-            sys.stderr.write(f"\r{self.label}... {time.perf_counter() - self._t0:.1f} s")
-            sys.stderr.flush()
+            with self._lock:
+                self._shown = True
+                sys.stderr.write(f"\r{self.label}... {time.perf_counter() - self._t0:.1f} s")
+                sys.stderr.flush()
+
+    def relabel(self, label: str):
+        """Go on timing a next step under `label`: the current one's line is ended with its time, if shown."""
+        if label == self.label or self._done.is_set():
+            return
+        with self._lock:
+            if self._shown:
+                sys.stderr.write(f"\r{self.label}: {time.perf_counter() - self._t0:.1f} s\n")
+            self.label, self._t0, self._shown = label, time.perf_counter(), False
 
     def stop(self):
         if self._done.is_set():

@@ -10,12 +10,18 @@ events. The generation stats report it as `compile_s`, and the phase timings (`p
 A jitted call compiles before it runs, in the calling thread, so wall time minus `seconds` is the run.
 Nested events (a jit traced inside another's trace) are counted once: the clock measures the union of
 their time spans.
+
+`in_background(work)` runs `work` (e.g. `jitted.lower(shapes).compile()`, which leaves the program in
+JAX's in-memory caches, so the later call of `jitted` on arrays of those shapes compiles nothing) in a
+thread of its own, and its future holds the seconds it spent compiling there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+from concurrent.futures import Future
 
 import jax
 
@@ -49,6 +55,24 @@ def clock():
         yield c
     finally:
         clocks.remove(c)
+
+
+def in_background(work) -> Future:
+    """Run `work()` in a daemon thread (a compile there must not hold up the process's exit); the future's
+    result is the seconds it spent compiling. A failure is logged and swallowed: the work only warms the
+    caches, and the real call raises the same error where its caller can see it."""
+    done: Future = Future()
+
+    def run():
+        with clock() as c:
+            try:
+                work()
+            except Exception:  # noqa: BLE001  (see the docstring)
+                logging.getLogger(__name__).debug("compiling ahead failed", exc_info=True)
+        done.set_result(c.seconds)
+
+    threading.Thread(target=run, name="sparrow-jax-compile-ahead", daemon=True).start()
+    return done
 
 
 def _on_span(event: str, start: float, end: float, **_) -> None:

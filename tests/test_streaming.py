@@ -1,11 +1,14 @@
 """`infer.stream` hands out exactly the tokens `infer.generate` returns (autoregressive and speculative,
-greedy and sampling, ragged rows, EOS), a jitted call at a time."""
+greedy and sampling, ragged rows, EOS), a jitted call at a time, its decode loop compiled in the background
+while the prefill runs; the terminal holds the first tokens while that compile is still going on."""
 
 import numpy as np
 import pytest
 from helpers import make_draft, random_video, video_prompt
 
 import infer
+from infer.terminal import show_stream
+from sparrow_jax import compile_time
 from sparrow_jax.generation.speculative.tree import TreeShape
 
 MAX_NEW = 12
@@ -19,12 +22,15 @@ def batch():
 
 
 def streamed(s):
-    rows = None
-    for new in s:
-        rows = [[] for _ in new] if rows is None else rows
-        for r, toks in zip(rows, new):
-            r.extend(toks)
-    return rows
+    """The rows' tokens, and the seconds this thread spent compiling after the first item: none, as the
+    stream's decode loop (a program no earlier test in this module compiled) was compiled in the background."""
+    items = iter(s)
+    rows = [list(toks) for toks in next(items)]  # the prefills ran and compiled in this thread
+    with compile_time.clock() as rest:
+        for new in items:
+            for r, toks in zip(rows, new):
+                r.extend(toks)
+    return rows, rest.seconds
 
 
 @pytest.mark.parametrize("kind", ["autoregressive", "sampled", "tree"])
@@ -40,8 +46,39 @@ def test_stream_equals_generate(llava, batch, kind):
     eos = ref.token_ids()[0][4]  # row 0 stops early, row 1 runs on
     ref = infer.generate(target, *batch, eos_token_id=eos, **kw)
     s = infer.stream(target, *batch, eos_token_id=eos, steps_per_call=2 if kind == "tree" else 1, **kw)
-    got = streamed(s)
+    got, compiled_after_first = streamed(s)
     assert got == ref.token_ids()
+    assert compiled_after_first == 0 and s.output.stats["compile_s"] > 0  # the background's compile counted
     assert s.output.token_ids() == ref.token_ids()
     for key in ("new_tokens", "cycles", "tau", "acceptance"):
         assert s.output.stats[key] == ref.stats[key], key
+
+
+class _Stream:
+    """A stream whose decode loop is still compiling when its first tokens come."""
+
+    def __init__(self, out):
+        self.compiling, self.out = True, out
+
+    def __iter__(self):
+        yield [[0, 1]]
+        assert self.out.readouterr().out == ""  # held while the loop compiled
+        self.compiling = False
+        yield [[2]]
+
+
+def test_terminal_holds_the_first_tokens_while_the_loop_compiles(capsys):
+    show_stream(_Stream(capsys), lambda ids: "".join("abc"[i] for i in ids), "prefill", quiet=True)
+    assert capsys.readouterr().out == "abc\n"
+
+
+def test_first_call_bench_runs_both_settings(capsys):
+    """`infer.bench first-call` on the smallest setting: one fresh process per setting, a row each."""
+    from infer.bench_first_call import main
+
+    assert main(["--frames", "8", "--runs", "1", "--new-tokens", "6"]) == 0
+    rows = [r.split("|")[1:-1] for r in capsys.readouterr().out.splitlines() if r.startswith("| 8 |")]
+    assert [r[2].strip() for r in rows] == ["on its first call", "in the background"]
+    for r in rows:
+        first, total = (float(cell.split()[0]) for cell in (r[3], r[5]))
+        assert 0 < first <= total

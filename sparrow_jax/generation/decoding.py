@@ -56,16 +56,31 @@ def _speculate(graphdef, params, proposer, s: loop.SpecState, cache, config: Dec
 def run_prefill(request: Request) -> tuple[Prefilled, float]:
     """The target's prefill of `request` (prompt hidden states kept when its proposer reads them), and its
     seconds, compiling excluded (that is `Prefilled.compile_s`)."""
-    b = request.batch
     # Models cast pixels to their own dtype. On a mesh rows go over `data` (every [B, ...] array).
-    ids, lengths, positions, video = put_rows(jax.tree.map(jnp.asarray, (b.input_ids, b.lengths, b.positions, b.video)),
-                                              request.mesh, b.batch)
+    inputs = put_rows(jax.tree.map(jnp.asarray, _prefill_inputs(request.batch)), request.mesh, request.batch.batch)
     with on_mesh(request.mesh):  # the cache is created sharded inside (`kv_cache.LAYOUT`)
-        with_hidden = request.proposer is not None and getattr(request.proposer, "needs_hidden", True)
-        out, seconds, compile_s = timed(lambda: prefill(
-            request.graphdef, request.params, ids, lengths, positions, video, capacity=request.capacity,
-            chunk=request.chunk, with_hidden=with_hidden))
+        out, seconds, compile_s = timed(lambda: prefill(request.graphdef, request.params, *inputs,
+                                                        **_prefill_options(request)))
     return out.replace(compile_s=compile_s), seconds
+
+
+def compile_prefill(request: Request) -> Prefilled:
+    """Compile `request`'s prefill (one device) without running it, and return its result as shapes
+    (ShapeDtypeStruct leaves). JAX keeps the program by argument shapes, so `run_prefill` then compiles
+    nothing: a caller can start compiling what follows in the background before the prefill runs."""
+    shape = lambda x: jax.ShapeDtypeStruct(np.shape(x), jax.dtypes.canonicalize_dtype(np.result_type(x)))  # noqa: E731
+    args = (request.graphdef, request.params, *jax.tree.map(shape, _prefill_inputs(request.batch)))
+    prefill.lower(*args, **_prefill_options(request)).compile()
+    return prefill.eval_shape(*args, **_prefill_options(request))  # the trace lower made, reused
+
+
+def _prefill_inputs(b) -> tuple:
+    return b.input_ids, b.lengths, b.positions, b.video
+
+
+def _prefill_options(r: Request) -> dict:
+    with_hidden = r.proposer is not None and getattr(r.proposer, "needs_hidden", True)
+    return dict(capacity=r.capacity, chunk=r.chunk, with_hidden=with_hidden)
 
 
 def timed(call):

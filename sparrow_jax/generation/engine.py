@@ -109,12 +109,14 @@ class Engine:
         prefilled, prefill_s = run_prefill(request)
         return self._with_text(run_decode(request, prefilled, prefill_s, request.proposer))
 
-    def stream(self, prompts, video=None, *, steps_per_call: int = 1, generation_config=None, **settings):
-        """`generate` as a `TokenStream` (see `generation.streaming`)."""
+    def stream(self, prompts, video=None, *, steps_per_call: int = 1, compile_ahead: bool = True,
+               generation_config=None, **settings):
+        """`generate` as a `TokenStream` (see `generation.streaming`; `compile_ahead=False`: the decode loop
+        compiles on its first call, not in the background while the prefill runs)."""
         if steps_per_call < 1:
             raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
         request = self.request(prompts, video, generation_config=generation_config, **settings)
-        return TokenStream(request, steps_per_call, finish=self._with_text)
+        return TokenStream(request, steps_per_call, finish=self._with_text, ahead=compile_ahead)
 
     def _with_text(self, out: GenerateOutput) -> GenerateOutput:
         if self.tokenizer is not None:
@@ -180,9 +182,10 @@ generate.__signature__ = inspect.signature(setup).replace(
     return_annotation=GenerateOutput)
 
 
-def stream(target, prompts, video=None, *, steps_per_call: int = 1, generation_config=None, **options) -> TokenStream:
+def stream(target, prompts, video=None, *, steps_per_call: int = 1, compile_ahead: bool = True, generation_config=None,
+           **options) -> TokenStream:
     """`generate` with the same arguments (`options` are generate's keyword arguments), as a TokenStream:
     iterate it to decode, `steps_per_call` tokens (or speculative cycles) per jitted call. Arguments are
-    checked here; prefill runs when the iteration starts."""
+    checked here; prefill runs when the iteration starts. `compile_ahead`: see `Engine.stream`."""
     engine, settings = one_call_engine(target, generation_config, options)
-    return engine.stream(prompts, video, steps_per_call=steps_per_call, **settings)
+    return engine.stream(prompts, video, steps_per_call=steps_per_call, compile_ahead=compile_ahead, **settings)

@@ -5,6 +5,11 @@ autoregressive step, or one speculative draft-verify cycle), a few iterations pe
 Python so that each call's accepted tokens can be shown at once. The tokens equal `generate`'s exactly
 (same body, same random keys); only the host round trip per call is extra.
 
+On one device the decode loop's program is compiled in a background thread while the prefills run (from
+their shapes: `decoding.compile_prefill`), so the first tokens are not followed by a stall while it
+compiles; `compiling` says whether that is still going on (the CLI shows it), and the stats' `compile_s`
+counts it. On a mesh (whose arrays' shardings the shapes do not carry) the first call compiles it.
+
     s = stream(target, [ids], [video], max_new_tokens=256, draft=draft)
     for new in s:           # new: per row, the token ids accepted since the last step
         ...
@@ -19,8 +24,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sparrow_jax import compile_time
 from sparrow_jax.generation import autoregressive
-from sparrow_jax.generation.decoding import _spec_begin, decode_stats, run_prefill, timed
+from sparrow_jax.generation.decoding import _spec_begin, compile_prefill, decode_stats, run_prefill, timed
 from sparrow_jax.generation.setup import Request
 from sparrow_jax.generation.speculative import loop
 from sparrow_jax.generation.state import DecodeConfig, GenerateOutput
@@ -51,33 +57,48 @@ class TokenStream:
     """Iterate to decode: each item is, per row, the list of token ids accepted by one jitted call.
     After the iteration, `output` holds the GenerateOutput that `generate` returns."""
 
-    def __init__(self, request: Request, steps: int, finish=None):
+    def __init__(self, request: Request, steps: int, finish=None, ahead: bool = True):
         self._request, self._steps, self._finish = request, steps, finish or (lambda out: out)
+        self._compile_ahead = ahead and request.mesh is None
         self.output: GenerateOutput | None = None
         self.prefill_s: float | None = None
+        self._ahead = None  # the decode loop's compile in the background: its future (seconds compiling)
+
+    @property
+    def compiling(self) -> bool:
+        """Whether the decode loop is still compiling in the background (the next item waits for it)."""
+        return self._ahead is not None and not self._ahead.done()
 
     def __iter__(self):
         r = self._request
         config, max_new = r.config, r.max_new_tokens
+        # The stages' calls, each written once: the background compile lowers exactly the call made later.
+        if r.proposer is None:
+            begin = lambda p: _ar_begin(r.prompt, p.logits, p.cache, r.key, config=config)  # noqa: E731
+            advance, args, count = _ar_advance, (r.graphdef, r.params), (lambda s: s.lengths)
+        else:
+            begin = lambda p: _spec_begin(r.graphdef, r.params, r.proposer, r.prompt, p.logits,  # noqa: E731
+                                          p.hidden, p.cache, r.key, config=config)
+            advance, args, count = _spec_advance, (r.graphdef, r.params, r.proposer), (lambda s: s.n_out)
+        step = lambda s: advance(*args, s, config=config, steps=self._steps)  # noqa: E731
+        prefill_compile_s = 0.0
+        if self._compile_ahead:
+            # The prefill is compiled first, then the loop's compile starts beside the prefill's run: started
+            # before, on this 2-core box, the two compiles contended (Python's lock, both cores) and the
+            # first tokens of the demo came at 4.4-5.5 s instead of 2.0 s.
+            with compile_time.clock() as compiling:
+                shapes = compile_prefill(r)
+            prefill_compile_s = compiling.seconds
+            self._ahead = compile_time.in_background(lambda: advance.lower(  # from the loop state's shapes
+                *args, jax.eval_shape(begin, shapes), config=config, steps=self._steps).compile())
         p, self.prefill_s = run_prefill(r)
         # Each jitted call runs on the request's mesh; the context never stays set across a `yield`. Each is
         # timed (`timed`: its run, and its compiling apart); the time the consumer takes between items is not.
-        if r.proposer is None:
-            with on_mesh(r.mesh):
-                s, decode_s, compile_s = timed(lambda: _ar_begin(r.prompt, p.logits, p.cache, r.key, config))
-            draft_s = 0.0
-            step = lambda s: _ar_advance(r.graphdef, r.params, s, config, steps=self._steps)  # noqa: E731
-            count = lambda s: s.lengths  # noqa: E731
-        else:
-            with on_mesh(r.mesh):
-                s, draft_s, compile_s = timed(lambda: _spec_begin(r.graphdef, r.params, r.proposer, r.prompt, p.logits,
-                                                                  p.hidden, p.cache, r.key, config))
-            decode_s = 0.0
-            step = lambda s: _spec_advance(r.graphdef, r.params, r.proposer, s, config,  # noqa: E731
-                                           steps=self._steps)
-            count = lambda s: s.n_out  # noqa: E731
+        with on_mesh(r.mesh):
+            s, begin_s, compile_s = timed(lambda: begin(p))
+        decode_s, draft_s = (begin_s, 0.0) if r.proposer is None else (0.0, begin_s)
 
-        def advance(s):
+        def advance_once(s):
             with on_mesh(r.mesh):
                 return step(s)
 
@@ -88,10 +109,14 @@ class TokenStream:
             shown = n.tolist()
             if done.all() or (r.proposer is None and int(s.step) >= max_new):
                 break
-            s, run_s, comp_s = timed(lambda s=s: advance(s))
+            if self._ahead is not None:  # the loop compiling in the background: wait for it (once), not timed
+                compile_s += self._ahead.result()
+                self._ahead = None
+            s, run_s, comp_s = timed(lambda s=s: advance_once(s))
             decode_s, compile_s = decode_s + run_s, compile_s + comp_s
         record = None if r.proposer is None else jax.device_get(loop.record(s))
         stats = decode_stats(r, r.proposer, tokens, n, record, self.prefill_s, decode_s, draft_s,
-                             p.compile_s + compile_s)
+                             prefill_compile_s + p.compile_s + compile_s)
         tokens = tokens[:, :max_new]
         self.output = self._finish(GenerateOutput(tokens, n, stats))
+
