@@ -34,7 +34,7 @@ def streamed(s):
 
 
 @pytest.mark.parametrize("kind", ["autoregressive", "sampled", "tree"])
-def test_stream_equals_generate(llava, batch, kind):
+def test_stream_equals_generate(llava, batch, kind, monkeypatch):
     target = llava[3]
     kw = dict(max_new_tokens=MAX_NEW)
     if kind != "autoregressive" and kind != "sampled":
@@ -49,6 +49,10 @@ def test_stream_equals_generate(llava, batch, kind):
     got, compiled_after_first = streamed(s)
     assert got == ref.token_ids()
     assert compiled_after_first == 0 and s.output.stats["compile_s"] > 0  # the background's compile counted
+    ahead = []  # a repeat finds its programs compiled: no work in the background
+    monkeypatch.setattr(compile_time, "in_background", lambda work: ahead.append(work))
+    again = infer.stream(target, *batch, eos_token_id=eos, steps_per_call=2 if kind == "tree" else 1, **kw)
+    assert streamed(again) == (ref.token_ids(), 0) and ahead == []
     assert s.output.token_ids() == ref.token_ids()
     for key in ("new_tokens", "cycles", "tau", "acceptance"):
         assert s.output.stats[key] == ref.stats[key], key
