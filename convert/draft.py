@@ -16,7 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from convert import hf_files
-from convert.families import keymap_for
+from convert.families import keymap_for, vocab_of
 from convert.keymap import ConversionError, import_params
 from convert.target import DTYPES, read_hf_config
 from sparrow_jax import checkpoint
@@ -104,7 +104,7 @@ def convert_draft(src, target_dir, dst, window: int = 1024, pinned: int = 0, dty
     with hf_files.open_checkpoint(src) as source:
         config = draft_config(hf, source, window, pinned)
         text = check_compatible(config, source, target_dir)
-        config = dataclasses.replace(config, target_layers=text.num_layers)
+        config = dataclasses.replace(config, target_layers=text.num_layers, vocab=vocab_of(source))
         keymap = keymap_for(config)
         shapes = checkpoint.param_shapes(abstract_model(config))
         params = import_params(source, shapes, keymap, dtype, progress=hf_files.iterate)

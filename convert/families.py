@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from convert.keymap import KeyMap
 
 TEXT = KeyMap(
@@ -61,9 +63,17 @@ DRAFT = KeyMap(
 )
 
 
+# A draft over a reduced vocabulary has its own head, stored as EAGLE-3 stores it: `lm_head.weight` [K, H],
+# with `d2t` (draft index -> target id, as the offset id - index) and `t2d` (a [V] mask) beside it.
+VOCAB_TENSORS = ("d2t", "t2d")
+
+
 def keymap_for(config) -> KeyMap:
     if config.model_type == "sparrow_draft":
-        return DRAFT
+        if config.vocab is None:
+            return DRAFT
+        return KeyMap(DRAFT.prefixes[:-1] + ((("head",), "lm_head"), DRAFT.prefixes[-1]),
+                      ignore=("embed_tokens.weight", *VOCAB_TENSORS))
     if config.model_type in ("llava_onevision", "qwen2_5_vl"):
         km = LLAVA_ONEVISION if config.model_type == "llava_onevision" else QWEN2_5_VL
         tied = config.text.tie_word_embeddings
@@ -72,3 +82,21 @@ def keymap_for(config) -> KeyMap:
         tied = config.tie_word_embeddings
     # An untied model needs lm_head.weight, so only tied models may drop it.
     return km if tied else KeyMap(km.prefixes, km.legacy, ())
+
+
+def vocab_tensors(config) -> dict:
+    """EAGLE-3's `d2t` and `t2d` of a draft over a reduced vocabulary (none for any other model)."""
+    if config.model_type != "sparrow_draft" or config.vocab is None:
+        return {}
+    ids = np.asarray(config.vocab, np.int64)
+    t2d = np.zeros(config.layers.vocab_size, bool)
+    t2d[ids] = True
+    return {"d2t": ids - np.arange(len(ids)), "t2d": t2d}
+
+
+def vocab_of(source) -> tuple[int, ...] | None:
+    """The reduced vocabulary a draft checkpoint stores as EAGLE-3 does (`d2t`), or None."""
+    if "d2t" not in source:
+        return None
+    d2t = np.asarray(source.get("d2t")).astype(np.int64)
+    return tuple(int(i) for i in d2t + np.arange(len(d2t)))

@@ -100,6 +100,8 @@ def draft_config(cfg: DraftConfig) -> dict:
     qwen2_style = t.qkv_bias and not t.o_bias and not t.mlp_bias
     out = text_config(dataclasses.replace(t, model_type="qwen2" if qwen2_style else "llama"))
     out["architectures"] = ["LlamaForCausalLM"]
+    if cfg.vocab is not None:  # EAGLE-3's key; the ids themselves are the checkpoint's d2t
+        out["draft_vocab_size"] = len(cfg.vocab)
     return out
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from convert import hf_files
-from convert.families import keymap_for
+from convert.families import keymap_for, vocab_tensors
 from convert.hf_config import hf_config
 from convert.keymap import export_params, import_params
 from sparrow_jax import atomic, checkpoint
@@ -42,6 +42,7 @@ def export(src, dst, overwrite: bool = False) -> None:
     written whole: an existing `dst` is an error unless `overwrite`, and is replaced only once complete."""
     config, params, _ = checkpoint.load_params(src)
     tensors = export_params(checkpoint.to_numpy(params), keymap_for(config))
+    tensors.update(vocab_tensors(config))
     with atomic.replacing(dst, overwrite, markers=("config.json",)) as tmp:
         hf_files.write_safetensors(tensors, tmp)
         (tmp / "config.json").write_text(json.dumps(hf_config(config), indent=2))

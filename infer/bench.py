@@ -1,5 +1,5 @@
-"""python -m infer.bench {engine,video,tables,verify,scale,first-call}: benchmarks, every figure a median after a
-warm-up and every comparison a ratio measured side by side in one run.
+"""python -m infer.bench {engine,video,tables,verify,scale,roofline,first-call}: benchmarks, every figure a
+median after a warm-up and every comparison a ratio measured side by side in one run.
 
 engine: a target of realistic depth (random weights, converted from a PyTorch checkpoint so both
   engines run the same weights) at several context lengths, batch 1:
@@ -12,6 +12,8 @@ video: the embedded (or a given) target alone vs with its Sparrow draft against 
 tables: the paper's robustness and MTP / IVSB / VATA ablation tables, from drafts trained alike for the demo
   target (examples/reproduce_tables.sh): tau, DSR, ESR against visual tokens; tau per ablation row.
 verify: the target's forward over N tokens against one token, over caches of several context lengths.
+roofline: each phase's time as a fraction of this machine's bandwidth or matmul bound, ours and HF's; the 7B
+  targets' draft-verify cycle costs in target steps, from shapes.
 first-call: a fresh process's first streamed answer, the decode loop compiled in the background or on its first call.
 scale: the 7B targets on a 25.6k-token video prompt, compiled over shapes only: memory per device per path,
   bytes per step and memory-bound step times on H100 / H200 / TPU v5e / v5p.
@@ -49,6 +51,8 @@ def main(argv=None) -> int:
     sub.add_parser("verify", help="the target's forward over N tokens vs one token, per context", add_help=False)
     sub.add_parser("scale", help="7B paths compiled over shapes: memory per device, bytes and time per step",
                    add_help=False)
+    sub.add_parser("roofline", help="each phase against this machine's bandwidth and matmul bound; 7B cycle costs",
+                   add_help=False)
     sub.add_parser("first-call", help="a fresh process's first streamed answer: the decode loop compiled ahead or not",
                    add_help=False)
     args, rest = p.parse_known_args(argv)
@@ -71,6 +75,10 @@ def _run(p, args, rest) -> int:
         from infer.bench_tables import main as tables_main
 
         return tables_main(rest)
+    if args.command == "roofline":
+        from infer.bench_roofline import main as roofline_main
+
+        return roofline_main(rest)
     if args.command == "first-call":
         from infer.bench_first_call import main as first_call_main
 

@@ -13,13 +13,41 @@ import numpy as np
 from sparrow_jax.timing import median_time
 
 
-def engine(args) -> None:
-    import jax
-    import jax.numpy as jnp
+def random_target(layers: int, hidden: int):
+    """(the HF Qwen2 model, ours) of one random-weight target of `layers` x `hidden` (vocabulary 4096, 4
+    heads, 2 KV heads), converted by the project's own command line (the apps stand on the library, not on
+    each other), so both engines run the same weights."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     import sparrow_jax
+
+    hf_cfg = Qwen2Config(vocab_size=4096, hidden_size=hidden, intermediate_size=4 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=65536)
+    torch.manual_seed(0)
+    hf = Qwen2ForCausalLM(hf_cfg).eval()
+    root = tempfile.mkdtemp()
+    hf.save_pretrained(f"{root}/hf")
+    subprocess.run([sys.executable, "-m", "convert", "target", "--src", f"{root}/hf", "--dst", f"{root}/ours"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return hf, sparrow_jax.load(f"{root}/ours")
+
+
+def hf_step_s(hf, ids, n: int, repeats: int) -> float:
+    """Seconds per token of HF `generate` after the first (which its prefill produces), greedy, batch 1."""
+    import torch
+
+    x = torch.from_numpy(np.asarray(ids)[None])
+    with torch.no_grad():
+        gen = lambda m: hf.generate(x, max_new_tokens=m, min_new_tokens=m, do_sample=False)  # noqa: E731
+        return (median_time(lambda: gen(n), repeats) - median_time(lambda: gen(1), repeats)) / (n - 1)
+
+
+def engine(args) -> None:
+    import jax
+    import jax.numpy as jnp
+
     from sparrow_jax.config import DraftConfig, TextConfig
     from sparrow_jax.generation import PromptState, TreeShape, generate
     from sparrow_jax.generation.speculative.oracle import OracleProposer
@@ -27,17 +55,7 @@ def engine(args) -> None:
     from sparrow_jax.models import build_model
     from sparrow_jax.sampling import Sampler, SamplingConfig
 
-    hf_cfg = Qwen2Config(vocab_size=4096, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-                         num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=65536)
-    torch.manual_seed(0)
-    hf = Qwen2ForCausalLM(hf_cfg).eval()
-    root = tempfile.mkdtemp()
-    hf.save_pretrained(f"{root}/hf")
-    # The project's own command line converts it (the apps stand on the library, not on each other).
-    subprocess.run([sys.executable, "-m", "convert", "target", "--src", f"{root}/hf", "--dst", f"{root}/ours"],
-                   check=True, stdout=subprocess.DEVNULL)
-    target = sparrow_jax.load(f"{root}/ours")
+    hf, target = random_target(args.layers, args.hidden)
     rng = np.random.default_rng(0)
     n, k = args.new_tokens, args.k
     print(f"target: {args.layers} layers, hidden {args.hidden}, batch 1, {n} new tokens, greedy, "
@@ -54,10 +72,7 @@ def engine(args) -> None:
         spec = [generate(target, [ids], max_new_tokens=n, draft=oracle) for _ in range(args.repeats + 1)]
         assert spec[-1].token_ids() == ref.token_ids(), "speculative output differs from autoregressive"
         spec_s = statistics.median(s.stats["decode_s"] for s in spec[1:])
-        x = torch.from_numpy(ids[None])
-        with torch.no_grad():
-            gen = lambda m: hf.generate(x, max_new_tokens=m, min_new_tokens=m, do_sample=False)  # noqa: E731
-            hf_s = median_time(lambda: gen(n), args.repeats) - median_time(lambda: gen(1), args.repeats)
+        hf_s = hf_step_s(hf, ids, n, args.repeats) * (n - 1)
         tps = lambda s: (n - 1) / s  # noqa: E731  tokens after the first, which prefill produces
         print(f"{ctx:>8} {tps(hf_s):>9.1f} {tps(ours):>11.1f} {hf_s / ours:>7.2f}x {tps(spec_s):>17.1f} "
               f"{ours / spec_s:>11.2f}x {spec[-1].stats['tau']:>5.2f}")

@@ -369,24 +369,48 @@ class Qwen25VLConfig:
         )
 
 
+class TokenIds(tuple):
+    """A tuple of token ids whose hash is computed once: a draft's vocabulary (32k ids) sits in its config,
+    which is part of a static jit argument, hashed at every call (a plain 32k tuple: ~1 ms per hash)."""
+
+    def __hash__(self):
+        if "_hash" not in self.__dict__:
+            self.__dict__["_hash"] = tuple.__hash__(self)
+        return self.__dict__["_hash"]
+
+
 @dataclasses.dataclass(frozen=True)
 class DraftConfig:
     """A Sparrow / EAGLE-1/2 draft: fc over [norm(embed(t+1)), h_t], then decoder layers (layer 0 without
     input norm). The target's embedding and lm_head are shared, never copied.
 
     `window` W: text slots of the VATA ring-buffer cache; `pinned` S: leading prompt slots always kept.
-    With W + S >= the text length, attention is exactly the released (all-text) Sparrow behaviour."""
+    With W + S >= the text length, attention is exactly the released (all-text) Sparrow behaviour.
+
+    `vocab` (EAGLE-3's reduced draft vocabulary, its `d2t`): the K target token ids the draft scores, most
+    frequent first in its training data. The draft then has its own head of K rows (`SparrowDraft.head`,
+    started from the target's lm_head rows) instead of the target's V: each drafted level reads K x H head
+    bytes, not V x H (152k rows, 1.09 GB on a 7B target). None: the target's whole vocabulary and lm_head.
+    Verification always uses the target's full distribution, so decoding stays lossless either way."""
 
     layers: TextConfig  # the draft's decoder layers; vocab_size and hidden_size are the target's
     window: int = 1024
     pinned: int = 0
     embed_norm: bool = True  # Sparrow normalises the token embedding before the fc; EAGLE-1/2 does not
     target_layers: int | None = None  # layers of the target it was converted for (`convert draft` records it)
+    vocab: tuple[int, ...] | None = None  # the target token ids the draft scores (None: all of them)
     model_type: str = "sparrow_draft"
 
     def __post_init__(self):
         _require(self.window >= 1, f"draft window must be >= 1, got {self.window}")
         _require(self.pinned >= 0, f"draft pinned slots must be >= 0, got {self.pinned}")
+        if self.vocab is not None:
+            ids = TokenIds(int(i) for i in self.vocab)
+            _require(len(ids) >= 1 and len(set(ids)) == len(ids) and min(ids) >= 0
+                     and max(ids) < self.layers.vocab_size,
+                     f"draft vocab must be distinct token ids in [0, {self.layers.vocab_size}), got {len(ids)} ids "
+                     f"from {min(ids, default=None)} to {max(ids, default=None)}")
+            object.__setattr__(self, "vocab", ids)
 
     @classmethod
     def from_hf(cls, hf: dict, *, window: int = 1024, pinned: int = 0, embed_norm: bool = True,

@@ -49,11 +49,12 @@ def qwen2_5_vl_7b(layers: int | None = None) -> Qwen25VLConfig:
                           vision_start_token_id=151652, vision_end_token_id=151653, tokens_per_second=2.0)
 
 
-def sparrow_draft_7b(target, *, window: int = 1024, pinned: int = 0) -> DraftConfig:
-    """A one-layer Sparrow draft for `target` (a config above): the target's layer shape, 1-D RoPE over text."""
+def sparrow_draft_7b(target, *, window: int = 1024, pinned: int = 0, vocab: int = 0) -> DraftConfig:
+    """A one-layer Sparrow draft for `target` (a config above): the target's layer shape, 1-D RoPE over text;
+    `vocab` > 0: over that many tokens (a reduced vocabulary; which ids does not matter to shapes)."""
     lm = target.text
     layers = dataclasses.replace(lm, num_layers=1, mrope_section=None, model_type="qwen2")
-    return DraftConfig(layers, window=window, pinned=pinned)
+    return DraftConfig(layers, window=window, pinned=pinned, vocab=tuple(range(vocab)) if vocab else None)
 
 
 TARGETS = {"llava_onevision": llava_onevision_7b, "qwen2_5_vl": qwen2_5_vl_7b}

@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from sparrow_jax import aot, scale_configs
+from sparrow_jax import aot, roofline, scale_configs
 from sparrow_jax.config import Qwen25VLConfig
 from sparrow_jax.generation.decoding import _decode, _spec_begin, _speculate
 from sparrow_jax.generation.prefill import prefill
@@ -50,6 +50,7 @@ class ScaleSetting:
     frames: int | None = None
     prompt_tokens: int = scale_configs.PROMPT_TOKENS
     max_new_tokens: int = 256
+    draft_vocab: int = 0  # > 0: the draft scores that many tokens through its own head (0: the target's lm_head)
 
     def __post_init__(self):
         if self.family not in scale_configs.TARGETS:
@@ -78,7 +79,7 @@ class ScaleRun:
         self.mesh = mesh  # compile for this mesh as generate(mesh=) runs (`sharding`); None: one device
         self.config = scale_configs.TARGETS[s.family](s.layers)
         self.target = abstract_model(self.config, dtype=dtype)
-        self.draft = abstract_model(scale_configs.sparrow_draft_7b(self.config), dtype=dtype)
+        self.draft = abstract_model(scale_configs.sparrow_draft_7b(self.config, vocab=s.draft_vocab), dtype=dtype)
         self.batch, self.video_tokens = video_prompt(self.config, s.frames, s.prompt_tokens)
         self._requests: dict = {}
 
@@ -128,6 +129,20 @@ class ScaleRun:
         return PathFigure(self.setting.family, path, aot.footprint(compiled), step, time.perf_counter() - t0,
                           int(b.lengths.max()), self.video_tokens)
 
+    def floor_bytes(self, tree: TreeShape | None) -> int:
+        """`step_bytes` of one step (`tree` None) or draft-verify cycle of `tree`, from shapes alone: the
+        prefill is traced for its cache's shapes, nothing is compiled."""
+        r = self.request(tree)
+        b = r.batch
+        params = self.placed(r.params, r.params)
+        args = (r.graphdef, params, *self.placed((b.input_ids, b.lengths, b.positions, b.video)))
+        with on_mesh(self.mesh):
+            out = jax.eval_shape(partial(prefill, capacity=r.capacity, chunk=r.chunk, with_hidden=tree is not None),
+                                 *args)
+        cache = out.cache.replace(k=self.placed(out.cache.k, LAYOUT), v=self.placed(out.cache.v, LAYOUT))
+        draft = None if tree is None else self.placed(r.proposer.params, r.proposer.params)
+        return self.step_bytes(tree, params, draft, cache)
+
     def placed(self, tree, logical=None):
         """`tree` as shapes, placed on the mesh as generate places it: a model's state by the logical-axis
         table (`logical`: that state, whose variables name their axes; or one tuple of axis names for every
@@ -166,10 +181,11 @@ class ScaleRun:
         embedding, of which one row is read) and its KV entries up to the context (attention reads cache
         blocks up to the longest row); speculating, per cycle, that verify forward plus, per draft level
         (`depth + 1`, the commit forward included), the draft's weights, its window cache and the target's
-        lm_head the draft's logits go through. Per device: a sharded array counts its shard (`params`,
+        lm_head the draft's logits go through (or the draft's own head over a reduced vocabulary, which its
+        parameters hold). Per device: a sharded array counts its shard (`params`,
         `draft_params`, `cache` as placed)."""
         lm = params["language_model"]
-        weights = aot.tree_bytes(lm) - (0 if self.target.lm.lm_head is None else aot.tree_bytes(lm["embed_tokens"]))
+        weights = roofline.weight_bytes(lm, self.target.lm.lm_head is None)
         context = int(self.batch.lengths.max())
         kv = aot.tree_bytes((cache.k, cache.v)) * context // cache.capacity
         if tree is None:
@@ -178,9 +194,11 @@ class ScaleRun:
         widest = max(p.chunk, tree.max_depth + 1, p.commit_width)
         window = jax.eval_shape(lambda: WindowCache.create(self.draft.config, self.batch.batch, widest, tree.scratch,
                                                            self.draft.dtype))
+        # The draft's own head (a reduced vocabulary) is among its parameters; else it reads the target's.
         head = lm["embed_tokens"] if self.target.lm.lm_head is None else lm["lm_head"]
+        head_bytes = aot.tree_bytes(head) if self.draft.head is None else 0
         per_level = aot.tree_bytes(draft_params) + aot.tree_bytes(self.placed((window.k, window.v), LAYOUT))
-        return weights + kv + tree.max_depth * (per_level + aot.tree_bytes(head))
+        return weights + kv + tree.max_depth * (per_level + head_bytes)
 
 
 @partial(jax.jit, static_argnames=("graphdef",))

@@ -170,14 +170,14 @@ def save_draft(directory, draft, **config):
     return directory
 
 
-def make_draft(target, window=1024, pinned=0, seed=0):
-    """A tiny random Sparrow draft for `target` (one layer)."""
+def make_draft(target, window=1024, pinned=0, seed=0, vocab=None):
+    """A tiny random Sparrow draft for `target` (one layer); `vocab`: the token ids it scores (its own head)."""
     from flax import nnx
 
     lm = target.lm.config
     layers = TextConfig(vocab_size=lm.vocab_size, hidden_size=lm.hidden_size, intermediate_size=96, num_layers=1,
                         num_heads=4, num_kv_heads=2, head_dim=16)
-    return build_model(DraftConfig(layers, window=window, pinned=pinned), rngs=nnx.Rngs(seed))
+    return build_model(DraftConfig(layers, window=window, pinned=pinned, vocab=vocab), rngs=nnx.Rngs(seed))
 
 
 CLIP_FRAMES, CLIP_H, CLIP_W, CLIP_RATE = 12, 48, 64, 6  # 2 seconds

@@ -199,7 +199,8 @@ def test_tokenizer_check_covers_qwen_vision_start_and_end(ckpt, tmp_path):
 
 # Every command line, as (module with main, argv before --help); subcommands have their own parsers.
 COMMANDS = [("infer.cli", []), ("infer.serve", []), ("infer.batch", []), ("infer.bench", []),
-            *(("infer.bench", [sub]) for sub in ("engine", "video", "tables", "verify", "scale", "first-call")),
+            *(("infer.bench", [sub])
+              for sub in ("engine", "video", "tables", "verify", "scale", "roofline", "first-call")),
             ("convert.__main__", []),
             *(("convert.__main__", [sub]) for sub in ("target", "draft", "export")), ("train.main", []),
             ("train.regenerate", []), ("train.features", []), ("train.bench", []), ("train.scale", []),

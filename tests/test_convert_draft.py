@@ -239,3 +239,35 @@ def test_bad_target_and_options(llava, eagle, tmp_path, capsys):
     assert convert(src, llava[2], tmp_path / "draft") == 2  # --dst already holds a checkpoint
     assert "already exists" in capsys.readouterr().err
     assert convert(src, llava[2], tmp_path / "draft", "--overwrite") == 0
+
+
+def test_reduced_vocabulary_draft_exports_as_eagle3_and_back(llava, tmp_path):
+    """A draft over a reduced vocabulary exports its own head as EAGLE-3 does (`lm_head.weight` [K, H], `d2t`
+    offsets, `t2d` mask, `draft_vocab_size`) and converts back to the same vocabulary and weights."""
+    from flax import nnx
+    from helpers import make_draft, save_draft
+
+    vocab = (90, 3, 17, 64, 5, 127)
+    draft = make_draft(llava[3], vocab=vocab)
+    ours = save_draft(tmp_path / "ours", draft)
+    loaded = checkpoint.load_draft(ours, load_config(ours / "config.json"))
+    assert loaded.config.vocab == vocab
+    np.testing.assert_array_equal(loaded.head.kernel[...], draft.head.kernel[...])
+    assert main(["export", "--src", str(ours), "--dst", str(tmp_path / "hf")]) == 0
+    back = exported_tensors(tmp_path / "hf")
+    np.testing.assert_array_equal(back["lm_head.weight"], np.asarray(draft.head.kernel[...]).T)
+    np.testing.assert_array_equal(back["d2t"], np.asarray(vocab) - np.arange(len(vocab)))
+    assert back["t2d"].sum() == len(vocab) and back["t2d"][list(vocab)].all()
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["draft_vocab_size"] == len(vocab)
+    assert convert(tmp_path / "hf", llava[2], tmp_path / "again") == 0
+    again = checkpoint.load(tmp_path / "again")
+    assert again.config.vocab == vocab
+    mine, theirs = (nnx.to_pure_dict(nnx.state(m, nnx.Param)) for m in (draft, again))
+    for (path, a), (_, b) in zip(*(jax_leaves(t) for t in (mine, theirs))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), err_msg=path, atol=0)
+
+
+def jax_leaves(tree):
+    import jax
+
+    return [(jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_leaves_with_path(tree)]

@@ -50,6 +50,24 @@ def test_sparrow_draft_greedy_is_lossless(llava, batch, greedy_ref, tree):
     assert out.stats["cycles"] >= 1 and len(out.stats["acceptance"]) == tree.max_depth
 
 
+@pytest.mark.parametrize("tree", [TreeShape.chain(4), TreeShape(4, 2, 12)], ids=["chain4", "tree4x2"])
+def test_reduced_vocabulary_draft_is_lossless_and_drafts_inside_it(llava, batch, greedy_ref, tree):
+    """A draft over 40 of the 128 tokens (its own head): the output is the target's; every drafted token is
+    one of the 40, so where the target's next token is outside them the draft is wrong, never the output."""
+    target = llava[3]
+    vocab = tuple(np.random.default_rng(5).choice(target.lm.config.vocab_size, 40, replace=False).tolist())
+    draft = make_draft(target, window=8, vocab=vocab)
+    out = infer.generate(target, *batch, max_new_tokens=MAX_NEW, draft=draft, tree=tree)
+    assert out.token_ids() == greedy_ref and out.stats["cycles"] >= 1
+    proposer = SparrowProposer.create(draft, tree, SamplingConfig(), chunk=8)
+    ids = np.asarray(batch[0][0], np.int32)
+    index = np.pad(np.arange(len(ids)), (0, -len(ids) % 8), mode="edge")[None]
+    state = proposer.start(target, text_prompt(ids, index, len(ids)), first=jnp.asarray([7]),
+                           hidden=jnp.ones((1, len(ids), target.lm.config.hidden_size)))
+    drafted = proposer.propose(target, state, root=jnp.asarray([7]), n_out=jnp.asarray([1]), key=row_keys(0, 1))[0]
+    assert set(np.asarray(drafted.tokens)[0, 1:].tolist()) <= set(vocab)
+
+
 @pytest.mark.parametrize("k", [1, 4])
 def test_chain_drafting_builds_the_top_k_tree(k):
     """A chain is drafted without the tree's ranking; it must be the tree the top-k expansion builds with

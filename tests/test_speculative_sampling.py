@@ -101,11 +101,18 @@ def run(target, draft, seed, tree=None):
     return out.tokens[:, :3]
 
 
-@pytest.mark.parametrize("kind", ["autoregressive", "sparrow_chain", "sparrow_tree", "oracle_chain", "support_tree"])
+@pytest.mark.parametrize("kind", ["autoregressive", "sparrow_chain", "sparrow_tree", "oracle_chain", "support_tree",
+                                  "reduced_vocab_chain"])
 def test_sampling_matches_target_distribution(llava, exact, kind):
     target, tree = llava[3], None
     if kind == "autoregressive":
         draft = None
+    elif kind == "reduced_vocab_chain":
+        # A draft over some of the target's support and other tokens: its q is 0 on the rest of the support,
+        # which the residual distribution must then supply exactly.
+        support = sorted({t for k in exact for t in k})
+        vocab = tuple(support[::2]) + tuple(t for t in range(128) if t not in support)[:20]
+        draft, tree = make_draft(target, window=4, vocab=vocab), TreeShape.chain(2)
     elif kind.startswith("sparrow"):
         draft = make_draft(target, window=4)
         tree = TreeShape.chain(2) if kind == "sparrow_chain" else TreeShape(top_k=3, depth=1, total=8)

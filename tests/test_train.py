@@ -427,3 +427,30 @@ def test_killed_runs_resume_to_the_same_parameters(tiny, tmp_path):
     _assert_trees_close(resumed.state["opt_state"], ref.state["opt_state"], 0)
     _assert_trees_close(nnx.to_pure_dict(nnx.state(sparrow_jax.load(wd / "draft"), nnx.Param)),
                         nnx.to_pure_dict(nnx.state(sparrow_jax.load(tmp_path / "ref" / "draft"), nnx.Param)), 0)
+
+
+def test_reduced_vocabulary_draft_trains_and_stays_lossless(tiny, tmp_path):
+    """draft.vocab_size: the draft scores the answers' most frequent tokens (ties by id) through its own head,
+    started from the target's lm_head columns; it trains, exports with its vocabulary, and decodes losslessly."""
+    from train.tokenizer import tokenize_conversation
+    from train.vocab import frequent_tokens
+    from sparrow_jax.manifest import messages
+
+    cfg = config.load(TINY, short_run(tmp_path, tiny[0], "steps=3", "draft.vocab_size=24"))
+    result = run(cfg)
+    target, draft = sparrow_jax.load(cfg.target.path), sparrow_jax.load(cfg.export)
+    records, tok = data.read_manifest(cfg.data.manifest), ByteChatTokenizer()
+    counts = np.zeros(target.lm.config.vocab_size, np.int64)
+    for rec in records:
+        ids, assistant = tokenize_conversation(tok, messages(rec, cfg.data.system_prompt))
+        counts += np.bincount(ids[assistant], minlength=len(counts))
+    assert draft.config.vocab == frequent_tokens(records, tok, 24, len(counts), cfg.data.system_prompt)
+    assert json.loads((tmp_path / "draft_vocab.json").read_text()) == list(draft.config.vocab)  # kept for a resume
+    assert sorted(draft.config.vocab, key=lambda t: (-counts[t], t)) == list(draft.config.vocab)
+    assert counts[list(draft.config.vocab)].min() >= np.delete(counts, list(draft.config.vocab)).max()
+    assert draft.head.kernel.shape == (target.lm.config.hidden_size, 24) and np.isfinite(result.history[-1]["loss"])
+    prompts = [prompt_of(r, tok, target.config, cfg.data) for r in records[:2]]
+    ids, videos = [p for p, _ in prompts], [v for _, v in prompts]
+    greedy = infer.generate(target, ids, videos, max_new_tokens=16).token_ids()
+    assert infer.generate(target, ids, videos, max_new_tokens=16, draft=draft,
+                          tree=TreeShape.chain(3)).token_ids() == greedy

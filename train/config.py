@@ -39,6 +39,9 @@ class DraftSection:
     window: int = 1024  # inference-time VATA window stored in the exported config
     pinned: int = 0
     init_from: str = ""  # a converted draft to continue from (num_layers above its count grows it); empty: random
+    # > 0: the draft scores only the vocab_size tokens its training answers use most (EAGLE-3's reduced vocabulary,
+    # train/vocab.py), with its own head of that many rows, started from the target's lm_head; 0: every token.
+    vocab_size: int = 0
     seed: int = 0
 
 
@@ -174,6 +177,8 @@ class TrainConfig:
         _require(o.attention in ATTENTION, f"objective.attention must be one of {ATTENTION}, got {o.attention!r}")
         _require(o.visual_input in VISUAL_INPUT, f"objective.visual_input must be one of {VISUAL_INPUT}, got {o.visual_input!r}")
         _require(o.mtp_passes >= 0, f"objective.mtp_passes must be >= 0, got {o.mtp_passes}")
+        _require(self.draft.vocab_size >= 0,
+                 f"draft.vocab_size must be >= 0 (0: every token), got {self.draft.vocab_size}")
         _require(0.0 <= o.text_only_fraction <= 1.0,
                  f"objective.text_only_fraction must be in [0, 1], got {o.text_only_fraction}")
         _require(o.text_len >= 0 and (o.text_len == 0 or o.attention == "text_only"),

@@ -30,8 +30,13 @@ def masked_mean(x, mask):
     return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def pass_losses(outs, hidden, mask, logits_fn, chunk: int = LOSS_CHUNK) -> dict:
+def pass_losses(outs, hidden, mask, logits_fn, chunk: int = LOSS_CHUNK, draft_head=None, vocab=None) -> dict:
     """{"feature", "ce", "top1"}: [P] each, pass j's masked means over the positions t with mask[b, t] > 0.
+
+    With a reduced vocabulary (`vocab`, K token ids; `draft_head` the draft's [H, K] head), the draft's
+    logits are `draft_head`'s, the soft labels the target's distribution over those K tokens (renormalised)
+    and the cross-entropy is 0 where the target's top token lies outside them (EAGLE-3's rule: no token
+    there to learn); top-1 compares the token ids, so it counts those positions as misses.
 
     outs [P, B, L, H]: the draft's output at t in each pass; hidden [B, L, H]: the target's final states,
     whose values at t + 1 (and their distributions through `logits_fn`, the lm_head) the outputs at t are
@@ -56,9 +61,17 @@ def pass_losses(outs, hidden, mask, logits_fn, chunk: int = LOSS_CHUNK) -> dict:
 
     def sums(o, t, w):  # one chunk: o [P, B, C, H], t [B, C, H], w [B, C] -> weighted sums [3, P]
         target_logits = logits_fn(t)
-        logits = logits_fn(o)
-        per = (smooth_l1(o, t), soft_cross_entropy(logits, target_logits),
-               (jnp.argmax(logits, -1) == jnp.argmax(target_logits, -1)).astype(jnp.float32))
+        top = jnp.argmax(target_logits, -1)
+        if vocab is None:
+            logits = logits_fn(o)
+            ce, guess = soft_cross_entropy(logits, target_logits), jnp.argmax(logits, -1)
+        else:
+            ids = jnp.asarray(vocab, jnp.int32)
+            logits = draft_head(o)  # [P, B, C, K]
+            inside = jnp.zeros(target_logits.shape[-1], bool).at[ids].set(True)[top]
+            ce = jnp.where(inside, soft_cross_entropy(logits, target_logits[..., ids]), 0.0)
+            guess = ids[jnp.argmax(logits, -1)]
+        per = (smooth_l1(o, t), ce, (guess == top).astype(jnp.float32))
         return jnp.stack([jnp.sum(x * w, axis=(1, 2)) for x in per])
 
     # The checkpoint outside the cond: its residuals are then its own inputs, and the lm_head among them is

@@ -76,7 +76,7 @@ def draft_loss(draft, target, features, batch, key, obj: ObjectiveConfig):
         outs.append(out)
         h = ivsb.mtp_hidden(noisy, jax.lax.stop_gradient(out) if obj.mtp_stop_gradient else out, shiftable)
     # Soft labels and draft logits through the lm_head in chunks of scored positions (no [B, L, V] array).
-    per = pass_losses(jnp.stack(outs), hidden, mask, target.logits)
+    per = pass_losses(jnp.stack(outs), hidden, mask, target.logits, draft_head=draft.head, vocab=draft.config.vocab)
     total, metrics = 0.0, {}
     for j in range(1 + obj.mtp_passes):
         loss = obj.feature_weight * per["feature"][j] + obj.ce_weight * per["ce"][j]

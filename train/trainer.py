@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -23,11 +24,15 @@ from train.log import Logger
 from train.prepare import capture_layer, load_target, prepare_data
 from train.step import make_optimizer, make_train_step
 from train.target_step import make_target_step
+from train.vocab import frequent_tokens
 from train.tokenizer import load as load_tokenizer
 
+VOCAB_FILE = "draft_vocab.json"  # a run's reduced draft vocabulary (`run_vocabulary`)
 
-def draft_config(cfg: TrainConfig, target) -> DraftConfig:
-    """The draft's layers: the target's shape (hidden size and vocabulary are shared) unless overridden."""
+
+def draft_config(cfg: TrainConfig, target, vocab: tuple[int, ...] | None = None) -> DraftConfig:
+    """The draft's layers: the target's shape (hidden size and vocabulary are shared) unless overridden;
+    `vocab`: its reduced vocabulary (`train.vocab`), None for every token."""
     lm, d = target.lm.config, cfg.draft
     layers = dataclasses.replace(
         lm, num_layers=d.num_layers, intermediate_size=d.intermediate_size or lm.intermediate_size,
@@ -35,10 +40,29 @@ def draft_config(cfg: TrainConfig, target) -> DraftConfig:
         head_dim=d.head_dim or lm.head_dim, mrope_section=None, tie_word_embeddings=False,
         model_type="llama" if lm.model_type == "llama" else "qwen2",  # plain 1-D RoPE over text positions
     )
-    return DraftConfig(layers, window=d.window, pinned=d.pinned)
+    return DraftConfig(layers, window=d.window, pinned=d.pinned, vocab=vocab)
 
 
-def init_draft(cfg: TrainConfig, target):
+def run_vocabulary(cfg: TrainConfig, records, tok, vocab_size: int) -> tuple[int, ...]:
+    """The run's reduced draft vocabulary: chosen from `records` on its first start and kept in the workdir
+    (`draft_vocab.json`), so a resumed run trains the same head rows even if the manifest changed since."""
+    path = Path(cfg.workdir) / VOCAB_FILE
+    if path.is_file():
+        vocab = tuple(json.loads(path.read_text()))
+        if len(vocab) != cfg.draft.vocab_size:
+            raise ValueError(f"{path} holds {len(vocab)} tokens but draft.vocab_size={cfg.draft.vocab_size}: this "
+                             "workdir's run chose its vocabulary already; set it back, or use a new workdir")
+        return vocab
+    vocab = frequent_tokens(records, tok, cfg.draft.vocab_size, vocab_size, cfg.data.system_prompt)
+    if jax.process_index() == 0:  # every process chose the same (deterministic); one writes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data.write_atomic(path, json.dumps(list(vocab)))
+    return vocab
+
+
+def init_draft(cfg: TrainConfig, target, vocab: tuple[int, ...] | None = None):
+    """The draft training starts from: `draft.init_from` (grown to `draft.num_layers`), or a random one whose
+    head over `vocab` (if given) starts as the target's lm_head rows of those tokens."""
     if cfg.draft.init_from:
         draft = checkpoint.load(cfg.draft.init_from, "float32", on_host=True)
         if draft.config.layers.hidden_size != target.lm.config.hidden_size:
@@ -47,8 +71,18 @@ def init_draft(cfg: TrainConfig, target):
         if want < have:
             raise ValueError(f"draft.num_layers={want} but draft.init_from {cfg.draft.init_from} has {have} layers: "
                              f"set draft.num_layers={have}, or more to add layers")
+        if cfg.draft.vocab_size and len(draft.config.vocab or ()) != cfg.draft.vocab_size:
+            scores = len(draft.config.vocab or ()) or "every"
+            raise ValueError(f"draft.vocab_size={cfg.draft.vocab_size} but draft.init_from {cfg.draft.init_from} "
+                             f"scores {scores} tokens: set draft.vocab_size=0 to keep its vocabulary, or train a new "
+                             "draft")
         return grow_draft(draft, want, cfg.draft.seed) if want > have else draft
-    return build_model(draft_config(cfg, target), rngs=nnx.Rngs(cfg.draft.seed))
+    draft = build_model(draft_config(cfg, target, vocab), rngs=nnx.Rngs(cfg.draft.seed))
+    if vocab is not None:  # [H, K]: the target's lm_head columns (or tied embedding rows) of the vocabulary
+        lm = target.lm
+        head = lm.embed_tokens.embedding[...].T if lm.lm_head is None else lm.lm_head.kernel[...]
+        draft.head.kernel[...] = np.asarray(head)[:, np.asarray(vocab)].astype(draft.head.kernel.dtype)
+    return draft
 
 
 def grow_draft(draft, num_layers: int, seed: int = 0):
@@ -126,7 +160,10 @@ def run(cfg: TrainConfig, mesh=None) -> Trained:
     if cfg.mode == "target":  # the target itself trains (the embedded demo's target): no frozen copy
         draft, tparams = target, None
     else:
-        draft = init_draft(cfg, target)
+        vocab = None
+        if cfg.draft.vocab_size and not cfg.draft.init_from:
+            vocab = run_vocabulary(cfg, records, tok, target.lm.config.vocab_size)
+        draft = init_draft(cfg, target, vocab)
         tgraph, tparams = nnx.split(target)
         tparams = sharding.put_global(nnx.to_pure_dict(tparams), sharding.param_shardings(target, mesh))
     dgraph, state, state_sh, opt, schedule = initial_state(cfg, draft, mesh)

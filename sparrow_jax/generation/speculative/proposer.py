@@ -190,7 +190,8 @@ class SparrowProposer:
             out, dc = self._forward(draft, target, dc, tokens, hid, positions, slots, alone, ancestors)
             return out
 
-        tree = draft_tree(step, target.logits, root, state.last_out, dc.count, self.shape, self.sampling, key)
+        logits = lambda out: draft.logits(out, target)  # noqa: E731  (the target's lm_head, or the draft's own)
+        tree = draft_tree(step, logits, root, state.last_out, dc.count, self.shape, self.sampling, key)
         return tree, state.replace(dcache=dc)
 
     def commit(self, target, state: DraftState, accepted: Accepted) -> DraftState:
