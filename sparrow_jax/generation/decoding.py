@@ -57,7 +57,7 @@ def run_prefill(request: Request) -> tuple[Prefilled, float]:
     """The target's prefill of `request` (prompt hidden states kept when its proposer reads them), and its
     seconds, compiling excluded (that is `Prefilled.compile_s`)."""
     # Models cast pixels to their own dtype. On a mesh rows go over `data` (every [B, ...] array).
-    inputs = put_rows(jax.tree.map(jnp.asarray, _prefill_inputs(request.batch)), request.mesh, request.batch.batch)
+    inputs = put_rows(jax.tree.map(jnp.asarray, prefill_inputs(request.batch)), request.mesh, request.batch.batch)
     with on_mesh(request.mesh):  # the cache is created sharded inside (`kv_cache.LAYOUT`)
         out, seconds, compile_s = timed(lambda: prefill(request.graphdef, request.params, *inputs,
                                                         **_prefill_options(request)))
@@ -69,12 +69,13 @@ def compile_prefill(request: Request) -> Prefilled:
     (ShapeDtypeStruct leaves). JAX keeps the program by argument shapes, so `run_prefill` then compiles
     nothing: a caller can start compiling what follows in the background before the prefill runs."""
     shape = lambda x: jax.ShapeDtypeStruct(np.shape(x), jax.dtypes.canonicalize_dtype(np.result_type(x)))  # noqa: E731
-    args = (request.graphdef, request.params, *jax.tree.map(shape, _prefill_inputs(request.batch)))
+    args = (request.graphdef, request.params, *jax.tree.map(shape, prefill_inputs(request.batch)))
     prefill.lower(*args, **_prefill_options(request)).compile()
     return prefill.eval_shape(*args, **_prefill_options(request))  # the trace lower made, reused
 
 
-def _prefill_inputs(b) -> tuple:
+def prefill_inputs(b) -> tuple:
+    """The prefill's array arguments from a PromptBatch `b` (host arrays)."""
     return b.input_ids, b.lengths, b.positions, b.video
 
 

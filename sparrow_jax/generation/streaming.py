@@ -27,7 +27,7 @@ from flax import nnx
 
 from sparrow_jax import compile_time
 from sparrow_jax.generation import autoregressive
-from sparrow_jax.generation.decoding import (_prefill_inputs, _spec_begin, compile_prefill, decode_stats,
+from sparrow_jax.generation.decoding import (_spec_begin, compile_prefill, decode_stats, prefill_inputs,
                                              run_prefill, timed)
 from sparrow_jax.generation.setup import Request
 from sparrow_jax.generation.speculative import loop
@@ -123,7 +123,6 @@ class TokenStream:
         self.output = self._finish(GenerateOutput(tokens, n, stats))
 
 
-
 _seen: set = set()  # the requests' kinds whose programs were compiled ahead
 
 
@@ -131,7 +130,7 @@ def _first_of_its_kind(r: Request, steps: int) -> bool:
     """Whether no earlier stream compiled ahead for a request of `r`'s shapes and settings (then its programs
     are in JAX's caches already). Skipping the work for a repeat saves ~9 ms of a warm demo stream's 45 ms
     to its first tokens (mostly the background thread's tracing holding Python's lock); the key costs 0.2."""
-    leaves, tree = jax.tree.flatten((r.params, r.proposer, r.prompt, r.key, _prefill_inputs(r.batch)))
+    leaves, tree = jax.tree.flatten((r.params, r.proposer, r.prompt, r.key, prefill_inputs(r.batch)))
     kind = (r.graphdef, r.config, steps, r.capacity, r.chunk, tree,
             tuple((np.shape(x), x.dtype if hasattr(x, "dtype") else np.result_type(x),
                    getattr(x, "weak_type", False)) for x in leaves))
