@@ -36,7 +36,8 @@ def main(argv=None) -> int:
         raise ValueError("--runs and every --frames value must be >= 1")
     print(f"embedded demo pair, chain {args.chain}, {args.new_tokens} new tokens, {args.runs} fresh processes per "
           "cell, the settings alternating; seconds, median [min-max]")
-    print("| frames | prompt | loop compiled | first tokens | longest wait after | whole answer |\n|---|---|---|---|---|---|")
+    print("| frames | prompt | loop compiled | first tokens | longest wait after | whole answer |\n"
+          "|---|---|---|---|---|---|")
     for f in frames:
         got = {True: [], False: []}
         for _ in range(args.runs):

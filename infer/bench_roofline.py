@@ -59,8 +59,9 @@ def small_target(args) -> None:
     from sparrow_jax.timing import median_time
 
     bandwidth, rate = roofline.read_bandwidth(), roofline.matmul_rate()
-    print(f"machine: {jax.devices()[0].device_kind} ({os.cpu_count()} host cores), read bandwidth {bandwidth / 1e9:.1f} GB/s (a float32 sum over "
-          f"1 GiB), matmul {rate / 1e9:.1f} GFLOP/s (float32, 2048^3); medians of 5")
+    print(f"machine: {jax.devices()[0].device_kind} ({os.cpu_count()} host cores), read bandwidth "
+          f"{bandwidth / 1e9:.1f} GB/s (a float32 sum over 1 GiB), matmul {rate / 1e9:.1f} GFLOP/s (float32, "
+          "2048^3); medians of 5")
     hf, target = random_target(args.layers, args.hidden)
     cfg = target.lm.config
     print(f"target: random Qwen2, {cfg.num_layers} layers x {cfg.hidden_size}, {np.dtype(target.lm.dtype).name}, "
@@ -79,17 +80,17 @@ def small_target(args) -> None:
         x = torch.from_numpy(ids[None])
         with torch.no_grad():
             hf_prefill = median_time(lambda: hf(x), args.repeats)
-        step_floor = roofline.step_bytes(target, ctx) / bandwidth
-        prefill_floor = roofline.prefill_flops(cfg, ctx) / rate
+        step_bytes, flops = roofline.step_bytes(target, ctx), roofline.prefill_flops(cfg, ctx)
+        step_floor, prefill_floor = step_bytes / bandwidth, flops / rate
         pct = lambda floor, s: f"{100 * floor / s:.0f}%"  # noqa: E731
-        mb = f"{roofline.step_bytes(target, ctx) / 1e6:.1f} MB"
+        mb = f"{step_bytes / 1e6:.1f} MB"
         print(f"| {ctx} | AR step | {mb} | {1e3 * ours_step:.2f} | {pct(step_floor, ours_step)} | "
               f"{1e3 * hf_step:.2f} | {pct(step_floor, hf_step)} | {hf_step / ours_step:.2f}x |")
         one, *verify = verify_cost(target, ctx, [1, *args.verify], repeats=args.repeats)
         for tokens, ms in zip(args.verify, verify):
             print(f"| {ctx} | verify {tokens} tokens ({ms / one:.2f}x of 1) | {mb} | {ms:.2f} | "
                   f"{pct(step_floor, ms / 1e3)} | - | - | - |")
-        print(f"| {ctx} | prefill | {roofline.prefill_flops(cfg, ctx) / 1e9:.1f} GFLOP | {1e3 * ours_prefill:.0f} | "
+        print(f"| {ctx} | prefill | {flops / 1e9:.1f} GFLOP | {1e3 * ours_prefill:.0f} | "
               f"{pct(prefill_floor, ours_prefill)} | {1e3 * hf_prefill:.0f} | {pct(prefill_floor, hf_prefill)} | "
               f"{hf_prefill / ours_prefill:.2f}x |", flush=True)
 
