@@ -41,7 +41,10 @@ def shape_of(tree, shardings=None):
     def one(x, sharding=None):
         if isinstance(x, (np.ndarray, jax.Array, jax.ShapeDtypeStruct)):
             kept = x.sharding if isinstance(x, jax.ShapeDtypeStruct) else None
-            return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=kept if sharding is None else sharding)
+            # The dtype a jitted call would give the array (int64 -> int32 without x64), so that a program
+            # compiled from these shapes is the one the call on the arrays finds.
+            dtype = jax.dtypes.canonicalize_dtype(x.dtype, allow_extended_dtype=True)
+            return jax.ShapeDtypeStruct(np.shape(x), dtype, sharding=kept if sharding is None else sharding)
         return x
 
     return jax.tree.map(one, tree) if shardings is None else jax.tree.map(one, tree, shardings)

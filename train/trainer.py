@@ -79,9 +79,8 @@ def init_draft(cfg: TrainConfig, target, vocab: tuple[int, ...] | None = None):
         return grow_draft(draft, want, cfg.draft.seed) if want > have else draft
     draft = build_model(draft_config(cfg, target, vocab), rngs=nnx.Rngs(cfg.draft.seed))
     if vocab is not None:  # [H, K]: the target's lm_head columns (or tied embedding rows) of the vocabulary
-        lm = target.lm
-        head = lm.embed_tokens.embedding[...].T if lm.lm_head is None else lm.lm_head.kernel[...]
-        draft.head.kernel[...] = np.asarray(head)[:, np.asarray(vocab)].astype(draft.head.kernel.dtype)
+        head = np.asarray(target.lm.head_kernel())[:, np.asarray(vocab)]
+        draft.head.kernel[...] = head.astype(draft.head.kernel.dtype)
     return draft
 
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sparrow_jax import compile_time
+from sparrow_jax import aot, compile_time
 from sparrow_jax.generation import autoregressive
 from sparrow_jax.generation.prefill import prefill
 from sparrow_jax.generation.setup import Request
@@ -68,8 +68,7 @@ def compile_prefill(request: Request) -> Prefilled:
     """Compile `request`'s prefill (one device) without running it, and return its result as shapes
     (ShapeDtypeStruct leaves). JAX keeps the program by argument shapes, so `run_prefill` then compiles
     nothing: a caller can start compiling what follows in the background before the prefill runs."""
-    shape = lambda x: jax.ShapeDtypeStruct(np.shape(x), jax.dtypes.canonicalize_dtype(np.result_type(x)))  # noqa: E731
-    args = (request.graphdef, request.params, *jax.tree.map(shape, prefill_inputs(request.batch)))
+    args = (request.graphdef, request.params, *aot.shape_of(prefill_inputs(request.batch)))
     prefill.lower(*args, **_prefill_options(request)).compile()
     return prefill.eval_shape(*args, **_prefill_options(request))  # the trace lower made, reused
 

@@ -69,6 +69,10 @@ class DecoderLM(nnx.Module):
     def logits(self, hidden):
         return self.embed_tokens.attend(hidden) if self.lm_head is None else self.lm_head(hidden)
 
+    def head_kernel(self):
+        """The output head as a [H, V] matrix: the lm_head's kernel, or the tied embedding transposed."""
+        return self.embed_tokens.embedding[...].T if self.lm_head is None else self.lm_head.kernel[...]
+
     def cos_sin(self, positions):
         """positions [B,N] (1-D RoPE), or for M-RoPE models [3,B,N]; [B,N] there means text (all axes equal)."""
         cfg = self.config
